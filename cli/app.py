@@ -1,0 +1,1 @@
+from kinetic.cli import main

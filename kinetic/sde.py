@@ -1,0 +1,442 @@
+"""`LinearSDE`: dz = beta(t) (A kron I) z dt + sqrt(beta(t)) (G kron I) dW on a state of k blocks.
+
+The state ``z`` has shape ``(B, k, *D)``: block 0 is the data (position), blocks 1..k-1 are the
+auxiliary variables (velocity, acceleration, ...), each shaped like the data. Noise enters the
+last block only (``G G^T = g^2 e_k e_k^T``), so a model learns one score, shaped like the data.
+
+With the time change ``tau = B(t)`` the SDE is autonomous, and every exact quantity is a k x k
+float64 matrix per time point (see ``docs/math.md``):
+
+    Phi(s, t) = expm((B(t) - B(s)) A)
+    Sigma(t)  = Phi S0 Phi^T + Q(B(t))             S0 = blockdiag(0, aux_cov)
+              = S_inf + Phi (S0 - S_inf) Phi^T     (large tau, when A is Hurwitz; Lyapunov form)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from . import linalg
+from .schedules import ConstantSchedule, Schedule, schedule_from_spec
+
+__all__ = ["LinearSDE", "ScoreFn"]
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+# Beyond this tau * ||A||_1 the Lyapunov form is used for the covariance (it has no
+# cancellation there, and needs no noise series); below it the scaled Taylor/Van Loan kernel.
+_LYAPUNOV_SWITCH = 2.0
+
+
+def _as_matrix(name: str, value, k: int | None = None) -> Tensor:
+    try:
+        m = torch.as_tensor(value, dtype=torch.float64).detach().cpu().clone()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a square matrix (array-like of floats): {err}") from None
+    if m.dim() == 0 and (k is None or k == 1):
+        m = m.reshape(1, 1)
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{name} must be a square k x k matrix, got shape {tuple(m.shape)}")
+    if k is not None and m.shape[0] != k:
+        raise ValueError(f"{name} must be {k} x {k} to match the drift, got {tuple(m.shape)}")
+    if not torch.isfinite(m).all():
+        raise ValueError(f"{name} must have finite entries, got {m.tolist()}")
+    return m
+
+
+class LinearSDE:
+    """A linear SDE of order k with exact Gaussian transitions.
+
+    Args:
+        drift: A, (k, k).
+        diffusion: G, (k, k); ``G G^T`` must vanish outside its last diagonal entry.
+        schedule: beta(t) and B(t) (`kinetic.schedules`); constant 1 when omitted.
+        aux_cov: (k-1, k-1) covariance of the auxiliary blocks at t = 0 (zero when omitted);
+            a scalar means that multiple of the identity.
+        T: the end time.
+        name: a label used in reprs, tables and checkpoints.
+    """
+
+    def __init__(
+        self,
+        drift,
+        diffusion,
+        *,
+        schedule: Schedule | None = None,
+        aux_cov=None,
+        T: float = 1.0,
+        name: str = "linear",
+        params: dict | None = None,
+    ):
+        A = _as_matrix("drift", drift)
+        k = A.shape[0]
+        G = _as_matrix("diffusion", diffusion, k)
+        D = G @ G.T
+        g2 = float(D[-1, -1])
+        off = D.clone()
+        off[-1, -1] = 0.0
+        if g2 <= 0 or off.abs().max() > 1e-12 * max(g2, 1.0):
+            raise ValueError(
+                "diffusion: G G^T must be zero except its last diagonal entry, which must be "
+                f"positive (noise enters the last block only); got G G^T = {D.tolist()}"
+            )
+        try:
+            T = float(T)
+        except (TypeError, ValueError):
+            raise TypeError(f"T must be a positive float, got {T!r}") from None
+        if not math.isfinite(T) or T <= 0:
+            raise ValueError(f"T must be a finite positive float, got {T}")
+        if schedule is None:
+            schedule = ConstantSchedule(1.0)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a kinetic.schedules.Schedule, got {type(schedule).__name__}")
+        b = schedule.beta(torch.linspace(0, T, 33, dtype=torch.float64))
+        if not torch.isfinite(b).all() or (b <= 0).any():
+            raise ValueError(f"schedule: beta(t) must be finite and positive on [0, T], got {b.tolist()}")
+        S0 = torch.zeros(k, k, dtype=torch.float64)
+        if aux_cov is not None and k > 1:
+            C = torch.as_tensor(aux_cov, dtype=torch.float64)
+            if C.dim() == 0:
+                C = C * torch.eye(k - 1, dtype=torch.float64)
+            C = _as_matrix("aux_cov", C, k - 1)
+            if not torch.allclose(C, C.T, atol=1e-12) or torch.linalg.eigvalsh(C).min() < -1e-12:
+                raise ValueError(f"aux_cov must be symmetric positive semi-definite, got {C.tolist()}")
+            S0[1:, 1:] = C
+        elif aux_cov is not None and k == 1 and float(torch.as_tensor(aux_cov).abs().sum()) != 0:
+            raise ValueError("aux_cov: an order-1 SDE has no auxiliary blocks; leave aux_cov unset")
+
+        self._A, self._G, self._D, self._S0 = A, G, D, S0
+        self.g2 = g2
+        self.order = k
+        self.T = T
+        self.schedule = schedule
+        self.name = name
+        self.params = dict(params or {})
+        self._norm_a = float(torch.linalg.matrix_norm(A, ord=1))
+        self._S_inf = linalg.stationary_covariance(A, D)
+        self._tau_T = float(schedule.integral(torch.tensor(T, dtype=torch.float64)))
+        self._cache: dict = {}
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def drift_matrix(self) -> Tensor:
+        """A, (k, k) float64."""
+        return self._A.clone()
+
+    @property
+    def diffusion_matrix(self) -> Tensor:
+        """G, (k, k) float64."""
+        return self._G.clone()
+
+    @property
+    def noise_matrix(self) -> Tensor:
+        """D = G G^T, (k, k) float64."""
+        return self._D.clone()
+
+    @property
+    def initial_cov(self) -> Tensor:
+        """S0 = blockdiag(0, aux_cov), (k, k) float64: the covariance of z_0 given the data."""
+        return self._S0.clone()
+
+    @property
+    def aux_cov(self) -> Tensor:
+        return self._S0[1:, 1:].clone()
+
+    @property
+    def stationary_cov(self) -> Tensor | None:
+        """S_inf with A S + S A^T + D = 0, or None when A is not Hurwitz (e.g. VE)."""
+        return None if self._S_inf is None else self._S_inf.clone()
+
+    @property
+    def prior_cov(self) -> Tensor:
+        """Covariance of the prior at t = T: S_inf if it exists, else Sigma(T) (zero data)."""
+        if self._S_inf is not None:
+            return self._S_inf.clone()
+        return self.covariance(torch.tensor(self.T, dtype=torch.float64))
+
+    def _mats(self, device) -> tuple[Tensor, Tensor, Tensor]:
+        key = ("mats", str(device))
+        if key not in self._cache:
+            self._cache[key] = tuple(m.to(device) for m in (self._A, self._D, self._S0))
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ time
+    def _check_t(self, t, name: str = "t") -> Tensor:
+        if not isinstance(t, Tensor):
+            try:
+                t = torch.as_tensor(t, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"{name} must be a float or a tensor of times, got {type(t).__name__}") from None
+        if t.is_floating_point() is False:
+            t = t.to(torch.float64)
+        if t.device.type == "cpu":
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} must be finite, got non-finite times")
+            lo, hi = float(t.min()) if t.numel() else 0.0, float(t.max()) if t.numel() else 0.0
+            tol = 1e-9 * max(1.0, self.T)
+            if lo < -tol or hi > self.T + tol:
+                raise ValueError(f"{name} must lie in [0, T] = [0, {self.T}], got values in [{lo}, {hi}]")
+        return t.to(torch.float64).clamp(0.0, self.T)
+
+    def beta(self, t) -> Tensor:
+        """beta(t), float64, shaped like t."""
+        return self.schedule.beta(self._check_t(t)).to(torch.as_tensor(t).device)
+
+    def tau(self, t) -> Tensor:
+        """The time change tau = B(t), float64, shaped like t."""
+        return self.schedule.integral(self._check_t(t))
+
+    # ------------------------------------------------------------------ exact kernels
+    def transition(self, s, t) -> Tensor:
+        """Phi(s, t) = expm((B(t) - B(s)) A): (...) x (...) -> (..., k, k) float64.
+
+        E[z_t | z_s] = (Phi kron I) z_s for s <= t; for s > t it is the inverse map.
+        """
+        dtau = self.tau(t) - self.tau(s)
+        A, _, _ = self._mats(dtau.device)
+        return linalg.expm(A, dtau)
+
+    def covariance(self, t) -> Tensor:
+        """Sigma(t), the covariance of z_t given x_0 (auxiliaries from aux_cov): (...) -> (..., k, k)."""
+        tau = self.tau(t)
+        return self._covariance_tau(tau)[1]
+
+    def _covariance_tau(self, tau: Tensor) -> tuple[Tensor, Tensor]:
+        """(Phi(0, t), Sigma(t)) for tau = B(t)."""
+        A, D, S0 = self._mats(tau.device)
+        shape = tau.shape
+        flat = tau.reshape(-1)
+        k = self.order
+        if self._S_inf is None:
+            phi, q = linalg.transition_and_noise(A, D, flat)
+            sigma = phi @ S0 @ phi.transpose(-1, -2) + q
+        else:
+            S_inf = self._S_inf.to(tau.device)
+            large = flat * self._norm_a > _LYAPUNOV_SWITCH
+            phi = torch.empty(flat.shape[0], k, k, dtype=torch.float64, device=tau.device)
+            sigma = torch.empty_like(phi)
+            if bool(large.all()):
+                idx_small = None
+            else:
+                idx_small = (~large).nonzero().squeeze(-1)
+            if idx_small is None or idx_small.numel() < flat.shape[0]:
+                idx_large = large.nonzero().squeeze(-1)
+                p = linalg.expm(A, flat[idx_large])
+                phi[idx_large] = p
+                sigma[idx_large] = S_inf + p @ (S0 - S_inf) @ p.transpose(-1, -2)
+            if idx_small is not None:
+                p, q = linalg.transition_and_noise(A, D, flat[idx_small])
+                phi[idx_small] = p
+                sigma[idx_small] = p @ S0 @ p.transpose(-1, -2) + q
+        sigma = 0.5 * (sigma + sigma.transpose(-1, -2))
+        return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k)
+
+    def cholesky(self, t) -> Tensor:
+        """Lower Cholesky factor L_t of Sigma(t), (...) -> (..., k, k) float64.
+
+        Exact and scale-invariant down to tiny t; at t = 0 with zero aux_cov the data block's
+        variance is zero and so is its row (and L_t[k, k] = 0: losses and samplers use t >= t_eps).
+        """
+        return linalg.safe_cholesky(self.covariance(t))
+
+    # ------------------------------------------------------------------ data path
+    def _batch_t(self, t, batch: int, device) -> Tensor:
+        t = self._check_t(t).to(device)
+        if t.dim() == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"t must be a scalar or have shape ({batch},) to match the batch, got {tuple(t.shape)}")
+        return t
+
+    def _check_data(self, x0: Tensor, name: str = "x0") -> None:
+        if not isinstance(x0, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (B, *data_shape), got {type(x0).__name__}")
+        if x0.dim() < 2:
+            raise ValueError(f"{name} must have shape (B, *data_shape) with at least 2 dims, got {tuple(x0.shape)}")
+        if not x0.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x0.dtype}")
+
+    def check_state(self, z: Tensor, name: str = "z") -> None:
+        """Raise a clear error unless z has shape (B, k, *D) and a float dtype."""
+        if not isinstance(z, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (B, {self.order}, *data_shape)")
+        if z.dim() < 3 or z.shape[1] != self.order:
+            raise ValueError(
+                f"{name} must have shape (B, {self.order}, *data_shape) for an order-{self.order} SDE, "
+                f"got {tuple(z.shape)}"
+            )
+        if not z.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {z.dtype}")
+
+    def marginal(self, x0: Tensor, t) -> tuple[Tensor, Tensor]:
+        """Law of z_t given data x0: mean (B, k, *D) in x0's dtype, covariance (B, k, k) float64."""
+        self._check_data(x0)
+        t = self._batch_t(t, x0.shape[0], x0.device)
+        phi, sigma = self._covariance_tau(self.tau(t))
+        col = phi[:, :, 0].to(x0.dtype)  # (B, k): auxiliaries have zero mean
+        mean = col.reshape(*col.shape, *([1] * (x0.dim() - 1))) * x0.unsqueeze(1)
+        return mean, sigma
+
+    def perturb(self, x0: Tensor, t, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Sample z_t ~ N(mean, Sigma(t) kron I) given x0 (B, *D).
+
+        Returns (z_t, eps), both (B, k, *D) in x0's dtype, with z_t = mean + (L_t kron I) eps.
+        """
+        self._check_data(x0)
+        t = self._batch_t(t, x0.shape[0], x0.device)
+        phi, sigma = self._covariance_tau(self.tau(t))
+        L = linalg.safe_cholesky(sigma).to(x0.dtype)
+        B = x0.shape[0]
+        eps = torch.randn((B, self.order, *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=x0.device)
+        col = phi[:, :, 0].to(x0.dtype)
+        z = torch.baddbmm(
+            col.unsqueeze(-1) * x0.reshape(B, 1, -1), L, eps.reshape(B, self.order, -1)
+        ).reshape(eps.shape)
+        return z, eps
+
+    def prior_sample(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device=None,
+    ) -> Tensor:
+        """z_T ~ N(0, prior_cov kron I): shape (n, *D) -> (n, k, *D)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2 or any(s <= 0 for s in shape):
+            raise ValueError(f"shape must be (n, *data_shape) with positive sizes, got {shape}")
+        eps = torch.randn((shape[0], self.order, *shape[1:]), generator=generator, dtype=dtype, device=device)
+        L = linalg.safe_cholesky(self.prior_cov)
+        return linalg.apply_blocks(L, eps)
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """log N(z; 0, prior_cov kron I) summed over all k * d entries: (B, k, *D) -> (B,)."""
+        self.check_state(z)
+        S = self.prior_cov.to(z.device)
+        zf = z.to(torch.float64).reshape(z.shape[0], self.order, -1)
+        d = zf.shape[-1]
+        Sinv = torch.linalg.inv(S)
+        quad = torch.einsum("bid,ij,bjd->b", zf, Sinv, zf)
+        logdet = torch.logdet(S)
+        return (-0.5 * quad - 0.5 * d * (self.order * math.log(2 * math.pi) + logdet)).to(z.dtype)
+
+    # ------------------------------------------------------------------ drifts
+    def _bcast(self, v: Tensor, z: Tensor) -> Tensor:
+        return v.to(z.dtype).reshape(-1, *([1] * (z.dim() - 1)))
+
+    def drift(self, z: Tensor, t) -> Tensor:
+        """Forward drift beta(t) (A kron I) z: (B, k, *D) -> (B, k, *D)."""
+        self.check_state(z)
+        t = self._batch_t(t, z.shape[0], z.device)
+        A, _, _ = self._mats(z.device)
+        return self._bcast(self.beta(t), z) * linalg.apply_blocks(A, z)
+
+    def diffusion(self, t) -> Tensor:
+        """sqrt(beta(t)) g: the noise scale on the last block (the only noised block), shaped like t."""
+        return torch.sqrt(self.beta(t) * self.g2)
+
+    def reverse_drift(self, z: Tensor, t, score: Tensor, probability_flow: bool = False) -> Tensor:
+        """Drift of the reverse-time SDE (or the probability-flow ODE) in forward time t:
+
+            beta (A kron I) z - c beta g^2 e_k (score),   c = 1 (SDE) or 1/2 (ODE),
+
+        where ``score`` (B, *D) is the score of the last block. Integrate it from T down to 0.
+        """
+        self.check_state(z)
+        if score.shape != (z.shape[0], *z.shape[2:]):
+            raise ValueError(f"score must have shape {(z.shape[0], *z.shape[2:])} (the last block), got {tuple(score.shape)}")
+        t = self._batch_t(t, z.shape[0], z.device)
+        b = self._bcast(self.beta(t), score)
+        out = self.drift(z, t)
+        c = 0.5 if probability_flow else 1.0
+        out[:, -1] = out[:, -1] - c * self.g2 * b * score
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def eigenvalues(self) -> Tensor:
+        """Eigenvalues of A (complex128, (k,)); multiply by beta for rates in t."""
+        return torch.linalg.eigvals(self._A)
+
+    def mixing_rate(self) -> float:
+        """-max Re(eig A): the exponential rate (per unit tau) at which the mean forgets the data.
+
+        Eigenvalues of a defective (critically damped) A are perturbed by O(eps^(1/k)) in floating
+        point; eigenvalues that close together are replaced by their mean, which is well conditioned.
+        """
+        ev = self.eigenvalues().numpy()
+        k = len(ev)
+        tol = 10.0 * (2.2e-16) ** (1.0 / k) * max(1.0, self._norm_a)
+        used = [False] * k
+        best = -float("inf")
+        for i in range(k):
+            if used[i]:
+                continue
+            group = [j for j in range(k) if not used[j] and abs(ev[j] - ev[i]) < tol]
+            for j in group:
+                used[j] = True
+            best = max(best, float(sum(ev[j].real for j in group) / len(group)))
+        return -best
+
+    def info(self, times: Sequence[float] | None = None) -> dict:
+        """Plain-data summary: matrices, eigenvalues, stationary covariance, covariances at times."""
+        if times is None:
+            times = [0.0, 0.01 * self.T, 0.1 * self.T, 0.5 * self.T, self.T]
+        ev = self.eigenvalues()
+        tt = torch.tensor(list(times), dtype=torch.float64)
+        return {
+            "name": self.name,
+            "order": self.order,
+            "T": self.T,
+            "params": self.params,
+            "schedule": self.schedule.spec() if hasattr(self.schedule, "spec") else repr(self.schedule),
+            "drift": self._A.tolist(),
+            "diffusion": self._G.tolist(),
+            "aux_cov": self.aux_cov.tolist(),
+            "eigenvalues": [[float(e.real), float(e.imag)] for e in ev],
+            "mixing_rate_tau": self.mixing_rate(),
+            "tau_T": self._tau_T,
+            "stationary_cov": None if self._S_inf is None else self._S_inf.tolist(),
+            "covariance": {f"{float(t):g}": s.tolist() for t, s in zip(tt, self.covariance(tt))},
+        }
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def spec(self) -> dict:
+        """Plain data (lists, floats, strings) that rebuilds this SDE with `LinearSDE.from_spec`."""
+        return {
+            "name": self.name,
+            "params": self.params,
+            "drift": self._A.tolist(),
+            "diffusion": self._G.tolist(),
+            "aux_cov": self.aux_cov.tolist(),
+            "schedule": self.schedule.spec(),
+            "T": self.T,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "LinearSDE":
+        try:
+            return cls(
+                spec["drift"],
+                spec["diffusion"],
+                schedule=schedule_from_spec(spec["schedule"]),
+                aux_cov=spec["aux_cov"] if len(spec["drift"]) > 1 else None,
+                T=spec["T"],
+                name=spec.get("name", "linear"),
+                params=spec.get("params", {}),
+            )
+        except KeyError as err:
+            raise ValueError(f"SDE spec is missing the field {err}") from None
+
+    def to_torchsde(self, data_shape: Sequence[int], score_fn: ScoreFn | None = None, t_eps: float = 0.0):
+        """A `torchsde` SDE object on flattened states (B, k*prod(D)); see `kinetic.torchsde_adapter`."""
+        from .torchsde_adapter import TorchsdeSDE
+
+        return TorchsdeSDE(self, data_shape, score_fn=score_fn, t_eps=t_eps)
+
+    def __repr__(self) -> str:
+        p = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        return f"LinearSDE<{self.name}>(order={self.order}, T={self.T:g}{', ' + p if p else ''})"

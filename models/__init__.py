@@ -1,0 +1,83 @@
+"""Score networks (installed as ``kinetic.models``).
+
+Plain ``nn.Module``s with ``forward(x, t)``; nothing here knows about SDEs.
+For a Langevin process of order k on data of shape D, the network input is the
+full state (B, k, *D) reshaped by the caller to (B, k*D) (MLP) or
+(B, k*C, H, W) (UNet); the output has the data shape (B, D) / (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from .embeddings import FourierEmbedding, SinusoidalEmbedding, broadcast_time
+from .mlp import MLP, MLP_PRESETS
+from .unet import UNET_PRESETS, UNet
+
+__all__ = [
+    "MLP",
+    "UNet",
+    "SinusoidalEmbedding",
+    "FourierEmbedding",
+    "broadcast_time",
+    "PRESETS",
+    "MODEL_KINDS",
+    "build_model",
+]
+
+MODEL_KINDS = ("mlp", "unet", "auto")
+
+# Human-readable description of the presets (sizes are approximate and depend
+# a little on input/output widths; the UNet depth adapts to the resolution).
+PRESETS: dict[str, dict[str, str]] = {
+    "mlp": {
+        "tiny": "hidden=64, depth=2, emb_dim=32 (~24k params); tests",
+        "small": "hidden=256, depth=4, emb_dim=128 (~0.7M params); 2-D toy data",
+        "cifar": "hidden=1024, depth=8, emb_dim=256 (~19M params); large vector data",
+    },
+    "unet": {
+        "tiny": "channels=32, channel_mult=(1,1,2), 1 res block/level (~0.78M params); tests",
+        "small": "channels=48, channel_mult=(1,2,2), 2 res blocks/level (~3.6M params); digits, quick CPU runs",
+        "cifar": "channels=128, channel_mult=(1,2,2,2), 4 res blocks/level, dropout 0.1 "
+        "(~58.7M params at 32x32); DDPM++ paper scale",
+    },
+}
+
+
+def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> nn.Module:
+    """Score network for order-``order`` states of data with shape ``data_shape``.
+
+    kind "mlp": data_shape (D,) -> MLP(order*D -> D).
+    kind "unet": data_shape (C, H, W) with H == W -> UNet(order*C -> C channels).
+    kind "auto": "mlp" for 1-D shapes, "unet" for 3-D shapes.
+    size: preset name ("tiny", "small", "cifar").
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind={kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
+    try:
+        shape = tuple(int(s) for s in data_shape)
+    except TypeError as e:
+        raise ValueError(f"data_shape must be a tuple of ints, got {data_shape!r}") from e
+    if isinstance(order, bool) or int(order) != order or order < 1:
+        raise ValueError(f"order must be a positive integer, got {order!r}")
+    order = int(order)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"data_shape must be non-empty with positive entries, got {shape}")
+    if kind == "auto":
+        kind = "mlp" if len(shape) == 1 else "unet"
+    if kind == "mlp":
+        if len(shape) != 1:
+            raise ValueError(f"kind='mlp' needs vector data, data_shape of length 1 (D,); got {shape}")
+        if size not in MLP_PRESETS:
+            raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
+        return MLP.from_preset(size, order * shape[0], shape[0])
+    if len(shape) != 3:
+        raise ValueError(f"kind='unet' needs image data, data_shape (C, H, W); got {shape}")
+    if size not in UNET_PRESETS:
+        raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(UNET_PRESETS)}")
+    c, h, w = shape
+    if h != w:
+        raise ValueError(f"kind='unet' needs square images (H == W), got data_shape {shape}")
+    return UNet.from_preset(size, order * c, c, resolution=h)
