@@ -1,2 +1,1 @@
-def main():
-    print("hi")
+"""The `kinetic` command line (Typer + Rich); installed as `kinetic.cli`."""
