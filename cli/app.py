@@ -8,6 +8,7 @@ import typer
 
 import kinetic
 
+from .bench import bench
 from .info import info
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ def _root(
 
 
 app.command("info")(info)
+app.command("bench")(bench)
 
 
 def main() -> None:
