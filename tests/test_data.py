@@ -254,7 +254,8 @@ def test_load_dataset_and_shapes():
     x = load_dataset("moons")
     assert x.shape == (10_000, 2)
     assert torch.equal(load_dataset("moons", n=100, seed=3), make_toy("moons", 100, seed=3))
-    assert load_dataset("digits").shape == (1797, 1, 8, 8)
+    assert load_dataset("digits", split="all").shape == (1797, 1, 8, 8)
+    assert load_dataset("digits").shape == (1500, 1, 8, 8)
     assert load_dataset("digits", n=10).shape == (10, 1, 8, 8)
     assert dataset_shape("swissroll") == (2,)
     assert dataset_shape("digits") == (1, 8, 8)
@@ -273,3 +274,22 @@ def test_load_dataset_errors():
     with pytest.raises(DataError, match="resolution"):
         load_dataset("digits", resolution=32)
     assert issubclass(DataError, ValueError)
+
+
+def test_splits_are_disjoint_and_deterministic():
+    from kinetic.data import load_dataset
+
+    tr = load_dataset("digits")
+    te = load_dataset("digits", split="test")
+    al = load_dataset("digits", split="all")
+    assert tr.shape[0] == 1500 and te.shape[0] == 297 and al.shape[0] == 1797
+    flat = lambda x: {tuple(r.tolist()) for r in x.reshape(x.shape[0], -1)}
+    assert flat(tr) | flat(te) == flat(al) or len(flat(tr) | flat(te)) == len(flat(al))
+    assert torch.equal(te, load_dataset("digits", split="test"))
+    a = load_dataset("moons", n=50)
+    b = load_dataset("moons", n=50, split="test")
+    assert not torch.allclose(a, b)
+    import pytest
+
+    with pytest.raises(ValueError, match="split"):
+        load_dataset("digits", split="val")

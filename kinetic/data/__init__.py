@@ -84,6 +84,10 @@ def dataset_shape(name: str, resolution: int | None = None) -> tuple[int, ...]:
     return (1 if name == "digits" else 3, res, res)
 
 
+DIGITS_TEST_SIZE = 297
+TEST_SEED_OFFSET = 1_000_003
+
+
 def load_dataset(
     name: str,
     *,
@@ -91,8 +95,13 @@ def load_dataset(
     n: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
+    split: str = "train",
 ) -> torch.Tensor:
-    """Full training set of ``name`` as float32 tensor (N, *dataset_shape(name)).
+    """The ``split`` ("train", "test" or "all") of ``name`` as float32 tensor (N, *dataset_shape(name)).
+
+    Held-out splits: toys draw the test set with another seed; digits hold out a fixed random
+    297 of the 1797 images (1500 train); cifar10 uses ``test_batch``; folder holds out every
+    10th image in sorted order.
 
     Toys: ``n`` samples (default 10_000) drawn with ``seed``. Images: all
     training images; if ``n`` is given, only the first ``n`` (``seed`` unused).
@@ -100,23 +109,38 @@ def load_dataset(
     parent) and folder (root of PNG/JPEG files).
     """
     _check_name(name)
+    if split not in ("train", "test", "all"):
+        raise DataError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
         raise DataError(f"n must be a positive integer, got {n!r}")
     if name in TOY_DATASETS:
         if resolution is not None:
             raise DataError(f"resolution does not apply to the 2-D toy dataset {name!r}")
-        return make_toy(name, DEFAULT_TOY_N if n is None else int(n), seed=seed)
+        toy_seed = seed + TEST_SEED_OFFSET if split == "test" else seed
+        return make_toy(name, DEFAULT_TOY_N if n is None else int(n), seed=toy_seed)
     res = _resolution(name, resolution)
     if name == "digits":
         x = load_digits()
+        if split != "all":
+            perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+            idx = perm[DIGITS_TEST_SIZE:] if split == "train" else perm[:DIGITS_TEST_SIZE]
+            x = x[idx.sort().values]
     else:
         if data_dir is None:
             what = "the cifar-10-batches-py folder (or its parent)" if name == "cifar10" else "a folder of PNG/JPEG images"
             raise DataError(f"dataset {name!r} needs --data-dir (data_dir): {what}")
         if name == "cifar10":
-            x = load_cifar10(data_dir, train=True)
+            if split == "all":
+                x = torch.cat([load_cifar10(data_dir, train=True), load_cifar10(data_dir, train=False)])
+            else:
+                x = load_cifar10(data_dir, train=(split == "train"))
         else:
             x = load_image_folder(data_dir, resolution=res, channels=3)
+            if split != "all":
+                keep = (torch.arange(x.shape[0]) % 10 == 9) if split == "test" else (torch.arange(x.shape[0]) % 10 != 9)
+                if split == "test" and not bool(keep.any()):
+                    raise DataError(f"folder {data_dir} has fewer than 10 images: no held-out test split")
+                x = x[keep]
     if n is not None:
         x = x[: int(n)].clone()
     return x
