@@ -9,6 +9,8 @@ import typer
 import kinetic
 
 from .bench import bench
+from .evaluate import evaluate_cmd
+from .sample import sample_cmd
 from .info import info
 
 app = typer.Typer(
@@ -35,6 +37,8 @@ def _root(
     """kinetic: train, sample and evaluate diffusion models built on linear SDEs of any order."""
 
 
+app.command("sample")(sample_cmd)
+app.command("evaluate")(evaluate_cmd)
 app.command("info")(info)
 app.command("bench")(bench)
 

@@ -63,3 +63,55 @@ def build_sde(sde: str | None, order: int | None, params: dict):
         return kn.preset(sde, order=order, **params)
     except TypeError as err:
         raise ValueError(f"--param: {err}") from None
+
+
+def resolve_device(device: str):
+    """'auto' -> cuda if available else cpu; a clear error for an unavailable or unknown device."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    return dev
+
+
+def load_toml_defaults(config, given: dict, section: str, command) -> dict:
+    """Merge a TOML config file under the command's flags: explicitly given flags win.
+
+    The file may hold the options at top level or in a [section] table. A flag counts as given
+    when its value differs from the command's default (Typer gives no other signal).
+    """
+    import inspect
+
+    opts = {k: v for k, v in given.items() if k != "config"}
+    if config is None:
+        return opts
+    import tomllib
+    from pathlib import Path
+
+    path = Path(config)
+    if not path.is_file():
+        raise ValueError(f"--config: no such file {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"--config: {path} is not valid TOML: {err}") from None
+    data = {**{k: v for k, v in data.items() if not isinstance(v, dict)}, **data.get(section, {})}
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    defaults = {}
+    for name, p in inspect.signature(command).parameters.items():
+        d = p.default
+        defaults[name] = getattr(d, "default", d)  # typer.Option(...) keeps the default in .default
+    unknown = [k for k in data if k not in opts]
+    if unknown:
+        raise ValueError(f"--config: unknown option(s) {', '.join(sorted(unknown))} in {path}")
+    for k, v in data.items():
+        if k in defaults and opts[k] != defaults[k]:
+            continue  # flag given explicitly
+        opts[k] = v
+    return opts

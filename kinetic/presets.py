@@ -121,7 +121,8 @@ def langevin(order: int, beta: float = 8.0, aux_var: float = 0.04, T: float = 1.
     A = sum_i c_i (E_{i,i+1} - E_{i+1,i}) - xi E_{k,k}, G = sqrt(2 xi) E_{k,k}, all eigenvalues -r
     (see `langevin_couplings`); beta(t) = beta constant sets the speed, auxiliaries start from
     N(0, aux_var I). Order 1 is the OU process, 2 is CLD-like, 3 HOLD-like (HOLD++'s chain).
-    The default beta = 8 gives orders 2 and 3 the same rate as `cld()` and `hold()`.
+    The slowest rate is beta r = 8 sqrt(2k - 3) per unit t at the default beta = 8 (it grows with
+    k); orders 2 and 3 then coincide with `cld()` and `hold()` up to the units of the auxiliaries.
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be an integer >= 1, got {order!r}")
