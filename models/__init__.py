@@ -8,16 +8,19 @@ full state (B, k, *D) reshaped by the caller to (B, k*D) (MLP) or
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 from torch import nn
 
 from .embeddings import FourierEmbedding, SinusoidalEmbedding, broadcast_time
-from .mlp import MLP, MLP_PRESETS
+from .mlp import MLP, FlatMLP, MLP_PRESETS
 from .unet import UNET_PRESETS, UNet
 
 __all__ = [
     "MLP",
+    "FlatMLP",
     "UNet",
     "SinusoidalEmbedding",
     "FourierEmbedding",
@@ -49,7 +52,7 @@ PRESETS: dict[str, dict[str, str]] = {
 def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> nn.Module:
     """Score network for order-``order`` states of data with shape ``data_shape``.
 
-    kind "mlp": data_shape (D,) -> MLP(order*D -> D).
+    kind "mlp": data_shape (D,) -> MLP(order*D -> D); images (C, H, W) are flattened (`FlatMLP`).
     kind "unet": data_shape (C, H, W) with H == W -> UNet(order*C -> C channels).
     kind "auto": "mlp" for 1-D shapes, "unet" for 3-D shapes.
     size: preset name ("tiny", "small", "cifar").
@@ -68,11 +71,13 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> 
     if kind == "auto":
         kind = "mlp" if len(shape) == 1 else "unet"
     if kind == "mlp":
-        if len(shape) != 1:
-            raise ValueError(f"kind='mlp' needs vector data, data_shape of length 1 (D,); got {shape}")
+        if len(shape) not in (1, 3):
+            raise ValueError(f"kind='mlp' needs vector data (D,) or images (C, H, W); got {shape}")
         if size not in MLP_PRESETS:
             raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
-        return MLP.from_preset(size, order * shape[0], shape[0])
+        d = math.prod(shape)
+        mlp = MLP.from_preset(size, order * d, d)
+        return mlp if len(shape) == 1 else FlatMLP(mlp, shape)
     if len(shape) != 3:
         raise ValueError(f"kind='unet' needs image data, data_shape (C, H, W); got {shape}")
     if size not in UNET_PRESETS:

@@ -95,3 +95,18 @@ class MLP(nn.Module):
         for block in self.blocks:
             h = block(h, temb)
         return self.out(self.out_act(self.out_norm(h)))
+
+
+class FlatMLP(nn.Module):
+    """An MLP on images: flattens (B, C_in, H, W) -> MLP -> (B, C_out, H, W).
+
+    For small images (8x8 digits) this is a fast, strong baseline network on CPU.
+    """
+
+    def __init__(self, mlp: "MLP", out_shape: tuple[int, int, int]):
+        super().__init__()
+        self.mlp = mlp
+        self.out_shape = tuple(int(s) for s in out_shape)
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape[0], *self.out_shape)

@@ -117,11 +117,14 @@ def test_build_model():
     assert u(state.reshape(4, 2, 8, 8), torch.rand(4)).shape == (4, 1, 8, 8)
     assert isinstance(build_model("auto", "tiny", (3, 32, 32), order=1), UNet)
     assert isinstance(build_model("auto", "tiny", (2,), order=1), MLP)
+    f = build_model("mlp", "tiny", (1, 8, 8), order=3)  # images through a flattening MLP
+    assert f.mlp.in_dim == 3 * 64 and f.mlp.out_dim == 64
+    assert f(torch.randn(4, 3, 8, 8), torch.rand(4)).shape == (4, 1, 8, 8)
     for args, word in [
         (("cnn", "tiny", (2,), 1), "kind"),
         (("mlp", "huge", (2,), 1), "size"),
         (("unet", "huge", (1, 8, 8), 1), "size"),
-        (("mlp", "tiny", (1, 8, 8), 1), "data_shape"),
+        (("mlp", "tiny", (8, 8), 1), "data_shape"),
         (("unet", "tiny", (2,), 1), "data_shape"),
         (("unet", "tiny", (3, 8, 16), 1), "data_shape"),
         (("mlp", "tiny", (2,), 0), "order"),
