@@ -72,7 +72,7 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> 
         kind = "mlp" if len(shape) == 1 else "unet"
     if kind == "mlp":
         if len(shape) not in (1, 3):
-            raise ValueError(f"kind='mlp' needs vector data (D,) or images (C, H, W); got {shape}")
+            raise ValueError(f"kind='mlp' needs data_shape (D,) or images (C, H, W); got {shape}")
         if size not in MLP_PRESETS:
             raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
         d = math.prod(shape)
