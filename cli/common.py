@@ -65,21 +65,6 @@ def build_sde(sde: str | None, order: int | None, params: dict):
         raise ValueError(f"--param: {err}") from None
 
 
-def resolve_device(device: str):
-    """'auto' -> cuda if available else cpu; a clear error for an unavailable or unknown device."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return dev
-
-
 def load_toml_defaults(config, given: dict, section: str, command) -> dict:
     """Merge a TOML config file under the command's flags: explicitly given flags win.
 
