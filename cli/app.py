@@ -11,6 +11,7 @@ import kinetic
 from .bench import bench
 from .evaluate import evaluate_cmd
 from .sample import sample_cmd
+from .train import train
 from .info import info
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ def _root(
     """kinetic: train, sample and evaluate diffusion models built on linear SDEs of any order."""
 
 
+app.command("train")(train)
 app.command("sample")(sample_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("info")(info)
