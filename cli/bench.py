@@ -18,11 +18,12 @@ class Bench(str, Enum):
     kernels = "kernels"
     mixing = "mixing"
     train = "train"
+    quality = "quality"
 
 
 @cli_errors
 def bench(
-    which: Bench = typer.Argument(..., help="solvers, kernels, mixing or train."),
+    which: Bench = typer.Argument(..., help="solvers, kernels, mixing, train or quality."),
     full: bool = typer.Option(False, "--full", help="Full sizes (as recorded in docs/); reduced sizes otherwise."),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for the tables, plots and JSON."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
