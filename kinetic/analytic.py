@@ -1,0 +1,241 @@
+"""Exact scores and densities of every noised marginal for Gaussian and Gaussian-mixture data.
+
+Given data x0 ~ p_data on R^d and a `LinearSDE` of order k (auxiliaries from N(0, aux_cov),
+independent of the data), the state at time t is
+
+    z_t = (c_t kron I) x0 + (L_t kron I) eps,      c_t = Phi(0, t) e_1  (k,),  L_t L_t^T = Sigma(t),
+
+so for x0 ~ N(m, S) the state is Gaussian with mean c_t kron m and covariance
+(c_t c_t^T) kron S + Sigma(t) kron I_d (a kd x kd matrix). In the eigenbasis S = U diag(lam) U^T
+it splits into d independent k x k blocks C_j = lam_j c c^T + Sigma(t): nothing larger than k x k
+is ever formed. A mixture of isotropic Gaussians N(m_j, s_j^2 I) gives a mixture of such laws
+with C_j = s_j^2 c c^T + Sigma(t) shared by all d coordinates.
+
+``score_fn(sde)`` returns the exact last-block score ``score_fn(z, t) -> (B, d)``, the convention
+of `kinetic.sampling.sample`; ``marginal_log_prob`` the exact log-density of the full state.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["GaussianData", "GaussianMixture"]
+
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """(c_t (B, k), Sigma(t) (B, k, k)) in float64; computed once when every t is equal."""
+    t = torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.shape[0] != batch:
+        raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+    if bool((t == t[0]).all()):
+        c, sig = _coefficients_at(sde, float(t[0]))
+        return c.expand(batch, -1), sig.expand(batch, -1, -1)
+    phi = sde.transition(torch.zeros_like(t), t)
+    return phi[:, :, 0], sde.covariance(t)
+
+
+@functools.lru_cache(maxsize=4096)
+def _coefficients_at(sde, t: float) -> tuple[Tensor, Tensor]:
+    tt = torch.tensor([t], dtype=torch.float64)
+    return sde.transition(torch.zeros_like(tt), tt)[:, :, 0], sde.covariance(tt)
+
+
+def _check_state(sde, z: Tensor, d: int) -> None:
+    if not isinstance(z, Tensor):
+        raise TypeError(f"z must be a torch.Tensor of shape (B, {sde.order}, {d}), got {type(z).__name__}")
+    if z.dim() != 3 or z.shape[1] != sde.order or z.shape[2] != d:
+        raise ValueError(f"z must have shape (B, {sde.order}, {d}), got {tuple(z.shape)}")
+
+
+class GaussianData:
+    """Data law N(mean, cov) on R^d.
+
+    Args:
+        mean: (d,). cov: (d, d) symmetric positive definite, or a scalar / (d,) for an
+            isotropic / diagonal covariance.
+    """
+
+    def __init__(self, mean, cov):
+        mean = torch.as_tensor(mean, dtype=torch.float64).detach().cpu().reshape(-1)
+        d = mean.shape[0]
+        cov = torch.as_tensor(cov, dtype=torch.float64).detach().cpu()
+        if cov.dim() == 0:
+            cov = cov * torch.eye(d, dtype=torch.float64)
+        elif cov.dim() == 1:
+            cov = torch.diag(cov)
+        if cov.shape != (d, d):
+            raise ValueError(f"cov must be a scalar, (d,) or (d, d) with d = {d}, got {tuple(cov.shape)}")
+        if not torch.allclose(cov, cov.T, atol=1e-12):
+            raise ValueError("cov must be symmetric")
+        lam, U = torch.linalg.eigh(cov)
+        if float(lam.min()) <= 0:
+            raise ValueError(f"cov must be positive definite, smallest eigenvalue {float(lam.min())}")
+        self.mean, self.cov, self.dim = mean, cov, d
+        self._lam, self._U = lam, U
+        self._chol = torch.linalg.cholesky(cov)
+
+    @property
+    def data_shape(self) -> tuple[int]:
+        return (self.dim,)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
+        """n draws, (n, d)."""
+        eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.mean + eps @ self._chol.T).to(dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; mean, cov): (B, d) -> (B,) float64."""
+        x = torch.as_tensor(x).to(torch.float64)
+        r = torch.linalg.solve_triangular(self._chol, (x - self.mean).T, upper=False)
+        return -0.5 * (r * r).sum(0) - 0.5 * self.dim * _LOG2PI - torch.log(torch.diagonal(self._chol)).sum()
+
+    def _blocks(self, sde, z: Tensor, t) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated residual r (B, d, k), C^-1 r (B, d, k) and log det C summed over d (B|1,)."""
+        _check_state(sde, z, self.dim)
+        B = z.shape[0]
+        c, sig = _coefficients(sde, t, B)
+        c, sig = c.to(z.device), sig.to(z.device)
+        zf = z.to(torch.float64)
+        delta = zf - c[:, :, None] * self.mean.to(z.device)  # (B, k, d)
+        rot = (delta @ self._U.to(z.device)).transpose(1, 2)  # (B, d, k): coordinates in the eigenbasis
+        if B > 1 and c.stride(0) == 0:  # one time for the whole batch
+            c, sig = c[:1], sig[:1]
+        lam = self._lam.to(z.device)
+        C = lam[None, :, None, None] * (c[:, None, :, None] * c[:, None, None, :]) + sig[:, None]  # (B|1, d, k, k)
+        Lc = torch.linalg.cholesky(C)
+        Cinv = torch.cholesky_inverse(Lc)
+        logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum((-1, -2))
+        if Cinv.shape[0] == 1:
+            y = torch.einsum("jkl,bjl->bjk", Cinv[0], rot)
+        else:
+            y = torch.einsum("bjkl,bjl->bjk", Cinv, rot)
+        return rot, y, logdet
+
+    def marginal_log_prob(self, sde, z: Tensor, t) -> Tensor:
+        """Exact log p_t(z) of the full state: (B, k, d), t (B,) or scalar -> (B,) float64."""
+        r, y, logdet = self._blocks(sde, z, t)
+        return -0.5 * (r * y).sum((-1, -2)) - 0.5 * logdet - 0.5 * sde.order * self.dim * _LOG2PI
+
+    def full_score(self, sde, z: Tensor, t) -> Tensor:
+        """Exact score of every block, (B, k, d) in z's dtype."""
+        _, y, _ = self._blocks(sde, z, t)
+        return (-(y.transpose(1, 2) @ self._U.T.to(z.device))).to(z.dtype)
+
+    def score_fn(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
+        """The exact last-block score as a `score_fn(z, t) -> (B, d)`."""
+
+        def score(z: Tensor, t: Tensor) -> Tensor:
+            _, y, _ = self._blocks(sde, z, t)
+            return (-(y[..., -1] @ self._U.T.to(z.device))).to(z.dtype)
+
+        return score
+
+    def __repr__(self) -> str:
+        return f"GaussianData(d={self.dim})"
+
+
+class GaussianMixture:
+    """Mixture of isotropic Gaussians sum_j w_j N(means_j, std_j^2 I) on R^d.
+
+    Args:
+        weights: (M,) nonnegative (normalised here). means: (M, d). std: scalar or (M,).
+    """
+
+    def __init__(self, weights, means, std):
+        means = torch.as_tensor(means, dtype=torch.float64).detach().cpu()
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (M, d), got {tuple(means.shape)}")
+        M, d = means.shape
+        w = torch.as_tensor(weights, dtype=torch.float64).detach().cpu().reshape(-1)
+        if w.shape[0] != M or (w < 0).any() or float(w.sum()) <= 0:
+            raise ValueError(f"weights must be {M} nonnegative numbers with a positive sum")
+        std = torch.as_tensor(std, dtype=torch.float64).detach().cpu().reshape(-1)
+        if std.numel() == 1:
+            std = std.expand(M).clone()
+        if std.shape[0] != M or (std <= 0).any():
+            raise ValueError(f"std must be a positive scalar or {M} positive numbers")
+        self.weights, self.means, self.std, self.dim = w / w.sum(), means, std, d
+
+    @classmethod
+    def ring(cls, n_modes: int = 8, radius: float = 1.41, std: float = 0.1, dim: int = 2) -> "GaussianMixture":
+        """Equal-weight modes on a circle in the first two coordinates (like `gaussians8`)."""
+        a = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
+        means = torch.zeros(n_modes, dim, dtype=torch.float64)
+        means[:, 0], means[:, 1] = radius * torch.cos(a), radius * torch.sin(a)
+        return cls(torch.ones(n_modes), means, std)
+
+    @property
+    def data_shape(self) -> tuple[int]:
+        return (self.dim,)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
+        """n draws, (n, d)."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.means[idx] + self.std[idx, None] * eps).to(dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_data(x): (B, d) -> (B,) float64."""
+        x = torch.as_tensor(x).to(torch.float64)
+        d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)  # (B, M)
+        s2 = self.std**2
+        comp = -0.5 * d2 / s2 - 0.5 * self.dim * torch.log(2 * math.pi * s2)
+        return torch.logsumexp(torch.log(self.weights) + comp, dim=1)
+
+    def _parts(self, sde, z: Tensor, t):
+        """Per component: C^-1 delta (B, M, k, d) and log w + log N (B, M), float64."""
+        _check_state(sde, z, self.dim)
+        B = z.shape[0]
+        c, sig = _coefficients(sde, t, B)
+        dev = z.device
+        c, sig = c.to(dev), sig.to(dev)
+        s2 = (self.std**2).to(dev)
+        zf = z.to(torch.float64)
+        if B > 1 and c.stride(0) == 0:  # one time for the whole batch: factor the M k x k blocks once
+            c = c[:1]
+            sig = sig[:1]
+        C = s2[None, :, None, None] * (c[:, None, :, None] * c[:, None, None, :]) + sig[:, None]  # (B|1,M,k,k)
+        Lc = torch.linalg.cholesky(C)
+        Cinv = torch.cholesky_inverse(Lc)
+        logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)  # (B|1, M)
+        delta = zf[:, None] - c[:, None, :, None] * self.means.to(dev)[None, :, None, :]  # (B,M,k,d)
+        if Cinv.shape[0] == 1:
+            Cinv_delta = torch.einsum("mij,bmjd->bmid", Cinv[0], delta)
+        else:
+            Cinv_delta = torch.einsum("bmij,bmjd->bmid", Cinv, delta)
+        quad = (delta * Cinv_delta).sum((-1, -2))
+        logn = -0.5 * quad - 0.5 * self.dim * logdet - 0.5 * sde.order * self.dim * _LOG2PI
+        return Cinv_delta, logn + torch.log(self.weights.to(dev))
+
+    def marginal_log_prob(self, sde, z: Tensor, t) -> Tensor:
+        """Exact log p_t(z) of the full state: (B, k, d) -> (B,) float64."""
+        _, logw = self._parts(sde, z, t)
+        return torch.logsumexp(logw, dim=1)
+
+    def full_score(self, sde, z: Tensor, t) -> Tensor:
+        """Exact score of every block, (B, k, d) in z's dtype."""
+        Cd, logw = self._parts(sde, z, t)
+        r = torch.softmax(logw, dim=1)
+        return (-(r[:, :, None, None] * Cd).sum(1)).to(z.dtype)
+
+    def score_fn(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
+        """The exact last-block score as a `score_fn(z, t) -> (B, d)`."""
+
+        def score(z: Tensor, t: Tensor) -> Tensor:
+            Cd, logw = self._parts(sde, z, t)
+            r = torch.softmax(logw, dim=1)
+            return (-(r[:, :, None] * Cd[:, :, -1]).sum(1)).to(z.dtype)
+
+        return score
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(M={self.means.shape[0]}, d={self.dim})"

@@ -1,0 +1,65 @@
+"""The reverse SDE handed to `torchsde.sdeint` (the peer to compare against).
+
+Uses `LinearSDE.to_torchsde` (see `kinetic.torchsde_adapter`): flat states, reverse time s = T - t
+from 0 to T - t_eps, fixed step dt = (T - t_eps) / steps on a uniform grid. Option ``method``: any
+torchsde method (euler, milstein, srk for Ito; midpoint, heun, euler_heun, reversible_heun, log_ode
+for Stratonovich: the noise is additive, so both readings give the same SDE). The Brownian motion
+is a `torchsde.BrownianInterval` seeded from ``generator``. NFE counts score evaluations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import Solver, register
+
+_ITO = {"euler": 1, "milstein": 1, "srk": 2}
+_STRAT = {"midpoint": 1, "heun": 1, "euler_heun": 1, "reversible_heun": 1, "log_ode": 1}
+_LEVY = {"srk": "space-time", "log_ode": "foster"}
+
+
+@register
+class TorchsdeSolver(Solver):
+    name = "torchsde"
+    order = 1
+    stochastic = True
+    defaults = {"method": "euler"}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        m = self.options["method"]
+        if m not in _ITO and m not in _STRAT:
+            raise ValueError(f"torchsde: unknown method {m!r}; valid methods: {', '.join([*_ITO, *_STRAT])}")
+        self.order = {**_ITO, **_STRAT}[m]
+
+    def check(self, sde, ts):
+        uni = torch.linspace(float(ts[0]), float(ts[-1]), len(ts), dtype=torch.float64)
+        if not torch.allclose(ts, uni, rtol=0, atol=1e-9 * sde.T):
+            raise ValueError("torchsde steps with a fixed dt: use grid='uniform' with the torchsde solver")
+
+    def run(self, sde, score, z, ts, *, generator=None, callback=None):
+        import torchsde
+
+        self.check(sde, ts)
+        method = self.options["method"]
+        T, t_eps = float(ts[0]), float(ts[-1])
+        data_shape = tuple(z.shape[2:])
+        obj = sde.to_torchsde(data_shape, score, t_eps)
+        if method in _STRAT:
+            obj.sde_type = "stratonovich"  # additive noise: Ito and Stratonovich coincide
+        y0 = obj.flatten(z)
+        s1 = T - t_eps
+        gdev = generator.device if generator is not None else "cpu"
+        entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev))
+        bm = torchsde.BrownianInterval(
+            t0=0.0, t1=s1, size=y0.shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
+            levy_area_approximation=_LEVY.get(method, "none"),
+        )
+        steps = len(ts) - 1
+        options = {"grad_free": True} if method == "milstein" else None
+        ys = torchsde.sdeint(obj, y0, torch.tensor([0.0, s1], dtype=y0.dtype, device=y0.device), bm=bm,
+                             method=method, dt=s1 / steps, options=options)
+        out = obj.unflatten(ys[-1])
+        if callback is not None:
+            callback({"step": steps - 1, "t": t_eps, "z": out})
+        return out, obj.nfe

@@ -1,0 +1,308 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import kinetic as kn
+import kinetic.solvers.em as em_mod
+import kinetic.solvers.ei as ei_mod
+import kinetic.solvers.lie_trotter as lt_mod
+import kinetic.solvers.pc as pc_mod
+import kinetic.solvers.sscs as sscs_mod
+from kinetic.analytic import GaussianData, GaussianMixture
+from kinetic.bench.solvers import gaussian_fit_w2, sliced_wasserstein
+from kinetic.sampling import CheckedScore, sample, time_grid, tweedie_denoise
+from kinetic.solvers import SOLVERS, Solver, get_solver
+
+
+def _gauss2():
+    return GaussianData(torch.tensor([1.0, -0.5]), torch.tensor([[0.5, 0.2], [0.2, 0.3]]))
+
+
+# ------------------------------------------------------------------ registry and validation
+def test_registry():
+    assert {"em", "pc", "sscs", "lie_trotter", "ei", "ode", "torchsde"} <= set(SOLVERS)
+    for name, cls in SOLVERS.items():
+        assert issubclass(cls, Solver) and cls.name == name
+        s = cls()
+        assert isinstance(s.order, int) and s.order >= 1 and isinstance(s.stochastic, bool)
+    assert get_solver("ei", order=3).order == 3
+    assert get_solver("ei", eta=1.0).stochastic and not get_solver("ei").stochastic
+    assert get_solver("ei", stochastic=True).stochastic
+    assert get_solver("torchsde", method="srk").order == 2
+
+
+def test_bad_inputs():
+    sde, data = kn.vp(), _gauss2()
+    sf = data.score_fn(sde)
+    with pytest.raises(ValueError, match="unknown solver 'rk4'.*valid solvers: .*ei.*em"):
+        sample(sde, sf, (4, 2), solver="rk4")
+    with pytest.raises(ValueError, match="steps"):
+        sample(sde, sf, (4, 2), steps=0)
+    with pytest.raises(ValueError, match="grid must be one of"):
+        sample(sde, sf, (4, 2), grid="cosine")
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample(sde, sf, (4, 2), grid=torch.tensor([1.0, 0.5, 0.6, 0.01]))
+    with pytest.raises(ValueError, match="first time must be T"):
+        sample(sde, sf, (4, 2), grid=torch.tensor([0.9, 0.5, 0.01]))
+    with pytest.raises(ValueError, match="t_eps"):
+        sample(sde, sf, (4, 2), t_eps=0.0)
+    with pytest.raises(ValueError, match="unknown option"):
+        sample(sde, sf, (4, 2), solver="em", order=2)
+    with pytest.raises(ValueError, match="shape"):
+        sample(sde, lambda z, t: z, (4, 2), solver="em", steps=2)
+    with pytest.raises(ValueError, match="non-finite"):
+        sample(sde, lambda z, t: torch.full_like(z[:, 0], float("nan")), (4, 2), solver="em", steps=2)
+    with pytest.raises(ValueError, match="order-1"):
+        sample(kn.cld(), data.score_fn(kn.cld()), (4, 2), solver="pc")
+    with pytest.raises(ValueError, match="uniform"):
+        sample(sde, sf, (4, 2), solver="torchsde", grid="quadratic", steps=4)
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+        sample(sde, sf, (4, 2), solver="ei", order=4)
+    with pytest.raises(ValueError, match="shape must be"):
+        sample(sde, sf, (4,))
+    with pytest.raises(TypeError, match="LinearSDE"):
+        sample("vp", sf, (4, 2))
+
+
+@pytest.mark.parametrize("grid", ["uniform", "quadratic", "logsnr"])
+@pytest.mark.parametrize("sde", [kn.vp(), kn.cld(), kn.langevin(4), kn.ve()], ids=lambda s: s.name)
+def test_time_grids(grid, sde):
+    ts = time_grid(sde, 12, 1e-3, grid)
+    assert ts.dtype == torch.float64 and ts.shape == (13,)
+    assert float(ts[0]) == sde.T and float(ts[-1]) == 1e-3
+    assert bool((ts[1:] < ts[:-1]).all())
+    if grid == "quadratic":
+        torch.testing.assert_close(ts.sqrt(), torch.linspace(math.sqrt(sde.T), math.sqrt(1e-3), 13, dtype=torch.float64))
+    if grid == "logsnr":
+        phi = sde.transition(torch.zeros_like(ts), ts)[:, 0, 0]
+        lam = 0.5 * torch.log(sde.covariance(ts)[:, 0, 0]) - torch.log(phi)
+        steps = lam[:-1] - lam[1:]
+        assert float(steps.std() / steps.mean()) < 1e-3
+
+
+def test_outputs_callback_and_dtype():
+    sde, data = kn.cld(), _gauss2()
+    seen = []
+    z, nfe = sample(sde, data.score_fn(sde), (5, 2), solver="sscs", steps=7, callback=seen.append, return_state=True)
+    assert z.shape == (5, 2, 2) and nfe == 7 and z.dtype == torch.float64
+    assert [d["step"] for d in seen] == list(range(7)) and seen[-1]["t"] == pytest.approx(1e-3)
+    x = sample(sde, data.score_fn(sde), (5, 2), solver="ei", steps=3, dtype=torch.float32, denoise=True)
+    assert x.shape == (5, 2) and x.dtype == torch.float32
+    _, nfe = sample(sde, data.score_fn(sde), (5, 2), solver="ei", steps=3, denoise=True, return_state=True)
+    assert nfe == 4
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = sample(sde, data.score_fn(sde), (5, 2), solver="lie_trotter", steps=5, generator=g1)
+    b = sample(sde, data.score_fn(sde), (5, 2), solver="lie_trotter", steps=5, generator=g2)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ exactness
+@pytest.mark.parametrize(
+    "sde", [kn.vp(), kn.ve(), kn.cld(), kn.hold(), pytest.param(kn.langevin(4), marks=pytest.mark.slow)], ids=lambda s: s.name
+)
+def test_ei_deterministic_exact_for_gaussian_data(sde):
+    """One-step (and any-step) deterministic ei is exact for isotropic Gaussian data when data_var
+    matches: compared with a tight adaptive DOPRI solution of the probability-flow ODE."""
+    var = 0.3
+    data = GaussianData(torch.tensor([1.0, -0.5, 0.3]), var)
+    sf = data.score_fn(sde)
+    ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9,
+                    generator=torch.Generator().manual_seed(0), return_state=True)
+    for steps, grid, order in [(1, "uniform", 1), (3, "quadratic", 2), (17, "logsnr", 3)]:
+        z, nfe = sample(sde, sf, (2, 3), solver="ei", steps=steps, grid=grid, order=order, data_var=var,
+                        generator=torch.Generator().manual_seed(0), return_state=True)
+        assert nfe == steps
+        err = float((z - ref).abs().max() / ref.abs().max())
+        assert err < 1e-6, (steps, err)
+
+
+def test_ei_exact_for_point_mass_with_default_data_var_zero():
+    """data_var=0 is gDDIM's R_t: exact for a point mass (here a very narrow Gaussian)."""
+    sde = kn.cld()
+    data = GaussianData(torch.tensor([0.7, -0.2]), 1e-10)
+    ref, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ode", rtol=1e-10, atol=1e-10, t_eps=1e-2,
+                    generator=torch.Generator().manual_seed(1), return_state=True)
+    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", steps=2, data_var=0.0, order=1, t_eps=1e-2,
+                    generator=torch.Generator().manual_seed(1), return_state=True)
+    assert float((got - ref).abs().max()) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", [kn.vp(), kn.cld(), kn.langevin(4)], ids=lambda s: s.name)
+def test_ei_stochastic_exact_for_gaussian_data(sde):
+    """eta = 1 (reverse SDE) with two steps gives the exact law at t_eps (moments within MC error)."""
+    var, mean = 0.3, torch.tensor([1.0, -0.5, 0.3], dtype=torch.float64)
+    data = GaussianData(mean, var)
+    z, _ = sample(sde, data.score_fn(sde), (40_000, 3), solver="ei", steps=2, eta=1.0, data_var=var,
+                  generator=torch.Generator().manual_seed(1), return_state=True)
+    t = torch.tensor(1e-3, dtype=torch.float64)
+    c = sde.transition(0.0, t)[:, 0]
+    C = var * torch.outer(c, c) + sde.covariance(t)
+    zc = z - c[None, :, None] * mean[None, None, :]
+    emp = torch.einsum("bid,bjd->ij", zc, zc) / (zc.shape[0] * 3)
+    corr_err = (emp - C).abs() / torch.outer(C.diagonal().sqrt(), C.diagonal().sqrt())
+    assert float(corr_err.max()) < 0.03
+    assert float((z[:, 0].mean(0) - c[0] * mean).abs().max()) < 0.02
+
+
+def test_tweedie_denoise_is_the_posterior_mean():
+    """E[z_0 | z_t] from the last-block score equals Gaussian conditioning of the dense joint law."""
+    data = _gauss2()
+    for sde in (kn.vp(), kn.cld(), kn.hold()):
+        k, d, t = sde.order, 2, 0.05
+        z, _ = sde.perturb(data.sample(4, torch.Generator().manual_seed(0)), t, torch.Generator().manual_seed(1))
+        got = tweedie_denoise(sde, data.score_fn(sde), z, t)
+        Phi = sde.transition(0.0, t)
+        S0 = sde.initial_cov
+        I = torch.eye(d, dtype=torch.float64)
+        cov0 = torch.kron(S0, I)
+        cov0[:d, :d] = data.cov
+        m0 = torch.zeros(k * d, dtype=torch.float64)
+        m0[:d] = data.mean
+        Q = sde.covariance(t) - Phi @ S0 @ Phi.T
+        P = torch.kron(Phi, I)
+        covz = P @ cov0 @ P.T + torch.kron(Q, I)
+        ref = m0 + (cov0 @ P.T @ torch.linalg.solve(covz, (z.reshape(4, -1) - P @ m0).T)).T
+        torch.testing.assert_close(got.reshape(4, -1), ref, rtol=1e-7, atol=1e-7)
+
+
+# ------------------------------------------------------------------ SSCS = Dockhorn et al.
+def _sscs_transcription(z0, score, ts, noise_gen, beta=4.0, m_inv=4.0):
+    """papers.md 2.7, written out for CLD (M^-1 = 4, Gamma = 2 sqrt(M) = 1) with its closed forms."""
+    M = 1.0 / m_inv
+    Gam = 2.0 * math.sqrt(M)
+    x, v = z0[:, 0].clone(), z0[:, 1].clone()
+
+    def half(x, v, Bb):
+        e = math.exp(-2 * Bb / Gam)
+        xm = e * ((1 + 2 * Bb / Gam) * x - 4 * Bb / Gam**2 * v)
+        vm = e * (Bb * x + (1 - 2 * Bb / Gam) * v)
+        e4 = math.exp(-4 * Bb / Gam)
+        sxx = e4 * (math.exp(4 * Bb / Gam) - 1 - 4 * Bb / Gam - 8 * Bb**2 / Gam**2)
+        sxv = -e4 * 4 * Bb**2 / Gam
+        svv = e4 * (Gam**2 / 4 * (math.exp(4 * Bb / Gam) - 1) + Gam * Bb - 2 * Bb**2)
+        L = torch.linalg.cholesky(torch.tensor([[sxx, sxv], [sxv, svv]], dtype=torch.float64))
+        xi = torch.randn((x.shape[0], 2, *x.shape[1:]), generator=noise_gen, dtype=torch.float64)
+        return xm + L[0, 0] * xi[:, 0], vm + L[1, 0] * xi[:, 0] + L[1, 1] * xi[:, 1]
+
+    for i in range(len(ts) - 1):
+        delta = float(ts[i] - ts[i + 1])
+        Bb = beta * delta / 2
+        x, v = half(x, v, Bb)
+        s = score(torch.stack([x, v], 1), torch.full((x.shape[0],), float(ts[i]), dtype=torch.float64))
+        v = v + delta * 2 * Gam * beta * (s + m_inv * v)
+        x, v = half(x, v, Bb)
+    return torch.stack([x, v], 1)
+
+
+def test_sscs_matches_dockhorn_transcription():
+    sde = kn.cld()
+    data = GaussianMixture.ring(8, 1.41, 0.1)
+    sf = data.score_fn(sde)
+    ts = time_grid(sde, 13, 1e-3, "quadratic")
+    z0 = sde.prior_sample((50, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = _sscs_transcription(z0, sf, ts, torch.Generator().manual_seed(7))
+    got, nfe = get_solver("sscs").run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(7))
+    assert nfe == 13
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_sscs_reversed_linear_part():
+    """A_rev is the drift of the reversed stationary process: Hurwitz, same stationary law."""
+    for sde in (kn.vp(), kn.cld(), kn.hold(), kn.langevin(5)):
+        A_rev, kappa = sscs_mod.reversed_linear_part(sde)
+        assert bool((torch.linalg.eigvals(A_rev).real < 0).all())
+        S = sde.stationary_cov
+        torch.testing.assert_close(A_rev @ S + S @ A_rev.T + sde.noise_matrix, torch.zeros_like(S), atol=1e-10, rtol=0)
+    A_rev, kappa = sscs_mod.reversed_linear_part(kn.cld())
+    torch.testing.assert_close(A_rev, torch.tensor([[0.0, -4.0], [1.0, -4.0]], dtype=torch.float64))
+    torch.testing.assert_close(kappa, torch.tensor([0.0, 4.0], dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ convergence orders
+@pytest.fixture
+def no_noise(monkeypatch):
+    """Zero noise in every grid solver: with Gaussian data (affine score) the output is then the
+    exact mean path of each scheme, so its error against a fine grid measures the weak order of
+    the drift discretisation without Monte Carlo noise."""
+    monkeypatch.setattr(em_mod, "last_block_noise", lambda z, g: torch.zeros((z.shape[0], *z.shape[2:]), dtype=z.dtype))
+    monkeypatch.setattr(sscs_mod, "noise_like", lambda z, g: torch.zeros_like(z))
+    monkeypatch.setattr(lt_mod, "noise_like", lambda z, g: torch.zeros_like(z))
+    monkeypatch.setattr(ei_mod, "noise_like", lambda z, g: torch.zeros_like(z))
+    monkeypatch.setattr(pc_mod, "noise_like", lambda z, g: torch.zeros_like(z))
+
+
+ORDER_CASES = [
+    ("vp", "em", {}), ("vp", "em", {"probability_flow": True}), ("vp", "pc", {}), ("vp", "sscs", {}),
+    ("vp", "lie_trotter", {}), ("vp", "ei", {"order": 1}), ("vp", "ei", {"order": 2}), ("vp", "ei", {"order": 3}),
+    ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"order": 1}),
+    ("cld", "ei", {"order": 2}),
+]
+
+
+@pytest.mark.parametrize("sde_name,name,opts", ORDER_CASES, ids=[f"{a}-{b}-{c}" for a, b, c in ORDER_CASES])
+def test_convergence_order(no_noise, sde_name, name, opts):
+    sde = {"vp": kn.vp, "cld": kn.cld}[sde_name]()
+    data = GaussianData(torch.tensor([1.0, -0.7]), torch.tensor([0.3, 0.6]))
+    sf = data.score_fn(sde)
+    opts = {**opts, "data_var": 0.0} if name == "ei" else opts  # not exact for this data: a real test
+    solver = get_solver(name, **opts)
+    z0 = torch.full((1, sde.order, 2), 0.3, dtype=torch.float64)
+
+    def run(N):
+        return solver.run(sde, sf, z0, time_grid(sde, N, 1e-2, "uniform"))[0]
+
+    Ns = [32, 64, 128, 256]
+    outs = [run(N) for N in Ns]
+    errs = [float((a - b).abs().max()) for a, b in zip(outs[:-1], outs[1:])]  # ~ C N^-order
+    slope = -np.polyfit(np.log(Ns[:-1]), np.log(errs), 1)[0]
+    assert abs(slope - solver.order) < 0.35, (errs, slope, solver.order)
+
+
+# ------------------------------------------------------------------ convergence to the data law
+CONV = ["em", "sscs", "lie_trotter", "ei", "ode", "torchsde"]
+
+
+@pytest.mark.parametrize("sde", [kn.vp(), kn.cld()], ids=lambda s: s.name)
+@pytest.mark.parametrize("name", CONV + ["pc"])
+def test_gaussian_error_decreases_with_steps(sde, name):
+    if name == "pc" and sde.order > 1:
+        pytest.skip("pc is order 1 only")
+    data = GaussianData(torch.tensor([1.0, -0.5]), torch.tensor([[0.5, 0.2], [0.2, 0.3]]))
+    sf = data.score_fn(sde)
+    errs = []
+    for steps in (8, 200):
+        x = sample(sde, sf, (6000, 2), solver=name, steps=steps, grid="uniform", generator=torch.Generator().manual_seed(2))
+        errs.append(gaussian_fit_w2(x, data.mean, data.cov))
+    assert errs[1] < 0.06, errs  # MC floor at n = 6000 is ~0.02
+    if name != "ode":  # adaptive: steps is ignored
+        assert errs[1] < errs[0] or errs[0] < 0.06, errs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", [kn.vp(), kn.cld(), kn.hold()], ids=lambda s: s.name)
+@pytest.mark.parametrize("name", CONV)
+def test_mixture_converges(sde, name):
+    data = GaussianMixture.ring(8, 1.41, 0.15)
+    n = 3000
+    x = sample(sde, data.score_fn(sde), (n, 2), solver=name, steps=300, grid="uniform" if name == "torchsde" else "quadratic",
+               generator=torch.Generator().manual_seed(5))
+    fresh = data.sample(n, torch.Generator().manual_seed(6))
+    floor = sliced_wasserstein(data.sample(n, torch.Generator().manual_seed(7)), fresh)
+    assert sliced_wasserstein(x, fresh) < 2.5 * floor + 0.01
+
+
+def test_checked_score_counts_and_checks_once():
+    calls = []
+
+    def f(z, t):
+        calls.append(1)
+        return z[:, -1]
+
+    cs = CheckedScore(f, 3, (2,))
+    z = torch.zeros(3, 2, 2)
+    cs(z, torch.zeros(3))
+    cs(z, torch.zeros(3))
+    assert cs.nfe == 2 and cs.checked
