@@ -25,6 +25,7 @@ def evaluate_cmd(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data folder (cifar10/folder), if not the training one."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to inception-2015-12-05.pt (for fid)."),
     reference_stats: Optional[str] = typer.Option(None, "--reference-stats", help="FID reference statistics .npz (mu, sigma)."),
+    grid: str = typer.Option("quadratic", "--grid", help="Time grid: uniform, quadratic (fine near the data) or logsnr."),
     t_eps: float = typer.Option(1e-3, "--t-eps", help="Sampling stops at this time."),
     denoise: bool = typer.Option(False, "--denoise", help="Finish sampling with a Tweedie denoising step."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
@@ -49,6 +50,7 @@ def evaluate_cmd(
             Path(o["checkpoint"]), list(o["metric"]), n=int(o["n"]), solver=o["solver"], steps=int(o["steps"]),
             seed=int(o["seed"]), device=o["device"], data_dir=o["data_dir"], inception_weights=o["inception_weights"],
             reference_stats=o["reference_stats"], t_eps=float(o["t_eps"]), denoise=bool(o["denoise"]), callback=cb,
+            grid=o["grid"],
         )
     table = Table(title=f"{res['sde']} on {res['data']}, step {res['step']}")
     table.add_column("metric")

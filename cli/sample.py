@@ -12,7 +12,7 @@ from .common import cli_errors, console, load_toml_defaults
 
 
 def generate(ckpt_path: Path, *, solver: str, steps: int, n: int, seed: int, device: str, quiet: bool,
-             t_eps: float = 1e-3, denoise: bool = False):
+             t_eps: float = 1e-3, denoise: bool = False, grid: str = "quadratic"):
     """`kinetic.evaluation.generate` with a Rich progress bar: (samples, nfe, seconds)."""
     from kinetic.evaluation import generate as _generate
 
@@ -20,7 +20,7 @@ def generate(ckpt_path: Path, *, solver: str, steps: int, n: int, seed: int, dev
 
     with step_progress(f"sampling ({solver})", steps, quiet or solver == "ode") as cb:
         return _generate(ckpt_path, solver=solver, steps=steps, n=n, seed=seed, device=device, t_eps=t_eps,
-                         denoise=denoise, callback=cb)
+                         denoise=denoise, callback=cb, grid=grid)
 
 
 @cli_errors
@@ -32,6 +32,7 @@ def sample_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     out: Optional[Path] = typer.Option(None, "--out", help="x.png (image grid or 2-D scatter) or x.npz (array 'samples')."),
+    grid: str = typer.Option("quadratic", "--grid", help="Time grid: uniform, quadratic (fine near the data) or logsnr."),
     t_eps: float = typer.Option(1e-3, "--t-eps", help="Sampling stops at this time."),
     denoise: bool = typer.Option(False, "--denoise", help="Finish with a Tweedie denoising step (+1 NFE)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with defaults for these options; flags override it."),
@@ -53,6 +54,7 @@ def sample_cmd(
     x, nfe, seconds = generate(
         Path(opts["checkpoint"]), solver=opts["solver"], steps=int(opts["steps"]), n=int(opts["n"]), seed=int(opts["seed"]),
         device=opts["device"], quiet=opts["quiet"], t_eps=float(opts["t_eps"]), denoise=bool(opts["denoise"]),
+        grid=opts["grid"],
     )
     out = opts["out"]
     if out is not None:
@@ -71,6 +73,6 @@ def sample_cmd(
                 raise ValueError(f"--out .png needs images or 2-D points; these samples have shape {tuple(x.shape[1:])}: use .npz")
     finite = bool(np.isfinite(x.numpy()).all())
     console.print(
-        f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}  solver={opts['solver']}  NFE={nfe}  "
+        f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}  solver={opts['solver']} ({opts['grid']} grid)  NFE={nfe}  "
         f"wall time {seconds:.2f} s" + (f"  -> {out}" if out else "") + ("" if finite else "  [red](non-finite values!)[/]")
     )

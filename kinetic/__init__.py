@@ -1,14 +1,22 @@
 """kinetic: diffusion generative modelling with Langevin dynamics of any order.
 
     import kinetic as kn
-    sde = kn.hold()                      # third-order Langevin dynamics, exact transitions
-    z, eps = sde.perturb(x0, t)          # (B, 3, *D)
+    sde = kn.hold()                                   # third-order Langevin dynamics, exact transitions
+    z, eps = sde.perturb(x0, t)                       # (B, 3, *D)
+    x = kn.sample(sde, score_fn, (64, 2), solver="ei", steps=20)
+    logp = kn.log_likelihood(sde, score_fn, x)
 """
 
 __version__ = "0.1.0"
 
-from .sde import LinearSDE
+from . import analytic, schedules, solvers
+from .likelihood import bits_per_dim, log_likelihood
 from .presets import cld, hold, langevin, preset, ve, vp
-from . import schedules
+from .sampling import sample, time_grid
+from .sde import LinearSDE
 
-__all__ = ["LinearSDE", "vp", "ve", "cld", "hold", "langevin", "preset", "schedules", "__version__"]
+__all__ = [
+    "LinearSDE", "vp", "ve", "cld", "hold", "langevin", "preset",
+    "sample", "time_grid", "log_likelihood", "bits_per_dim",
+    "analytic", "schedules", "solvers", "__version__",
+]

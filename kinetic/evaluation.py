@@ -39,7 +39,7 @@ def quantisation_levels(data: str) -> int:
 def generate(
     checkpoint, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
-    model=None, **solver_options,
+    model=None, grid: str = "uniform", **solver_options,
 ):
     """Sample from a checkpoint: returns (samples (n, *D) float32 on CPU, nfe, seconds).
 
@@ -63,7 +63,7 @@ def generate(
     with torch.no_grad():
         z, nfe = sample(
             sm.sde, sm.score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, generator=gen,
-            callback=callback, return_state=True, denoise=denoise, device=dev, **solver_options,
+            callback=callback, return_state=True, denoise=denoise, device=dev, grid=grid, **solver_options,
         )
     return z[:, 0].float().cpu(), int(nfe), time.perf_counter() - t0
 
@@ -71,7 +71,7 @@ def generate(
 def evaluate_checkpoint(
     checkpoint, metrics, *, n: int = 1000, solver: str = "ei", steps: int = 50, seed: int = 0, device="cpu",
     data_dir: Optional[str] = None, inception_weights: Optional[str] = None, reference_stats: Optional[str] = None,
-    t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64,
+    t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64, grid: str = "uniform",
     callback: Optional[Callable[[dict], None]] = None, model=None, samples=None,
 ) -> dict:
     """Compute ``metrics`` (names in METRICS) for a checkpoint; returns plain data.
@@ -104,9 +104,9 @@ def evaluate_checkpoint(
     if samples is None and any(m in ("fd-digits", "fid", "swd") for m in metrics):
         samples, nfe, seconds = generate(
             checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=dev, t_eps=t_eps, denoise=denoise,
-            callback=lambda info: cb({"phase": "sample", **info}), model=model,
+            callback=lambda info: cb({"phase": "sample", **info}), model=model, grid=grid,
         )
-        result.update({"solver": solver, "steps": steps, "nfe": nfe, "sampling_seconds": round(seconds, 3)})
+        result.update({"solver": solver, "grid": grid, "steps": steps, "nfe": nfe, "sampling_seconds": round(seconds, 3)})
     for m in metrics:
         t0 = time.perf_counter()
         if m == "swd":
