@@ -66,7 +66,7 @@ def sample_cmd(
             from kinetic.data import save_image_grid, save_scatter
 
             if x.dim() == 4:
-                save_image_grid(x.clamp(-1, 1), out)
+                save_image_grid(x.clamp(-1, 1), out, scale=max(1, -(-32 // int(x.shape[-1]))))  # 8x8 -> x4
             elif x.dim() == 2 and x.shape[1] == 2:
                 save_scatter(x, out)
             else:

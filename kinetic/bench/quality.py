@@ -87,7 +87,7 @@ def run(full: bool = False, out_dir: str = "docs", runs_dir: str = "runs/quality
                         from kinetic.evaluation import generate
 
                         x, _, _ = generate(out, solver="ei", steps=100, n=64, seed=0, model=model)
-                        save_image_grid(x.clamp(-1, 1), figs / f"quality_digits_{label}.png", nrow=8)
+                        save_image_grid(x.clamp(-1, 1), figs / f"quality_digits_{label}.png", nrow=8, scale=4)
                 results["runs"].append(row)
                 Path(out_dir, "quality_results.json").write_text(json.dumps(results, indent=2))
     return results

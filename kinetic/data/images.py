@@ -243,13 +243,15 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) ->
 
 
 def save_image_grid(
-    x: torch.Tensor | np.ndarray, path: str | os.PathLike[str], nrow: int | None = None, padding: int = 2
+    x: torch.Tensor | np.ndarray, path: str | os.PathLike[str], nrow: int | None = None, padding: int = 2,
+    scale: int = 1,
 ) -> Path:
     """Write images (N, C, H, W) in [-1, 1] (C = 1 or 3) as one PNG grid.
 
     ``nrow`` images per row (default ceil(sqrt(N))), ``padding`` black pixels
     between and around images: grid size is
-    (rows*(H+padding)+padding) x (nrow*(W+padding)+padding) pixels.
+    (rows*(H+padding)+padding) x (nrow*(W+padding)+padding) pixels, times ``scale``
+    (nearest-neighbour upscaling, e.g. 4 for legible 8x8 digits).
     """
     from PIL import Image
 
@@ -269,6 +271,10 @@ def save_image_grid(
         r, col = divmod(i, nrow)
         y0, x0 = padding + r * (h + padding), padding + col * (w + padding)
         grid[y0 : y0 + h, x0 : x0 + w] = imgs[i]
+    if int(scale) < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    if scale > 1:
+        grid = grid.repeat(int(scale), axis=0).repeat(int(scale), axis=1)
     img = Image.fromarray(grid[..., 0] if c == 1 else grid)
     return _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
