@@ -46,7 +46,26 @@ app.command("bench")(bench)
 
 
 def main() -> None:
-    app()
+    """Console entry point: Click's usage errors (bad types, unknown options) become one line, exit 2."""
+    import sys
+
+    from .common import err_console
+
+    UsageError = typer.BadParameter.__mro__[1]  # Click's UsageError (vendored by recent Typer)
+
+    try:
+        rv = app(standalone_mode=False)
+    except UsageError as err:
+        if not err.format_message().strip() and err.ctx is not None:  # bare `kinetic`: show the help
+            typer.echo(err.ctx.get_help())
+            sys.exit(0)
+        hint = f" (see: kinetic {err.ctx.command_path.split(' ', 1)[1] if err.ctx and ' ' in err.ctx.command_path else ''} --help)"
+        err_console.print(f"[bold red]Error:[/] {err.format_message()}{hint.replace('  ', ' ')}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        err_console.print("Aborted.")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

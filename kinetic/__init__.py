@@ -10,6 +10,11 @@
 __version__ = "0.1.0"
 
 from . import analytic, schedules, solvers
+from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .config import TrainConfig
+from .losses import DSMLoss
+from .score import ScoreModel, as_score_fn
+from .training import TrainingError, train
 from .likelihood import bits_per_dim, log_likelihood
 from .presets import cld, hold, langevin, preset, ve, vp
 from .sampling import sample, time_grid
@@ -18,5 +23,7 @@ from .sde import LinearSDE
 __all__ = [
     "LinearSDE", "vp", "ve", "cld", "hold", "langevin", "preset",
     "sample", "time_grid", "log_likelihood", "bits_per_dim",
+    "ScoreModel", "as_score_fn", "DSMLoss", "TrainConfig", "train", "TrainingError",
+    "load_model", "load_checkpoint", "CheckpointError",
     "analytic", "schedules", "solvers", "__version__",
 ]

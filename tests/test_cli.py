@@ -43,3 +43,18 @@ def test_info_errors_exit_2_with_one_line():
         assert word in r.output
         assert "Traceback" not in r.output
         assert len(r.output.strip().splitlines()) <= 2
+
+
+def test_console_script_usage_errors_are_one_line():
+    """Click-level errors (bad types, unknown options) through the real entry point: one line, exit 2."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv = ['kinetic'] + sys.argv[1:]; from kinetic.cli.app import main; main()"
+    for args, word in [(["train", "--lr", "abc"], "--lr"), (["sample", "--nope"], "--nope")]:
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert word in r.stderr and "Traceback" not in r.stderr
+        assert "Usage:" not in r.stderr
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Usage" in r.stdout

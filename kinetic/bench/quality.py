@@ -38,7 +38,7 @@ def _train_one(sde, order, data, seed, steps, batch, lr, out: Path):
     cfg = TrainConfig(
         sde=sde, order=order, data=data, model="mlp", model_size="small", steps=steps, batch_size=batch, lr=lr,
         warmup=min(200, steps // 10), seed=seed, device="cpu", out=str(out), overwrite=True, sample_every=0,
-        ckpt_every=0, ema_decay=0.999,
+        ckpt_every=0, ema_decay=0.999, parameterization="x0", weighting="eps", time_sampling="uniform",
     )
     return train(cfg)
 

@@ -1,0 +1,207 @@
+"""Last-block denoising score matching for any `LinearSDE` (CLD's HSM, HOLD's block-coordinate SM).
+
+Given data x0 (B, *D) and t ~ U[t_eps, T], the state is z_t = mean_t(x0) + (L_t kron I) eps with the
+auxiliary blocks MARGINALISED (drawn from aux_cov inside `sde.perturb`, not fed as data). Only the
+last block's score is learned; its denoising target is -eps_k / L_t[k-1, k-1]. With the network's
+eps prediction eps_hat (any parameterisation, see `kinetic.score`):
+
+    weighting "eps":        ||eps_hat - eps_k||^2                          (lambda(t) = L_kk^2)
+    weighting "likelihood": beta(t) g^2 ||s_hat + eps_k / L_kk||^2
+                          = beta(t) g^2 / L_kk^2 ||eps_hat - eps_k||^2     (Song et al. 2021 Thm 1)
+
+summed over the data dimensions, averaged over the batch (CLD paper Eq. 8-9). With the likelihood
+weighting, T/2 times the loss (plus a constant) bounds the negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .score import PARAMETERIZATIONS, ScoreModel, marginal_coefficients, unwrap_network
+from .sde import LinearSDE
+
+__all__ = ["DSMLoss", "WEIGHTINGS", "TIME_SAMPLINGS", "sample_times"]
+
+WEIGHTINGS = ("eps", "likelihood", "edm")
+TIME_SAMPLINGS = ("uniform", "stratified", "antithetic", "lognormal")
+
+
+def sample_times(
+    batch: int,
+    t_eps: float,
+    T: float,
+    method: str = "uniform",
+    generator: torch.Generator | None = None,
+    device=None,
+) -> Tensor:
+    """t in [t_eps, T], float64 (batch,). "uniform": iid U[t_eps, T]; "stratified": one draw per
+    stratum of width (T - t_eps) / batch; "antithetic": pairs u, 1 - u (odd batch: one extra iid)."""
+    if method not in TIME_SAMPLINGS or method == "lognormal":
+        raise ValueError(
+            f"time_sampling must be one of uniform, stratified, antithetic here, got {method!r} "
+            "(lognormal needs the SDE: use DSMLoss)"
+        )
+    if method == "uniform":
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
+    elif method == "stratified":
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
+        u = (torch.arange(batch, dtype=torch.float64, device=device) + u) / batch
+    else:
+        half = torch.rand((batch + 1) // 2, generator=generator, dtype=torch.float64, device=device)
+        u = torch.cat([half, 1.0 - half])[:batch]
+    return t_eps + (T - t_eps) * u
+
+
+class DSMLoss:
+    """Denoising score matching of the last block, EDM-style: ``loss(model, x0, generator) -> scalar``.
+
+    Args:
+        sde: the forward `LinearSDE`.
+        parameterization: used to wrap a raw network (``ScoreModel(net, sde, parameterization)``);
+            a `ScoreModel` passed as ``model`` must have this parameterization.
+        weighting: "eps" (plain eps-MSE, lambda(t) = L_kk^2) or "likelihood" (beta(t) g^2 on the
+            squared score error).
+        t_eps: smallest training time (CLD uses 1e-5); t ~ U[t_eps, T].
+        time_sampling: "uniform", "stratified" or "antithetic" (see `sample_times`).
+        data_std, input_scaling: passed to `ScoreModel` when wrapping a raw network.
+        state_dtype: dtype in which z_t and eps are formed (default float64: for k >= 2 the data
+            block's noise at small t is below float32 resolution, and the "x0" / "mixed" targets
+            combine blocks with large coefficients); None keeps x0's dtype. The network still runs
+            in its own dtype.
+
+    Calling it with t given (a float or (B,) tensor) evaluates the loss at those times.
+    """
+
+    def __init__(
+        self,
+        sde: LinearSDE,
+        parameterization: str = "eps",
+        weighting: str = "eps",
+        t_eps: float = 1e-5,
+        time_sampling: str = "uniform",
+        *,
+        data_std: float = 1.0,
+        input_scaling: bool = True,
+        state_dtype: torch.dtype | None = torch.float64,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+    ):
+        if not isinstance(sde, LinearSDE):
+            raise TypeError(f"sde must be a kinetic.LinearSDE, got {type(sde).__name__}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
+        try:
+            t_eps = float(t_eps)
+        except (TypeError, ValueError):
+            raise TypeError(f"t_eps must be a float, got {t_eps!r}") from None
+        if not (math.isfinite(t_eps) and 0.0 < t_eps < sde.T):
+            raise ValueError(f"t_eps must lie in (0, T) = (0, {sde.T}), got {t_eps}")
+        self.sde = sde
+        self.parameterization = parameterization
+        self.weighting = weighting
+        self.t_eps = t_eps
+        self.time_sampling = time_sampling
+        if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
+            raise TypeError(f"state_dtype must be a floating torch.dtype or None, got {state_dtype!r}")
+        self.state_dtype = state_dtype
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
+            raise ValueError(f"p_mean must be finite and p_std positive, got {p_mean}, {p_std}")
+        self._grid_cache: dict = {}
+        self._wrap_kwargs = {"data_std": data_std, "input_scaling": input_scaling}
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The eps-predicting module for ``model`` (a ScoreModel is used as is)."""
+        inner = unwrap_network(model)  # a ScoreModel may sit inside DDP / torch.compile
+        if isinstance(inner, ScoreModel):
+            if inner.parameterization != self.parameterization:
+                raise ValueError(
+                    f"model has parameterization {inner.parameterization!r} but the loss was built with "
+                    f"{self.parameterization!r}"
+                )
+            return model
+        return ScoreModel(model, self.sde, self.parameterization, **self._wrap_kwargs)
+
+    def weight(self, t: Tensor) -> Tensor:
+        """The factor on ||eps_hat - eps_k||^2 (= lambda(t) / L_kk^2): (B,) float64."""
+        if self.weighting == "eps":
+            return torch.ones_like(t, dtype=torch.float64)
+        if self.weighting == "edm":
+            co = marginal_coefficients(self.sde, t, self._wrap_kwargs["data_std"], parameterization="eps")
+            return 1.0 / (co["q_k"] * co["c_out"]).square()
+        l_kk = self.sde.cholesky(t)[..., -1, -1]
+        return self.sde.beta(t) * self.sde.g2 / l_kk.square()
+
+    def _sigma_grid(self, device) -> tuple[Tensor, Tensor]:
+        """(log sigma_tilde, t) on a fine grid over [t_eps, T] (float64, cached): sigma_tilde(t) is the
+        noise level of the GLS statistic of x0 (see `kinetic.score`)."""
+        key = str(device)
+        if key not in self._grid_cache:
+            T, te = self.sde.T, self.t_eps
+            ts = torch.cat([
+                torch.logspace(math.log10(te), math.log10(T), 1025, dtype=torch.float64),
+                torch.linspace(te, T, 1025, dtype=torch.float64),
+            ]).unique()
+            sig = marginal_coefficients(self.sde, ts, self._wrap_kwargs["data_std"], parameterization="eps")["sigma_tilde"]
+            log_sig = torch.cummax(sig.clamp_min(1e-300).log(), 0).values
+            self._grid_cache[key] = (log_sig.to(device), ts.to(device))
+        return self._grid_cache[key]
+
+    def sample_t(self, batch: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+        """Training times (batch,) float64 in [t_eps, T] as ``time_sampling`` says. "lognormal":
+        ln sigma_tilde(t) ~ N(p_mean, p_std^2) (EDM's noise distribution on the x0 statistic's noise
+        level), mapped back to t by interpolation on a fine grid and clamped to [t_eps, T]."""
+        if self.time_sampling != "lognormal":
+            return sample_times(batch, self.t_eps, self.sde.T, self.time_sampling, generator, device)
+        log_sig, ts = self._sigma_grid(device)
+        target = self.p_mean + self.p_std * torch.randn(batch, generator=generator, dtype=torch.float64, device=device)
+        idx = torch.searchsorted(log_sig, target).clamp(1, ts.numel() - 1)
+        x0, x1, f0, f1 = log_sig[idx - 1], log_sig[idx], ts[idx - 1], ts[idx]
+        w = torch.where(x1 > x0, (target - x0) / (x1 - x0).clamp_min(1e-300), torch.zeros_like(target))
+        return (f0 + w.clamp(0, 1) * (f1 - f0)).clamp(self.t_eps, self.sde.T)
+
+    def per_example(
+        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None
+    ) -> Tensor:
+        """Weighted squared error summed over the data dims: (B, *D) -> (B,) in float32 (or x0's
+        dtype if wider). Gradients flow through the network only."""
+        if not isinstance(x0, Tensor) or x0.dim() < 2 or not x0.is_floating_point():
+            raise TypeError(f"x0 must be a floating-point tensor of shape (B, *data_shape), got {getattr(x0, 'shape', x0)!r}")
+        B = x0.shape[0]
+        if t is None:
+            t = self.sample_t(B, generator, x0.device)
+        else:
+            t = torch.as_tensor(t, dtype=torch.float64, device=x0.device)
+            t = t.expand(B) if t.dim() == 0 else t
+            if t.shape != (B,):
+                raise ValueError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}")
+        out_dtype = torch.promote_types(x0.dtype, torch.float32)
+        x0 = x0.detach()
+        if self.state_dtype is not None:
+            x0 = x0.to(self.state_dtype)
+        with torch.no_grad():
+            z, eps = self.sde.perturb(x0, t, generator=generator)
+        eps_hat = self.wrap(model)(z, t)
+        err = (eps_hat.to(z.dtype) - eps[:, -1]).square().reshape(B, -1).sum(-1)
+        if self.weighting != "eps":
+            err = err * self.weight(t).to(err.dtype)
+        return err.to(out_dtype)
+
+    def __call__(
+        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None
+    ) -> Tensor:
+        """Scalar loss: per-example losses (sum over data dims) averaged over the batch."""
+        return self.per_example(model, x0, generator=generator, t=t).mean()
+
+    def __repr__(self) -> str:
+        return (
+            f"DSMLoss(sde={self.sde!r}, parameterization={self.parameterization!r}, "
+            f"weighting={self.weighting!r}, t_eps={self.t_eps:g}, time_sampling={self.time_sampling!r})"
+        )
