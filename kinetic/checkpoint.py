@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .fileio import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -63,16 +64,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
         "kinetic_version": __version__,
         **state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(full, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(full, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[str, Any]:

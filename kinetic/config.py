@@ -118,12 +118,9 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write this config as TOML (None values are omitted: they mean "the default")."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(dump_toml(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from .fileio import atomic_write_text
+
+        return atomic_write_text(path, dump_toml(self.to_dict()))
 
     # ------------------------------------------------------------------ derived values
     def run_name(self) -> str:

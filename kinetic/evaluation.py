@@ -6,7 +6,6 @@ Used by `kinetic sample`, `kinetic evaluate` and the quality study; progress goe
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -79,7 +78,7 @@ def evaluate_checkpoint(
     Sample-based metrics draw ``n`` samples with ``solver``/``steps``; ``nll`` uses the first ``n``
     examples of the held-out test split. ``callback`` receives {"phase", ...} progress dicts.
     """
-    from .checkpoint import load_checkpoint, load_model
+    from .checkpoint import load_model
     from .data import load_dataset
 
     metrics = list(metrics)

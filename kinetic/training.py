@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .fileio import atomic_write, atomic_write_text
 from .config import ConfigError, TrainConfig
 from .losses import DSMLoss
 from .score import ScoreModel, as_score_fn
@@ -419,12 +420,7 @@ def save_loss_curve(history: dict[str, list], path: str | os.PathLike[str], titl
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def sample_to_file(
@@ -657,8 +653,6 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, callback: Callback | None) -> 
         "params": n_params,
     }
     if main:
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     emit({"event": "end", **summary})
     return summary

@@ -12,7 +12,6 @@ reference layout), so published reference files (e.g. EDM's cifar10-32x32.npz) c
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -180,18 +179,13 @@ def save_statistics(path: PathLike, mu: np.ndarray, sigma: np.ndarray) -> Path:
     sigma = np.asarray(sigma, dtype=np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise MetricError(f"expected mu (F,) and sigma (F, F), got {mu.shape} and {sigma.shape}")
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    from ..fileio import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, mu=mu, sigma=sigma)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_statistics(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
