@@ -293,3 +293,26 @@ def test_splits_are_disjoint_and_deterministic():
 
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="val")
+
+
+def test_atomic_write_leaves_no_temp_and_normal_permissions(tmp_path):
+    import os
+
+    import pytest
+
+    from kinetic.fileio import atomic_write, atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.txt", "hello")
+    assert p.read_text() == "hello"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+    def boom(tmp):
+        open(tmp, "w").write("partial")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "a.txt", boom)
+    assert p.read_text() == "hello"  # the old file survives
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.txt"]
