@@ -64,13 +64,11 @@ def test_config_toml_roundtrip_and_validation(tmp_path):
 
 
 # ---------------------------------------------------------------------- convergence
-def sliced_w2(x, y, n_proj=256, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
-    d = d / d.norm(dim=0)
-    px = torch.sort(x.double() @ d, 0).values
-    py = torch.sort(y.double() @ d, 0).values
-    return float(((px - py) ** 2).mean().sqrt())
+def sliced_w2(x, y, seed=0):
+    """The library metric (tested on its own in test_metrics.py) with fixed projections."""
+    from kinetic.metrics import sliced_wasserstein
+
+    return float(sliced_wasserstein(x, y, n_projections=256, generator=torch.Generator().manual_seed(seed)))
 
 
 @pytest.mark.slow

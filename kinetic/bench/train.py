@@ -128,13 +128,11 @@ STUDY_ROWS = (
 )
 
 
-def _sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    g = torch.Generator().manual_seed(seed)
-    d = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
-    d = d / d.norm(dim=0)
-    px = torch.sort(x.double() @ d, 0).values
-    py = torch.sort(y.double() @ d, 0).values
-    return float(((px - py) ** 2).mean().sqrt())
+def _sliced_w2(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
+    """kinetic's sliced W2 with a fixed projection seed (the same projections for every row)."""
+    from ..metrics import sliced_wasserstein
+
+    return float(sliced_wasserstein(x, y, n_projections=256, generator=torch.Generator().manual_seed(seed)))
 
 
 def study(steps: int = 400, rows=STUDY_ROWS, seed: int = 0, progress: Callable[[str], None] | None = None) -> dict:

@@ -7,10 +7,9 @@ whole interval. Weak order 1, one score evaluation per step.
 
 from __future__ import annotations
 
-import torch
 
 from . import noise_like, register
-from .sscs import _apply, _Splitting
+from .sscs import _apply, _score_step, _Splitting
 
 __all__ = ["LieTrotter"]
 
@@ -33,8 +32,7 @@ class LieTrotter(_Splitting):
         N = len(ts) - 1
         for i in range(N):
             s = score(zf.reshape(z.shape), tt[i].expand(n)).reshape(n, -1)
-            last = zf[:, -1] + coef[i] * (s + torch.einsum("j,bjd->bd", kappa, zf))
-            zf = torch.cat([zf[:, :-1], last[:, None]], dim=1)
+            zf = _score_step(zf, s, coef[i], kappa)
             zf = _apply(P[i], zf) + _apply(L[i], noise_like(zf, generator))
             if callback is not None:
                 callback({"step": i, "t": float(ts[i + 1]), "z": zf.reshape(z.shape)})

@@ -73,6 +73,12 @@ def _apply(M: torch.Tensor, zf: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjd->bid", M, zf)
 
 
+def _score_step(zf: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """Euler step of the score part on the last block: a_k += coef (s_k + kappa . z); zf (n, k, d)."""
+    last = zf[:, -1] + coef * (s + torch.einsum("j,bjd->bd", kappa, zf))
+    return torch.cat([zf[:, :-1], last[:, None]], dim=1)
+
+
 @register
 class SSCS(_Splitting):
     name = "sscs"
@@ -97,8 +103,7 @@ class SSCS(_Splitting):
         for i in range(N):
             zf = _apply(P1[i], zf) + _apply(L1[i], noise_like(zf, generator))
             s = score(zf.reshape(z.shape), t_eval[i].expand(n)).reshape(n, -1)
-            last = zf[:, -1] + coef[i] * (s + torch.einsum("j,bjd->bd", kappa, zf))
-            zf = torch.cat([zf[:, :-1], last[:, None]], dim=1)
+            zf = _score_step(zf, s, coef[i], kappa)
             zf = _apply(P2[i], zf) + _apply(L2[i], noise_like(zf, generator))
             if callback is not None:
                 callback({"step": i, "t": float(ts[i + 1]), "z": zf.reshape(z.shape)})
