@@ -11,8 +11,9 @@ it splits into d independent k x k blocks C_j = lam_j c c^T + Sigma(t): nothing 
 is ever formed. A mixture of isotropic Gaussians N(m_j, s_j^2 I) gives a mixture of such laws
 with C_j = s_j^2 c c^T + Sigma(t) shared by all d coordinates.
 
-``score_fn(sde)`` returns the exact last-block score ``score_fn(z, t) -> (B, d)``, the convention
-of `kinetic.sampling.sample`; ``marginal_log_prob`` the exact log-density of the full state.
+``score_fn(sde)`` returns the exact score of the noised blocks, ``score_fn(z, t) -> (B, d)`` for one
+noised block or ``(B, m, d)`` for m of them (the convention of `kinetic.sample`);
+``marginal_log_prob`` the exact log-density of the full state.
 """
 
 from __future__ import annotations
@@ -130,12 +131,24 @@ class GaussianData:
         _, y, _ = self._blocks(sde, z, t)
         return (-(y.transpose(1, 2) @ self._U.T.to(z.device))).to(z.dtype)
 
+    @property
+    def eigenvalues(self) -> Tensor:
+        """(d,) eigenvalues of cov, increasing (float64)."""
+        return self._lam.clone()
+
+    @property
+    def eigenvectors(self) -> Tensor:
+        """(d, d) orthonormal eigenvectors of cov, as columns (float64)."""
+        return self._U.clone()
+
     def score_fn(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
-        """The exact last-block score as a `score_fn(z, t) -> (B, d)`."""
+        """The exact noised-block score as a `score_fn(z, t) -> (B, d)` or (B, m, d)."""
+        N = list(sde.noised_blocks)
 
         def score(z: Tensor, t: Tensor) -> Tensor:
             _, y, _ = self._blocks(sde, z, t)
-            return (-(y[..., -1] @ self._U.T.to(z.device))).to(z.dtype)
+            s = -(y[..., N].transpose(1, 2) @ self._U.T.to(z.device))  # (B, m, d)
+            return (s[:, 0] if len(N) == 1 else s).to(z.dtype)
 
         return score
 
@@ -228,12 +241,14 @@ class GaussianMixture:
         return (-(r[:, :, None, None] * Cd).sum(1)).to(z.dtype)
 
     def score_fn(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
-        """The exact last-block score as a `score_fn(z, t) -> (B, d)`."""
+        """The exact noised-block score as a `score_fn(z, t) -> (B, d)` or (B, m, d)."""
+        N = list(sde.noised_blocks)
 
         def score(z: Tensor, t: Tensor) -> Tensor:
             Cd, logw = self._parts(sde, z, t)
             r = torch.softmax(logw, dim=1)
-            return (-(r[:, :, None] * Cd[:, :, -1]).sum(1)).to(z.dtype)
+            s = -(r[:, :, None, None] * Cd[:, :, N]).sum(1)  # (B, m, d)
+            return (s[:, 0] if len(N) == 1 else s).to(z.dtype)
 
         return score
 

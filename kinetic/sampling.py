@@ -95,24 +95,18 @@ class CheckedScore:
     """Wraps a user ``score_fn``: checks the output's type and shape on every call (no device sync)
     and its finiteness on the first call; casts to the state's dtype; counts calls (``nfe``)."""
 
-    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor], n: int, data_shape: Sequence[int]):
+    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor], sde: LinearSDE):
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable as score_fn(z, t), got {type(score_fn).__name__}")
         self.fn = score_fn
-        self.expected = (int(n), *(int(s) for s in data_shape))
+        self.sde = sde
         self.checked = False
         self.nfe = 0
 
     def __call__(self, z: Tensor, t: Tensor) -> Tensor:
         s = self.fn(z, t)
         self.nfe += 1
-        if not isinstance(s, Tensor):
-            raise ValueError(f"score_fn must return a torch.Tensor of shape {self.expected}, got {type(s).__name__}")
-        if tuple(s.shape) != self.expected:
-            raise ValueError(
-                f"score_fn returned shape {tuple(s.shape)}; it must return the score of the last block, "
-                f"shaped like the data: {self.expected} (it receives z of shape {tuple(z.shape)} and t of shape {tuple(t.shape)})"
-            )
+        self.sde.check_score(s, z)
         if not self.checked:
             if not bool(torch.isfinite(s).all()):
                 raise ValueError(f"score_fn returned non-finite values (nan/inf) at t = {float(t.reshape(-1)[0]):.4g}")
@@ -207,7 +201,7 @@ def sample(
     ts = time_grid(sde, steps, t_eps, grid)
     slv = get_solver(solver, **solver_options)
     slv.check(sde, ts)
-    score = CheckedScore(score_fn, shape[0], shape[1:])
+    score = CheckedScore(score_fn, sde)
     z = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
     z, nfe = slv.run(sde, score, z, ts, generator=generator, callback=callback)
     if denoise:

@@ -2,7 +2,9 @@
 
 The state ``z`` has shape ``(B, k, *D)``: block 0 is the data (position), blocks 1..k-1 are the
 auxiliary variables (velocity, acceleration, ...), each shaped like the data. Noise enters the
-last block only (``G G^T = g^2 e_k e_k^T``), so a model learns one score, shaped like the data.
+blocks N = ``noised_blocks`` where ``(G G^T)_ii > 0``; the reverse dynamics need only the score of
+those blocks (``D grad log p = D[:, N] grad_{z_N} log p``), so a model learns ``len(N)`` blocks:
+shaped like the data when one block is noised (VP, CLD, HOLD), ``(B, len(N), *D)`` otherwise (PSLD).
 
 With the time change ``tau = B(t)`` the SDE is autonomous, and every exact quantity is a k x k
 float64 matrix per time point (see ``docs/math.md``):
@@ -21,11 +23,14 @@ import torch
 from torch import Tensor
 
 from . import linalg
+from .coefficients import Coefficients
 from .schedules import ConstantSchedule, Schedule, schedule_from_spec
 
 __all__ = ["LinearSDE", "ScoreFn"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""``score_fn(z, t)``: z (B, k, *D), t (B,) -> the score of the noised blocks, (B, *D) for one
+noised block or (B, len(noised_blocks), *D) for several (in the order of ``noised_blocks``)."""
 
 # Beyond this tau * ||A||_1 the Lyapunov form is used for the covariance (it has no
 # cancellation there, and needs no noise series); below it the scaled Taylor/Van Loan kernel.
@@ -53,7 +58,8 @@ class LinearSDE:
 
     Args:
         drift: A, (k, k).
-        diffusion: G, (k, k); ``G G^T`` must vanish outside its last diagonal entry.
+        diffusion: G, (k, k), any real matrix with ``G G^T != 0``; the noised blocks are the i with
+            ``(G G^T)_ii > 0``.
         schedule: beta(t) and B(t) (`kinetic.schedules`); constant 1 when omitted.
         aux_cov: (k-1, k-1) covariance of the auxiliary blocks at t = 0 (zero when omitted);
             a scalar means that multiple of the identity.
@@ -76,13 +82,17 @@ class LinearSDE:
         k = A.shape[0]
         G = _as_matrix("diffusion", diffusion, k)
         D = G @ G.T
-        g2 = float(D[-1, -1])
-        off = D.clone()
-        off[-1, -1] = 0.0
-        if g2 <= 0 or off.abs().max() > 1e-12 * max(g2, 1.0):
+        diag = torch.diagonal(D)
+        if not bool((diag > 0).any()):
+            raise ValueError(f"diffusion: G G^T must not be zero (no block would receive noise); got G = {G.tolist()}")
+        noised = tuple(int(i) for i in (diag > 0).nonzero().reshape(-1).tolist())
+        ev = torch.linalg.eigvals(A)
+        if bool((ev.real > 1e-12 * max(1.0, float(ev.abs().max()))).any()):
             raise ValueError(
-                "diffusion: G G^T must be zero except its last diagonal entry, which must be "
-                f"positive (noise enters the last block only); got G G^T = {D.tolist()}"
+                "drift: A has eigenvalues with positive real part "
+                f"({', '.join(f'{complex(e):.4g}' for e in ev if e.real > 0)}); the SDE would explode and has no "
+                "prior; kinetic supports stable drifts (all Re < 0: stationary prior) and marginally stable ones "
+                "(Re <= 0, e.g. VE: prior N(0, Sigma(T)))"
             )
         try:
             T = float(T)
@@ -110,7 +120,8 @@ class LinearSDE:
             raise ValueError("aux_cov: an order-1 SDE has no auxiliary blocks; leave aux_cov unset")
 
         self._A, self._G, self._D, self._S0 = A, G, D, S0
-        self.g2 = g2
+        self._noised = noised
+        self._D_N = D[list(noised)][:, list(noised)].clone()
         self.order = k
         self.T = T
         self.schedule = schedule
@@ -136,6 +147,46 @@ class LinearSDE:
     def noise_matrix(self) -> Tensor:
         """D = G G^T, (k, k) float64."""
         return self._D.clone()
+
+    @property
+    def noised_blocks(self) -> tuple[int, ...]:
+        """N: the indices i with (G G^T)_ii > 0, increasing. The score of these blocks drives the
+        reverse dynamics; ``score_fn`` returns it."""
+        return self._noised
+
+    @property
+    def noise_block(self) -> Tensor:
+        """D_NN = (G G^T)[N][:, N], (m, m) float64 with m = len(noised_blocks)."""
+        return self._D_N.clone()
+
+    @property
+    def g2(self) -> float:
+        """(G G^T)_ii of the single noised block i (one noised block only)."""
+        if len(self._noised) != 1:
+            raise AttributeError(f"g2 is defined for one noised block; this SDE has noised blocks {self._noised}")
+        return float(self._D_N[0, 0])
+
+    def score_shape(self, batch: int, data_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of ``score_fn``'s output: (B, *D) for one noised block, (B, m, *D) for m > 1."""
+        m = len(self._noised)
+        return (int(batch), *([m] if m > 1 else []), *(int(s) for s in data_shape))
+
+    def check_score(self, score, z: Tensor, name: str = "score_fn") -> None:
+        """ValueError unless ``score`` has `score_shape` for the state z (B, k, *D)."""
+        expected = self.score_shape(z.shape[0], z.shape[2:])
+        if not isinstance(score, Tensor):
+            raise ValueError(f"{name} must return a torch.Tensor of shape {expected}, got {type(score).__name__}")
+        if tuple(score.shape) != expected:
+            m = len(self._noised)
+            what = (
+                f"the score of the noised block {self._noised[0]}, shaped like the data"
+                if m == 1
+                else f"the scores of the {m} noised blocks {self._noised}, stacked on axis 1"
+            )
+            raise ValueError(
+                f"{name} returned shape {tuple(score.shape)}; it must return {what}: {expected} "
+                f"(z has shape {tuple(z.shape)})"
+            )
 
     @property
     def initial_cov(self) -> Tensor:
@@ -234,6 +285,16 @@ class LinearSDE:
                 sigma[idx_small] = p @ S0 @ p.transpose(-1, -2) + q
         sigma = 0.5 * (sigma + sigma.transpose(-1, -2))
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k)
+
+    def coefficients(self, t) -> Coefficients:
+        """Every exact per-time quantity for times t (...,) in one pass (see `kinetic.coefficients`):
+        tau, beta, Phi(0, t), Sigma(t), its factor L_t and what derives from them, float64."""
+        t = self._check_t(t)
+        tau = self.schedule.integral(t)
+        phi, sigma = self._covariance_tau(tau)
+        chol = linalg.safe_cholesky(sigma)
+        beta = self.schedule.beta(t)
+        return Coefficients(t, tau, beta, phi, sigma, chol, self._noised, self._D_N.to(t.device))
 
     def cholesky(self, t) -> Tensor:
         """Lower Cholesky factor L_t of Sigma(t), (...) -> (..., k, k) float64.
@@ -335,26 +396,27 @@ class LinearSDE:
         A, _, _ = self._mats(z.device)
         return self._bcast(self.beta(t), z) * linalg.apply_blocks(A, z)
 
-    def diffusion(self, t) -> Tensor:
-        """sqrt(beta(t)) g: the noise scale on the last block (the only noised block), shaped like t."""
-        return torch.sqrt(self.beta(t) * self.g2)
+    def noise_scale(self, t) -> Tensor:
+        """sqrt(beta(t)), shaped like t: the noise is sqrt(beta(t)) (G kron I) dW."""
+        return torch.sqrt(self.beta(t))
 
     def reverse_drift(self, z: Tensor, t, score: Tensor, probability_flow: bool = False) -> Tensor:
         """Drift of the reverse-time SDE (or the probability-flow ODE) in forward time t:
 
-            beta (A kron I) z - c beta g^2 e_k (score),   c = 1 (SDE) or 1/2 (ODE),
+            beta (A kron I) z - c beta (D[:, N] kron I) score,   c = 1 (SDE) or 1/2 (ODE),
 
-        where ``score`` (B, *D) is the score of the last block. Integrate it from T down to 0.
+        where ``score`` is the noised-block score (`score_shape`). Integrate it from T down to 0.
         """
         self.check_state(z)
-        if score.shape != (z.shape[0], *z.shape[2:]):
-            raise ValueError(f"score must have shape {(z.shape[0], *z.shape[2:])} (the last block), got {tuple(score.shape)}")
+        self.check_score(score, z, "score")
         t = self._batch_t(t, z.shape[0], z.device)
-        b = self._bcast(self.beta(t), score)
-        out = self.drift(z, t)
+        B, k = z.shape[0], self.order
         c = 0.5 if probability_flow else 1.0
-        out[:, -1] = out[:, -1] - c * self.g2 * b * score
-        return out
+        b = self.beta(t).to(z.dtype).reshape(B, 1, 1)
+        Dn = self._D[:, list(self._noised)].to(z.device, z.dtype)  # (k, m)
+        s = score.reshape(B, len(self._noised), -1)
+        out = self.drift(z, t).reshape(B, k, -1) - c * b * torch.einsum("im,bmd->bid", Dn, s)
+        return out.reshape(z.shape)
 
     # ------------------------------------------------------------------ introspection
     def eigenvalues(self) -> Tensor:
@@ -433,9 +495,9 @@ class LinearSDE:
 
     def to_torchsde(self, data_shape: Sequence[int], score_fn: ScoreFn | None = None, t_eps: float = 0.0):
         """A `torchsde` SDE object on flattened states (B, k*prod(D)); see `kinetic.torchsde_adapter`."""
-        from .torchsde_adapter import TorchsdeSDE
+        from .torchsde_adapter import make_torchsde_sde
 
-        return TorchsdeSDE(self, data_shape, score_fn=score_fn, t_eps=t_eps)
+        return make_torchsde_sde(self, data_shape, score_fn=score_fn, t_eps=t_eps)
 
     def __repr__(self) -> str:
         p = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())

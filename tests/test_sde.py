@@ -344,7 +344,8 @@ def test_info_is_plain_data():
     [
         (dict(drift=[[0.0, 1.0]], diffusion=[[1.0]]), "drift"),
         (dict(drift=[[0.0, 1.0], [-1.0, -1.0]], diffusion=[[1.0]]), "diffusion"),
-        (dict(drift=[[0.0, 1.0], [-1.0, -1.0]], diffusion=[[1.0, 0.0], [0.0, 1.0]]), "diffusion"),
+        (dict(drift=[[0.0, 1.0], [-1.0, -1.0]], diffusion=[[0.0, 0.0], [0.0, 0.0]]), "diffusion"),
+        (dict(drift=[[0.5]], diffusion=[[1.0]]), "drift: A has eigenvalues with positive real part"),
         (dict(drift=[[float("nan")]], diffusion=[[1.0]]), "drift"),
         (dict(drift=[[0.0, 1.0], [-1.0, -1.0]], diffusion=[[0.0, 0.0], [0.0, 1.0]], aux_cov=[[-1.0]]), "aux_cov"),
         (dict(drift=[[0.0, 1.0], [-1.0, -1.0]], diffusion=[[0.0, 0.0], [0.0, 1.0]], aux_cov=[[1.0, 0], [0, 1.0]]), "aux_cov"),

@@ -301,7 +301,7 @@ def test_checked_score_counts_and_checks_once():
         calls.append(1)
         return z[:, -1]
 
-    cs = CheckedScore(f, 3, (2,))
+    cs = CheckedScore(f, kn.cld())
     z = torch.zeros(3, 2, 2)
     cs(z, torch.zeros(3))
     cs(z, torch.zeros(3))

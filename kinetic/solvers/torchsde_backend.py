@@ -52,7 +52,7 @@ class TorchsdeSolver(Solver):
         gdev = generator.device if generator is not None else "cpu"
         entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=gdev))
         bm = torchsde.BrownianInterval(
-            t0=0.0, t1=s1, size=y0.shape, dtype=y0.dtype, device=y0.device, entropy=entropy,
+            t0=0.0, t1=s1, size=(y0.shape[0], obj.noise_channels), dtype=y0.dtype, device=y0.device, entropy=entropy,
             levy_area_approximation=_LEVY.get(method, "none"),
         )
         steps = len(ts) - 1
