@@ -16,12 +16,12 @@ from .losses import DSMLoss
 from .score import ScoreModel, as_score_fn
 from .training import TrainingError, train
 from .likelihood import bits_per_dim, log_likelihood
-from .presets import cld, hold, langevin, preset, ve, vp
+from .presets import cld, hold, langevin, preset, psld, ve, vp
 from .sampling import sample, time_grid
-from .sde import LinearSDE
+from .sde import MAX_ORDER, LinearSDE
 
 __all__ = [
-    "LinearSDE", "vp", "ve", "cld", "hold", "langevin", "preset",
+    "LinearSDE", "MAX_ORDER", "vp", "ve", "cld", "psld", "hold", "langevin", "preset",
     "sample", "time_grid", "log_likelihood", "bits_per_dim",
     "ScoreModel", "as_score_fn", "DSMLoss", "TrainConfig", "train", "TrainingError",
     "load_model", "load_checkpoint", "CheckpointError",

@@ -1,16 +1,21 @@
-"""Last-block denoising score matching for any `LinearSDE` (CLD's HSM, HOLD's block-coordinate SM).
+"""Denoising score matching of the noised blocks for any `LinearSDE` (CLD's HSM, HOLD's
+block-coordinate score matching, PSLD's two-block objective).
 
-Given data x0 (B, *D) and t ~ U[t_eps, T], the state is z_t = mean_t(x0) + (L_t kron I) eps with the
+Given data x0 (B, *D) and t ~ U[t_eps, T], the state is z_t = c_t x0 + (L_t kron I) eps with the
 auxiliary blocks MARGINALISED (drawn from aux_cov inside `sde.perturb`, not fed as data). Only the
-last block's score is learned; its denoising target is -eps_k / L_t[k-1, k-1]. With the network's
-eps prediction eps_hat (any parameterisation, see `kinetic.score`):
+score of the noised blocks N is learned; its denoising target is -K_t eps = -R_t eps*, with the
+whitened target eps* = R_t^-1 K_t eps ~ N(0, I) (m blocks; eps_k for one noised block, the last,
+where R_t = 1 / L_t[k, k]; see `kinetic.coefficients`). With the network's prediction eps_hat of
+eps* (any parameterisation, see `kinetic.score`) and e = eps_hat - eps*:
 
-    weighting "eps":        ||eps_hat - eps_k||^2                          (lambda(t) = L_kk^2)
-    weighting "likelihood": beta(t) g^2 ||s_hat + eps_k / L_kk||^2
-                          = beta(t) g^2 / L_kk^2 ||eps_hat - eps_k||^2     (Song et al. 2021 Thm 1)
+    weighting "eps":        ||e||^2                                        (lambda(t) = R_t^-T R_t^-1)
+    weighting "likelihood": beta(t) (s_hat - s)^T D_NN (s_hat - s) = beta(t) e^T R^T D_NN R e
+                            (Song et al. 2021 Thm 1: beta g^2 / L_kk^2 ||e||^2 for one block)
+    weighting "edm":        ||e||^2 / (|v_t|^2 c_out^2),  v_t = R_t^-1 (Sigma^-1 c)_N: for the x0
+                            parameterisation e = v_t (x0 - x0_hat), so this is EDM's loss on F
 
-summed over the data dimensions, averaged over the batch (CLD paper Eq. 8-9). With the likelihood
-weighting, T/2 times the loss (plus a constant) bounds the negative log-likelihood.
+summed over the data dimensions, averaged over the batch (CLD paper Eq. 8-9; docs/math.md). With
+the likelihood weighting, T/2 times the loss (plus a constant) bounds the negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .score import PARAMETERIZATIONS, ScoreModel, marginal_coefficients, unwrap_network
+from .coefficients import Coefficients
+from .score import PARAMETERIZATIONS, ScoreModel, preconditioning, unwrap_network
 from .sde import LinearSDE
 
-__all__ = ["DSMLoss", "WEIGHTINGS", "TIME_SAMPLINGS", "sample_times"]
+__all__ = ["DSMLoss", "WEIGHTINGS", "TIME_SAMPLINGS", "sample_times", "whitened_target"]
 
 WEIGHTINGS = ("eps", "likelihood", "edm")
 TIME_SAMPLINGS = ("uniform", "stratified", "antithetic", "lognormal")
@@ -53,6 +59,18 @@ def sample_times(
         half = torch.rand((batch + 1) // 2, generator=generator, dtype=torch.float64, device=device)
         u = torch.cat([half, 1.0 - half])[:batch]
     return t_eps + (T - t_eps) * u
+
+
+def whitened_target(co: Coefficients, eps: Tensor) -> Tensor:
+    """eps* = R_t^-1 K_t eps, the whitened score target (`LinearSDE.score_shape`), from the noise
+    eps (B, k, *D) of ``z_t = c_t x0 + L_t eps``; exactly eps_k for one noised block, the last."""
+    B, k = eps.shape[0], eps.shape[1]
+    if co.noised == (k - 1,):
+        return eps[:, -1]
+    K = co.score_map.to(eps.device, eps.dtype)  # (B, m, k)
+    u = torch.linalg.solve_triangular(co.score_scale.to(eps.device, eps.dtype), K @ eps.reshape(B, k, -1), upper=False)
+    m = len(co.noised)
+    return u.reshape(B, *([m] if m > 1 else []), *eps.shape[2:])
 
 
 class DSMLoss:
@@ -129,15 +147,18 @@ class DSMLoss:
             return model
         return ScoreModel(model, self.sde, self.parameterization, **self._wrap_kwargs)
 
-    def weight(self, t: Tensor) -> Tensor:
-        """The factor on ||eps_hat - eps_k||^2 (= lambda(t) / L_kk^2): (B,) float64."""
+    def weight(self, t: Tensor, coefficients: Coefficients | None = None) -> Tensor:
+        """The weight on e = eps_hat - eps*: (B,) float64 for "eps" and "edm" (a factor on ||e||^2),
+        (B, m, m) for "likelihood" (the quadratic form e^T W e; (B, 1, 1) for one noised block)."""
+        t = torch.as_tensor(t, dtype=torch.float64)
         if self.weighting == "eps":
             return torch.ones_like(t, dtype=torch.float64)
+        co = coefficients if coefficients is not None else self.sde.coefficients(t.reshape(-1))
         if self.weighting == "edm":
-            co = marginal_coefficients(self.sde, t, self._wrap_kwargs["data_std"], parameterization="eps")
-            return 1.0 / (co["q_k"] * co["c_out"]).square()
-        l_kk = self.sde.cholesky(t)[..., -1, -1]
-        return self.sde.beta(t) * self.sde.g2 / l_kk.square()
+            pre = preconditioning(co, self._wrap_kwargs["data_std"], parameterization="eps")
+            return 1.0 / (pre["whitened_c"].square().sum(-1) * pre["c_out"].square())
+        R = co.score_scale
+        return co.beta[:, None, None] * (R.transpose(-1, -2) @ co.noise.to(R) @ R)
 
     def _sigma_grid(self, device) -> tuple[Tensor, Tensor]:
         """(log sigma_tilde, t) on a fine grid over [t_eps, T] (float64, cached): sigma_tilde(t) is the
@@ -149,7 +170,7 @@ class DSMLoss:
                 torch.logspace(math.log10(te), math.log10(T), 1025, dtype=torch.float64),
                 torch.linspace(te, T, 1025, dtype=torch.float64),
             ]).unique()
-            sig = marginal_coefficients(self.sde, ts, self._wrap_kwargs["data_std"], parameterization="eps")["sigma_tilde"]
+            sig = self.sde.coefficients(ts).sigma_tilde
             log_sig = torch.cummax(sig.clamp_min(1e-300).log(), 0).values
             self._grid_cache[key] = (log_sig.to(device), ts.to(device))
         return self._grid_cache[key]
@@ -186,12 +207,23 @@ class DSMLoss:
         x0 = x0.detach()
         if self.state_dtype is not None:
             x0 = x0.to(self.state_dtype)
+        co = self.sde.coefficients(t)  # once, for the perturbation, the model and the weight
         with torch.no_grad():
-            z, eps = self.sde.perturb(x0, t, generator=generator)
-        eps_hat = self.wrap(model)(z, t)
-        err = (eps_hat.to(z.dtype) - eps[:, -1]).square().reshape(B, -1).sum(-1)
-        if self.weighting != "eps":
-            err = err * self.weight(t).to(err.dtype)
+            z, eps = self.sde.perturb(x0, t, generator=generator, coefficients=co)
+            target = whitened_target(co, eps)
+        model = self.wrap(model)
+        if isinstance(model, ScoreModel):
+            eps_hat = model._predict(z, t, co)[0]
+        else:  # a ScoreModel inside DDP / torch.compile: go through its forward
+            eps_hat = model(z, t)
+        e = (eps_hat.to(z.dtype) - target).reshape(B, len(co.noised), -1)
+        if self.weighting == "likelihood":
+            W = self.weight(t, co).to(e.dtype)
+            err = torch.einsum("bid,bij,bjd->b", e, W, e)
+        else:
+            err = e.square().reshape(B, -1).sum(-1)
+            if self.weighting == "edm":
+                err = err * self.weight(t, co).to(err.dtype)
         return err.to(out_dtype)
 
     def __call__(

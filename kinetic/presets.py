@@ -1,4 +1,5 @@
-"""Preset SDEs: VP, VE (order 1), CLD (order 2), HOLD (order 3) and the critically damped chain of any order.
+"""Preset SDEs: VP, VE (order 1), CLD and PSLD (order 2), HOLD (order 3) and the critically damped chain
+of any order.
 
 Each is a few lines that fill in a `LinearSDE`; see ``docs/math.md`` for the derivations.
 """
@@ -10,9 +11,9 @@ import math
 import torch
 
 from .schedules import ConstantSchedule, ExponentialVarianceSchedule, LinearSchedule
-from .sde import LinearSDE
+from .sde import MAX_ORDER, LinearSDE
 
-__all__ = ["vp", "ve", "cld", "hold", "langevin", "langevin_couplings", "preset", "PRESETS"]
+__all__ = ["vp", "ve", "cld", "psld", "hold", "langevin", "langevin_couplings", "preset", "PRESETS"]
 
 
 def _pos(name: str, v: float) -> float:
@@ -65,6 +66,53 @@ def cld(beta: float = 4.0, m_inv: float = 4.0, gamma: float = 0.04, T: float = 1
     return LinearSDE(
         A, G, schedule=ConstantSchedule(beta), aux_cov=[[gamma * M]], T=T,
         name="cld", params={"beta": beta, "m_inv": m_inv, "gamma": gamma},
+    )
+
+
+def _nonneg(name: str, v: float) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {v!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    return v
+
+
+def psld(
+    gamma: float = 0.01,
+    nu: float = 4.01,
+    kappa: float = 0.04,
+    beta_min: float = 8.0,
+    beta_max: float = 8.0,
+    T: float = 1.0,
+) -> LinearSDE:
+    """Phase-space Langevin diffusion (Pandey & Mandt, "A Complete Recipe for Diffusion Generative
+    Models", ICCV 2023), state (x, m), noise on BOTH blocks:
+
+        dx = beta/2 (M^-1 m - Gamma x) dt + sqrt(beta Gamma) dW_x
+        dm = beta/2 (-x - nu m) dt + sqrt(beta M nu) dW_m
+
+    i.e. A = 1/2 [[-Gamma, M^-1], [-1, -nu]], G G^T = diag(Gamma, M nu), critically damped by
+    M^-1 = (Gamma - nu)^2 / 4 (a double eigenvalue -(Gamma + nu) / 4); m0 ~ N(0, kappa M);
+    stationary N(0, diag(1, M)); beta linear from beta_min to beta_max over [0, T].
+    ``gamma = 0`` is CLD-like (noise on m only), ``nu = 0`` puts the noise on x only.
+    Defaults: the CIFAR-10 configuration of the authors' code (gamma 0.01, nu 4.01, kappa 0.04,
+    constant beta 8; then M^-1 = 4 as in CLD).
+    """
+    gamma, nu = _nonneg("gamma", gamma), _nonneg("nu", nu)
+    if gamma == 0 and nu == 0:
+        raise ValueError("gamma and nu cannot both be 0: no block would receive noise")
+    if gamma == nu:
+        raise ValueError(f"gamma and nu must differ: critical damping needs M^-1 = (gamma - nu)^2 / 4 > 0, got {gamma}")
+    kappa, beta_min, beta_max, T = _pos("kappa", kappa), _pos("beta_min", beta_min), _pos("beta_max", beta_max), _pos("T", T)
+    m_inv = (gamma - nu) ** 2 / 4.0
+    M = 1.0 / m_inv
+    A = [[-0.5 * gamma, 0.5 * m_inv], [-0.5, -0.5 * nu]]
+    G = [[math.sqrt(gamma), 0.0], [0.0, math.sqrt(M * nu)]]
+    return LinearSDE(
+        A, G, schedule=LinearSchedule(beta_min, beta_max, T), aux_cov=[[kappa * M]], T=T,
+        name="psld", params={"gamma": gamma, "nu": nu, "kappa": kappa, "beta_min": beta_min, "beta_max": beta_max},
     )
 
 
@@ -126,6 +174,10 @@ def langevin(order: int, beta: float = 8.0, aux_var: float = 0.04, T: float = 1.
     """
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    if order > MAX_ORDER:
+        raise ValueError(
+            f"order must be at most {MAX_ORDER} (the largest order kinetic computes exactly; see docs/math.md), got {order}"
+        )
     beta, aux_var, T = _pos("beta", beta), _pos("aux_var", aux_var), _pos("T", T)
     c, xi, r = langevin_couplings(order)
     k = order
@@ -143,7 +195,7 @@ def langevin(order: int, beta: float = 8.0, aux_var: float = 0.04, T: float = 1.
     )
 
 
-PRESETS = {"vp": vp, "ve": ve, "cld": cld, "hold": hold, "langevin": langevin}
+PRESETS = {"vp": vp, "ve": ve, "cld": cld, "psld": psld, "hold": hold, "langevin": langevin}
 
 
 def preset(name: str, order: int | None = None, **kwargs) -> LinearSDE:

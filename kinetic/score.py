@@ -2,23 +2,24 @@
 
 A network ``net(h, t)`` sees the full state z (B, k, *D) reshaped to (B, k*D) for vectors or
 (B, k*C, H, W) for images (the k blocks stacked on the first data axis) and the time t (B,).
-Its output, shaped like the data, is turned into the score of the LAST block (the only score the
-reverse SDE needs, since noise enters the last block only) by one of four parameterisations:
+Its output is turned into the score of the NOISED blocks N (the only score the reverse dynamics
+need; m = len(N)) by one of four parameterisations. With z = c x0 + (L_t kron I) eps, the target
+score is -K_t eps (K_t = (L_t^-1)[:, N]^T) and ``eps* = R_t^-1 K_t eps`` is its whitened form, a
+standard normal (m, *D) with R_t = chol((Sigma^-1)_NN); for one noised block, the last, eps* is
+eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
 
-* ``"eps"``:   the net predicts eps_k, the last block's noise in z = mean + (L_t kron I) eps;
-  score = -eps_hat / L_t[k-1, k-1] (CLD paper Eq. 9, HOLD's block-coordinate target).
-* ``"score"``: the net predicts the score directly.
-* ``"mixed"``: the net predicts a residual on top of the analytic score of the Gaussian part,
-  the score z would have if the data were N(0, data_std^2 I):
-  score = -(S_t^{-1} z)_k - net / L_t[k-1, k-1],  S_t = data_std^2 c c^T + Sigma_t,
-  c = Phi(0, t)[:, 0] (for CLD this generalises -v / Sigma_vv - l_t alpha', CLD's mixed score).
-* ``"x0"``:    an EDM-style denoiser, generalised to any order. z = c x0 + L eps gives
-  eps = L^-1 z - q x0 with q = L^-1 c, so eps_k = (L^-1 z)_k - q_k x0 and E[x0 | z] depends on z
-  only through the GLS statistic x_tilde = c^T Sigma^-1 z / (c^T Sigma^-1 c) = x0 + sigma_tilde n,
+* ``"eps"``:   the net predicts eps* (m blocks); score = -R_t eps_hat (CLD paper Eq. 9, HOLD's
+  block-coordinate target).
+* ``"score"``: the net predicts the score directly (m blocks).
+* ``"mixed"``: the net predicts a residual on top of the analytic score of the Gaussian part, the
+  score z would have if the data were N(0, data_std^2 I): score = -(S_t^-1 z)_N - R_t net with
+  S_t = data_std^2 c c^T + Sigma_t, c = Phi(0, t) e_1 (for CLD, CLD's mixed score).
+* ``"x0"``:    an EDM-style denoiser, generalised to any order. E[x0 | z] depends on z only through
+  the GLS statistic x_tilde = c^T Sigma^-1 z / (c^T Sigma^-1 c) = x0 + sigma_tilde n,
   sigma_tilde^2 = 1 / (c^T Sigma^-1 c). The net sees x_tilde * c_in in block 0 (and the other blocks
-  scaled) and predicts F; x0_hat = c_skip x_tilde + c_out F (EDM's c_skip, c_out, c_in with
-  sigma_data = data_std); eps_hat = (L^-1 z)_k - q_k x0_hat. At every t the network is a plain
-  denoiser with O(1) inputs and outputs; the linear algebra runs in float64.
+  scaled) and predicts F, shaped like the data whatever m is; x0_hat = c_skip x_tilde + c_out F
+  (EDM's c_skip, c_out, c_in with sigma_data = data_std), and every score follows from it exactly:
+  score = -(Sigma^-1 (z - c x0_hat))_N. The linear algebra runs in float64.
 
 ``input_scaling`` (default on) divides each block of z by its standard deviation under the same
 Gaussian reference, sqrt(diag S_t), before the network sees it, so inputs are O(1) at every t
@@ -32,13 +33,15 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .linalg import safe_cholesky
+from .coefficients import Coefficients
 from .sde import LinearSDE
 
 __all__ = [
     "ScoreModel",
     "as_score_fn",
     "marginal_coefficients",
+    "preconditioning",
+    "output_blocks",
     "PARAMETERIZATIONS",
     "network_input",
     "unwrap_network",
@@ -75,18 +78,21 @@ def _param_dtype(net: nn.Module) -> torch.dtype | None:
 
 
 class ScoreModel(nn.Module):
-    """Wrap ``net(h, t) -> (B, *D)`` into an eps-predictor and a last-block score.
+    """Wrap ``net(h, t)`` into a whitened-noise predictor and a noised-block score.
 
     Args:
-        net: a plain network (or its DDP / compiled wrapper); its input is `network_input(z)`.
+        net: a plain network (or its DDP / compiled wrapper); its input is `network_input(z)`, its
+            output has `network_output_shape` (the data shape, with m times the first axis for the
+            "eps", "score" and "mixed" parameterisations of an SDE with m noised blocks).
         sde: the `LinearSDE` whose marginals define L_t (and S_t for "mixed" / input scaling).
         parameterization: "eps" (default), "score", "mixed" or "x0" (see the module docstring;
             "x0" is what `kinetic.training` uses by default: it trains fastest and is stable).
         data_std: the std of the Gaussian reference used by "mixed", "x0" and input scaling.
         input_scaling: divide each block by sqrt(diag S_t) before the network.
 
-    ``forward(z, t)`` is ``eps(z, t)``: the predicted eps of the last block, (B, *D).
-    ``score(z, t)``: the predicted score of the last block, (B, *D).
+    ``forward(z, t)`` is ``eps(z, t)``: the predicted whitened noise eps* of the noised blocks.
+    ``score(z, t)``: the predicted score of the noised blocks. Both have `LinearSDE.score_shape`:
+    (B, *D) for one noised block, (B, m, *D) for several.
     The module owns no parameters beyond ``net``'s; ``state_dict`` keys are ``net.*``.
     """
 
@@ -115,6 +121,16 @@ class ScoreModel(nn.Module):
         self.data_std = data_std
         self.input_scaling = bool(input_scaling)
 
+    @property
+    def out_blocks(self) -> int:
+        """Data-shaped blocks the network outputs: 1 for "x0", len(noised_blocks) otherwise."""
+        return output_blocks(self.sde, self.parameterization)
+
+    def network_output_shape(self, batch: int, data_shape) -> tuple[int, ...]:
+        """(B, out_blocks * D[0], *D[1:]): the data shape for one block."""
+        d = tuple(int(s) for s in data_shape)
+        return (int(batch), self.out_blocks * d[0], *d[1:])
+
     # ------------------------------------------------------------------ coefficients
     def _batch_t(self, t, z: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=z.device)
@@ -126,59 +142,77 @@ class ScoreModel(nn.Module):
             raise ValueError(f"t must be a scalar or have shape ({z.shape[0]},) to match z, got {tuple(t.shape)}")
         return t
 
+    def preconditioning(self, co: Coefficients) -> dict[str, Tensor]:
+        """float64 per-time coefficients from ``sde.coefficients(t)``: see `preconditioning`."""
+        return preconditioning(co, self.data_std, parameterization=self.parameterization, input_scaling=self.input_scaling)
+
     def coefficients(self, t: Tensor) -> dict[str, Tensor]:
-        """float64 per-time coefficients for t (B,): `marginal_coefficients` for this model."""
-        return marginal_coefficients(
-            self.sde, t, self.data_std, parameterization=self.parameterization, input_scaling=self.input_scaling
-        )
+        """float64 per-time preconditioning coefficients for t (B,)."""
+        return self.preconditioning(self.sde.coefficients(torch.as_tensor(t).to(torch.float64).reshape(-1)))
 
     # ------------------------------------------------------------------ prediction
-    def _predict(self, z: Tensor, t) -> tuple[Tensor, Tensor]:
-        """(eps_hat, score_hat), both (B, *D) in z's dtype."""
+    def _predict(self, z: Tensor, t, coefficients: Coefficients | None = None) -> tuple[Tensor, Tensor]:
+        """(eps_hat, score_hat), both `LinearSDE.score_shape` in z's dtype, from one network call.
+
+        ``coefficients``: ``sde.coefficients(t)`` if already computed for these t (B,).
+        """
         self.sde.check_state(z)
         t = self._batch_t(t, z)
-        co = self.coefficients(t)
+        co = coefficients if coefficients is not None else self.sde.coefficients(t.to(torch.float64))
+        pre = self.preconditioning(co)
         B, k = z.shape[0], z.shape[1]
-        shape = (B, *z.shape[2:])
+        m = len(self.sde.noised_blocks)
+        score_shape = self.sde.score_shape(B, z.shape[2:])
         dtype = _param_dtype(self.net) or z.dtype
         z64 = z.to(torch.float64).reshape(B, k, -1)
-        h = z64 * co["c_in"][:, :, None]
+        h = z64 * pre["c_in"][:, :, None]
         if self.parameterization == "x0":
-            x_tilde = torch.einsum("bj,bjd->bd", co["w"], z64)
-            h[:, 0] = x_tilde * co["c_in"][:, :1]
+            x_tilde = torch.einsum("bj,bjd->bd", pre["w"], z64)
+            h[:, 0] = x_tilde * pre["c_in"][:, :1]
         out = self.net(network_input(h.reshape(z.shape)).to(dtype), t.to(dtype))
-        if tuple(out.shape) != shape:
-            raise ValueError(f"network output must have the data shape {shape}, got {tuple(out.shape)}")
-        l_kk = co["l_kk"].reshape(-1, *([1] * (z.dim() - 2)))
-        if self.parameterization == "eps":
-            eps = out.to(z.dtype)
-            return eps, -eps / l_kk.to(z.dtype)
-        if self.parameterization == "score":
+        expected = self.network_output_shape(B, z.shape[2:])
+        if tuple(out.shape) != expected:
+            what = "the data shape" if self.out_blocks == 1 else f"{self.out_blocks} data-shaped blocks on axis 1"
+            raise ValueError(f"network output must have {what} {expected}, got {tuple(out.shape)}")
+        if self.parameterization in ("eps", "score") and co.noised == (k - 1,):
+            # one noised block, the last: R_t = 1 / L_kk (the historical, exact formulas)
+            l_kk = co.chol[:, -1, -1].reshape(-1, *([1] * (z.dim() - 2))).to(z.dtype)
+            if self.parameterization == "eps":
+                eps = out.to(z.dtype)
+                return eps, -eps / l_kk
             score = out.to(z.dtype)
-            return -l_kk.to(z.dtype) * score, score
-        f = out.to(torch.float64).reshape(B, -1)
-        if self.parameterization == "mixed":
-            eps = torch.einsum("bk,bkd->bd", co["l_kk"][:, None] * co["gauss_row"], z64) + f
-        else:  # x0: eps_k = (L^-1 z)_k - q_k x0_hat, x0_hat = c_skip x_tilde + c_out F
-            r = torch.einsum("bj,bjd->bd", co["linv_k"], z64) - co["q_k"][:, None] * x_tilde  # noise part
-            eps = r + co["q_k"][:, None] * ((1.0 - co["c_skip"])[:, None] * x_tilde - co["c_out"][:, None] * f)
-        eps = eps.reshape(shape)
-        return eps.to(z.dtype), (-eps / l_kk).to(z.dtype)
+            return -l_kk * score, score
+        f = out.to(torch.float64).reshape(B, self.out_blocks, -1)
+        R = co.score_scale.to(z.device)  # (B, m, m)
+        if self.parameterization == "eps":
+            eps = f
+            score = -R @ eps
+        elif self.parameterization == "score":
+            score = f
+            eps = -torch.linalg.solve_triangular(R, score, upper=False)
+        elif self.parameterization == "mixed":  # eps = R^-1 (S^-1 z)_N + net
+            eps = torch.linalg.solve_triangular(R, pre["gauss_rows"] @ z64, upper=False) + f
+            score = -R @ eps
+        else:  # x0: score = -(Sigma^-1 z)_N + (Sigma^-1 c)_N x0_hat
+            x0_hat = pre["c_skip"][:, None] * x_tilde + pre["c_out"][:, None] * f[:, 0]
+            score = -(pre["prec_rows"] @ z64) + pre["prec_c"][:, :, None] * x0_hat[:, None]
+            eps = -torch.linalg.solve_triangular(R, score, upper=False)
+        return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
 
     def forward(self, z: Tensor, t) -> Tensor:
-        """Predicted eps of the last block: (B, k, *D), (B,) -> (B, *D)."""
+        """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) -> `score_shape`."""
         return self._predict(z, t)[0]
 
     def eps(self, z: Tensor, t) -> Tensor:
-        """Predicted eps of the last block, (B, *D)."""
+        """Predicted whitened noise eps* of the noised blocks (`LinearSDE.score_shape`)."""
         return self._predict(z, t)[0]
 
     def score(self, z: Tensor, t) -> Tensor:
-        """Predicted score of the last block, grad_{z_k} log p_t(z): (B, k, *D), (B,) -> (B, *D)."""
+        """Predicted score of the noised blocks, grad_{z_N} log p_t(z) (`LinearSDE.score_shape`)."""
         return self._predict(z, t)[1]
 
     def eps_and_score(self, z: Tensor, t) -> tuple[Tensor, Tensor]:
-        """Both predictions, (B, *D) each, from one network call."""
+        """Both predictions from one network call."""
         return self._predict(z, t)
 
     def score_fn(self, z: Tensor, t) -> Tensor:
@@ -197,6 +231,14 @@ class ScoreModel(nn.Module):
         )
 
 
+def output_blocks(sde: LinearSDE, parameterization: str) -> int:
+    """Data-shaped blocks a network outputs for this SDE and parameterisation: 1 for "x0" (a
+    denoiser), len(noised_blocks) for "eps", "score" and "mixed"."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    return 1 if parameterization == "x0" else len(sde.noised_blocks)
+
+
 def as_score_fn(
     model: nn.Module,
     sde: LinearSDE | None = None,
@@ -205,7 +247,7 @@ def as_score_fn(
     no_grad: bool = True,
     **kwargs,
 ) -> ScoreFn:
-    """A plain ``score_fn(z, t) -> (B, *D)`` for the samplers.
+    """A plain ``score_fn(z, t)`` (`LinearSDE.score_shape`) for the samplers.
 
     ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), or a
     raw network that is wrapped with ``ScoreModel(model, sde, parameterization, **kwargs)``.
@@ -230,6 +272,55 @@ def as_score_fn(
     return score_fn
 
 
+def preconditioning(
+    co: Coefficients,
+    data_std: float = 1.0,
+    *,
+    parameterization: str = "x0",
+    input_scaling: bool = True,
+) -> dict[str, Tensor]:
+    """float64 per-time preconditioning for ``co = sde.coefficients(t)``, t (B,).
+
+    Always: ``c_in`` (B, k), the per-block input scale 1 / sqrt(diag S_t) with
+    S_t = data_std^2 c c^T + Sigma_t (ones without ``input_scaling``); ``sigma_tilde`` (B,), the
+    noise level of the GLS statistic; ``c_skip``, ``c_out`` (B,) (EDM's, with sigma = sigma_tilde);
+    ``whitened_c`` (B, m) = R_t^-1 (Sigma^-1 c)_N, the sensitivity of eps* to x0 (eps* error =
+    whitened_c (x0 - x0_hat)). "mixed": ``gauss_rows`` (B, m, k), the rows N of S_t^-1. "x0": ``w``
+    (B, k), the GLS row c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z), ``prec_rows`` (B, m, k) the
+    rows N of Sigma^-1 and ``prec_c`` (B, m) = (Sigma^-1 c)_N; c_in[:, 0] is then EDM's
+    1 / sqrt(data_std^2 + sigma_tilde^2) (block 0 carries x_tilde).
+    """
+    B, k = co.c.shape
+    c = co.c
+    sd2 = float(data_std) ** 2
+    sig2 = co.sigma_tilde.square()
+    out = {
+        "sigma_tilde": co.sigma_tilde,
+        "c_skip": sd2 / (sd2 + sig2),
+        "c_out": (sig2 * sd2 / (sd2 + sig2)).sqrt(),
+        "whitened_c": torch.linalg.solve_triangular(co.score_scale, co.noised_data_column.unsqueeze(-1), upper=False)[..., 0],
+    }
+    if input_scaling:
+        c_in = (sd2 * c.square() + torch.diagonal(co.sigma, dim1=-2, dim2=-1)).rsqrt()
+    else:
+        c_in = torch.ones(B, k, dtype=torch.float64, device=c.device)
+    prec_rows = co.score_map @ co.chol_inv  # (B, m, k): rows N of Sigma^-1 = K L^-1
+    if parameterization == "mixed":
+        # S^-1 = Sigma^-1 - g Sigma^-1 c c^T Sigma^-1, g = sd2 / (1 + sd2 c^T Sigma^-1 c) (Sherman-Morrison)
+        gamma = sd2 / (1.0 + sd2 * (co.q * co.q).sum(-1))
+        u = co.q.unsqueeze(-2) @ co.chol_inv  # (B, 1, k): (Sigma^-1 c)^T
+        out["gauss_rows"] = prec_rows - gamma[:, None, None] * co.noised_data_column.unsqueeze(-1) * u
+    elif parameterization == "x0":
+        prec = (co.q * co.q).sum(-1)
+        out["w"] = (co.q.unsqueeze(-2) @ co.chol_inv)[:, 0, :] / prec[:, None]
+        out["prec_rows"] = prec_rows
+        out["prec_c"] = co.noised_data_column
+        c_in = c_in.clone()
+        c_in[:, 0] = (sd2 + sig2).rsqrt()
+    out["c_in"] = c_in
+    return out
+
+
 def marginal_coefficients(
     sde: LinearSDE,
     t: Tensor,
@@ -238,45 +329,6 @@ def marginal_coefficients(
     parameterization: str = "x0",
     input_scaling: bool = True,
 ) -> dict[str, Tensor]:
-    """float64 per-time coefficients for times t (B,) (exact, from `LinearSDE.marginal`).
-
-    Always: ``l_kk`` (B,) = L_t[k-1, k-1]; ``c_in`` (B, k), the per-block input scale
-    1 / sqrt(diag S_t) with S_t = data_std^2 c c^T + Sigma_t (ones without ``input_scaling``);
-    ``sigma_tilde`` (B,), the noise level of the GLS statistic (1 / sqrt(c^T Sigma^-1 c));
-    ``q_k`` (B,) = (L_t^-1 c)_k; ``c_skip``, ``c_out`` (B,) (EDM's, with sigma = sigma_tilde).
-    "mixed": ``gauss_row`` (B, k), the last row of S_t^-1. "x0": ``w`` (B, k), the GLS row
-    c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z) and ``linv_k`` (B, k), the last row of L_t^-1;
-    c_in[:, 0] is then EDM's 1 / sqrt(data_std^2 + sigma_tilde^2) (block 0 carries x_tilde).
-    """
+    """`preconditioning` of ``sde.coefficients(t)`` for times t (B,)."""
     t64 = torch.as_tensor(t).to(torch.float64).reshape(-1)
-    B, k = t64.shape[0], sde.order
-    # marginal() gives c = Phi(0, t)[:, 0] (the mean of unit data) and Sigma_t in one exact call
-    col, sigma = sde.marginal(torch.ones(B, 1, dtype=torch.float64, device=t64.device), t64)
-    col = col[..., 0]  # (B, k)
-    L = safe_cholesky(sigma)  # as in sde.perturb (scale-invariant, exact at tiny t)
-    sd2 = float(data_std) ** 2
-    S = sd2 * col[:, :, None] * col[:, None, :] + sigma
-    eye = torch.eye(k, dtype=torch.float64, device=t64.device).expand(B, k, k)
-    Linv = torch.linalg.solve_triangular(L, eye, upper=False)
-    q = (Linv @ col[..., None])[..., 0]  # L^-1 c
-    prec = (q * q).sum(-1)  # c^T Sigma^-1 c = 1 / sigma_tilde^2
-    sig2 = 1.0 / prec
-    out = {
-        "l_kk": L[:, -1, -1],
-        "sigma_tilde": sig2.sqrt(),
-        "q_k": q[:, -1],
-        "c_skip": sd2 / (sd2 + sig2),
-        "c_out": (sig2 * sd2 / (sd2 + sig2)).sqrt(),
-    }
-    c_in = torch.diagonal(S, dim1=-2, dim2=-1).rsqrt() if input_scaling else torch.ones(B, k, dtype=torch.float64, device=t64.device)
-    if parameterization == "mixed":
-        e_k = torch.zeros(B, k, 1, dtype=S.dtype, device=S.device)
-        e_k[:, -1] = 1.0
-        out["gauss_row"] = torch.linalg.solve(S, e_k)[..., 0]  # S symmetric: row = column
-    elif parameterization == "x0":
-        out["w"] = (q[:, None, :] @ Linv)[:, 0, :] / prec[:, None]
-        out["linv_k"] = Linv[:, -1, :]
-        c_in = c_in.clone()
-        c_in[:, 0] = (sd2 + sig2).rsqrt()
-    out["c_in"] = c_in
-    return out
+    return preconditioning(sde.coefficients(t64), data_std, parameterization=parameterization, input_scaling=input_scaling)

@@ -26,15 +26,22 @@ from . import linalg
 from .coefficients import Coefficients
 from .schedules import ConstantSchedule, Schedule, schedule_from_spec
 
-__all__ = ["LinearSDE", "ScoreFn"]
+__all__ = ["LinearSDE", "ScoreFn", "MAX_ORDER"]
+
+MAX_ORDER = 16
+"""The largest order k for which kinetic's kernels are verified exact (transitions, covariances and
+their factors to 1e-8 relative against moment-ODE integration and high-precision arithmetic for the
+critically damped chain, t from 1e-6 to T; see docs/math.md). Larger k is refused."""
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``score_fn(z, t)``: z (B, k, *D), t (B,) -> the score of the noised blocks, (B, *D) for one
 noised block or (B, len(noised_blocks), *D) for several (in the order of ``noised_blocks``)."""
 
-# Beyond this tau * ||A||_1 the Lyapunov form is used for the covariance (it has no
-# cancellation there, and needs no noise series); below it the scaled Taylor/Van Loan kernel.
-_LYAPUNOV_SWITCH = 2.0
+# The Lyapunov form is used where its subtraction loses at most this factor (about 3 digits).
+_LYAPUNOV_LOSS = 1e3
+# Above this condition number of the correlation matrix, whose Cholesky factor then loses about
+# log10(cond) of the digits Sigma was formed with, the square-root kernel computes the factor.
+_COND_TOL = 1e4
 
 
 def _as_matrix(name: str, value, k: int | None = None) -> Tensor:
@@ -80,6 +87,13 @@ class LinearSDE:
     ):
         A = _as_matrix("drift", drift)
         k = A.shape[0]
+        if k < 1:
+            raise ValueError("drift must be a k x k matrix with k >= 1 (the order), got a 0 x 0 matrix")
+        if k > MAX_ORDER:
+            raise ValueError(
+                f"drift is {k} x {k}: order {k} exceeds the largest order kinetic computes exactly "
+                f"(MAX_ORDER = {MAX_ORDER}; beyond it the covariance factors lose their digits in float64)"
+            )
         G = _as_matrix("diffusion", diffusion, k)
         D = G @ G.T
         diag = torch.diagonal(D)
@@ -128,6 +142,11 @@ class LinearSDE:
         self.name = name
         self.params = dict(params or {})
         self._norm_a = float(torch.linalg.matrix_norm(A, ord=1))
+        F = G[:, G.abs().sum(0) > 0]  # D = F F^T
+        # C0 C0^T = S0, lower triangular and block-aligned: the square-root kernel keeps its accuracy
+        # only if the columns follow the blocks (a rotated factor mixes the graded rows)
+        C0 = linalg.safe_cholesky(S0)
+        self._factors = (F, C0)
         self._S_inf = linalg.stationary_covariance(A, D)
         self._tau_T = float(schedule.integral(torch.tensor(T, dtype=torch.float64)))
         self._cache: dict = {}
@@ -245,7 +264,8 @@ class LinearSDE:
     def transition(self, s, t) -> Tensor:
         """Phi(s, t) = expm((B(t) - B(s)) A): (...) x (...) -> (..., k, k) float64.
 
-        E[z_t | z_s] = (Phi kron I) z_s for s <= t; for s > t it is the inverse map.
+        E[z_t | z_s] = (Phi kron I) z_s for s <= t. For s > t it is the backward map Phi(t, s)^-1
+        (the mean of z_s mapped back to time t; no noise is undone): Phi(s, t) Phi(t, s) = I.
         """
         dtau = self.tau(t) - self.tau(s)
         A, _, _ = self._mats(dtau.device)
@@ -257,42 +277,64 @@ class LinearSDE:
         return self._covariance_tau(tau)[1]
 
     def _covariance_tau(self, tau: Tensor) -> tuple[Tensor, Tensor]:
-        """(Phi(0, t), Sigma(t)) for tau = B(t)."""
+        """(Phi(0, t), Sigma(t)) for tau = B(t) (..., k, k), entrywise accurate at every scale.
+
+        With a stationary law, the Lyapunov form Sigma = S_inf + Phi (S0 - S_inf) Phi^T needs only
+        Phi; it is used where its rounding error, bounded by eps (S_inf + |Phi| |S0 - S_inf| |Phi|^T),
+        is at most _LYAPUNOV_LOSS times each entry's scale sqrt(Sigma_ii Sigma_jj). Elsewhere (small t,
+        and graded covariances whose tiny blocks that subtraction would cancel) the scaled Taylor /
+        Van Loan series of `linalg.transition_and_noise` gives every entry to relative accuracy.
+        """
         A, D, S0 = self._mats(tau.device)
-        shape = tau.shape
+        shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
-        k = self.order
         if self._S_inf is None:
             phi, q = linalg.transition_and_noise(A, D, flat)
             sigma = phi @ S0 @ phi.transpose(-1, -2) + q
         else:
             S_inf = self._S_inf.to(tau.device)
-            large = flat * self._norm_a > _LYAPUNOV_SWITCH
-            phi = torch.empty(flat.shape[0], k, k, dtype=torch.float64, device=tau.device)
-            sigma = torch.empty_like(phi)
-            if bool(large.all()):
-                idx_small = None
-            else:
-                idx_small = (~large).nonzero().squeeze(-1)
-            if idx_small is None or idx_small.numel() < flat.shape[0]:
-                idx_large = large.nonzero().squeeze(-1)
-                p = linalg.expm(A, flat[idx_large])
-                phi[idx_large] = p
-                sigma[idx_large] = S_inf + p @ (S0 - S_inf) @ p.transpose(-1, -2)
-            if idx_small is not None:
-                p, q = linalg.transition_and_noise(A, D, flat[idx_small])
-                phi[idx_small] = p
-                sigma[idx_small] = p @ S0 @ p.transpose(-1, -2) + q
+            C = S0 - S_inf
+            phi = linalg.expm(A, flat)
+            sigma = S_inf + phi @ C @ phi.transpose(-1, -2)
+            # |x^T C y| <= sqrt(x^T R x y^T R y) with R = diag(row sums of |C|): a bound on the size
+            # of the terms Phi C Phi^T is made of, per diagonal entry
+            size = torch.diagonal(S_inf) + phi.square() @ C.abs().sum(-1)
+            diag = torch.diagonal(sigma, dim1=-2, dim2=-1)
+            loss = torch.where(diag > 0, size / diag.clamp_min(1e-300), torch.full_like(diag, float("inf"))).amax(-1)
+            bad = (~(loss <= _LYAPUNOV_LOSS)).nonzero().reshape(-1)
+            if bad.numel():
+                p, q = linalg.transition_and_noise(A, D, flat[bad])
+                phi[bad] = p
+                sigma[bad] = p @ S0 @ p.transpose(-1, -2) + q
         sigma = 0.5 * (sigma + sigma.transpose(-1, -2))
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k)
+
+    def _moments(self, tau: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(Phi(0, t), Sigma(t), L_t) for tau = B(t), (..., k, k) each.
+
+        L_t is the Cholesky factor of the formed Sigma where that factorisation is well conditioned
+        (correlation condition number <= _COND_TOL: at most ~4 digits lost), and otherwise the
+        square-root factor tria([Phi C0, L_Q]) of `linalg.noise_factor` (C0 C0^T = S0), which stays
+        accurate however close to singular Sigma is (e.g. small t, high order; see docs/math.md).
+        """
+        shape, k = tau.shape, self.order
+        flat = tau.reshape(-1)
+        phi, sigma = self._covariance_tau(flat)
+        chol, cond = linalg.correlation_cholesky(sigma)
+        bad = (cond > _COND_TOL).nonzero().reshape(-1)
+        if bad.numel():
+            A, _, _ = self._mats(tau.device)
+            F, C0 = (m.to(tau.device) for m in self._factors)
+            p, Lq = linalg.noise_factor(A, F, flat[bad])
+            chol[bad] = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+        return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k), chol.reshape(*shape, k, k)
 
     def coefficients(self, t) -> Coefficients:
         """Every exact per-time quantity for times t (...,) in one pass (see `kinetic.coefficients`):
         tau, beta, Phi(0, t), Sigma(t), its factor L_t and what derives from them, float64."""
         t = self._check_t(t)
         tau = self.schedule.integral(t)
-        phi, sigma = self._covariance_tau(tau)
-        chol = linalg.safe_cholesky(sigma)
+        phi, sigma, chol = self._moments(tau)
         beta = self.schedule.beta(t)
         return Coefficients(t, tau, beta, phi, sigma, chol, self._noised, self._D_N.to(t.device))
 
@@ -302,7 +344,7 @@ class LinearSDE:
         Exact and scale-invariant down to tiny t; at t = 0 with zero aux_cov the data block's
         variance is zero and so is its row (and L_t[k, k] = 0: losses and samplers use t >= t_eps).
         """
-        return linalg.safe_cholesky(self.covariance(t))
+        return self._moments(self.tau(t))[2]
 
     # ------------------------------------------------------------------ data path
     def _batch_t(self, t, batch: int, device) -> Tensor:
@@ -342,18 +384,27 @@ class LinearSDE:
         mean = col.reshape(*col.shape, *([1] * (x0.dim() - 1))) * x0.unsqueeze(1)
         return mean, sigma
 
-    def perturb(self, x0: Tensor, t, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def perturb(
+        self,
+        x0: Tensor,
+        t,
+        generator: torch.Generator | None = None,
+        coefficients: Coefficients | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Sample z_t ~ N(mean, Sigma(t) kron I) given x0 (B, *D).
 
-        Returns (z_t, eps), both (B, k, *D) in x0's dtype, with z_t = mean + (L_t kron I) eps.
+        Returns (z_t, eps), both (B, k, *D) in x0's dtype, with z_t = c_t x0 + (L_t kron I) eps.
+        ``coefficients``: `coefficients(t)` already computed for these t (B,), reused as is.
         """
         self._check_data(x0)
-        t = self._batch_t(t, x0.shape[0], x0.device)
-        phi, sigma = self._covariance_tau(self.tau(t))
-        L = linalg.safe_cholesky(sigma).to(x0.dtype)
         B = x0.shape[0]
+        if coefficients is None:
+            coefficients = self.coefficients(self._batch_t(t, B, x0.device))
+        elif coefficients.phi.shape != (B, self.order, self.order):
+            raise ValueError(f"coefficients must be for {B} times (one per example), got {tuple(coefficients.phi.shape[:-2])}")
+        L = coefficients.chol.to(x0.device, x0.dtype)
         eps = torch.randn((B, self.order, *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=x0.device)
-        col = phi[:, :, 0].to(x0.dtype)
+        col = coefficients.c.to(x0.device, x0.dtype)
         z = torch.baddbmm(
             col.unsqueeze(-1) * x0.reshape(B, 1, -1), L, eps.reshape(B, self.order, -1)
         ).reshape(eps.shape)

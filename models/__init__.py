@@ -49,13 +49,15 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 
-def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> nn.Module:
+def build_model(kind: str, size: str, data_shape: Sequence[int], order: int, out_blocks: int = 1) -> nn.Module:
     """Score network for order-``order`` states of data with shape ``data_shape``.
 
     kind "mlp": data_shape (D,) -> MLP(order*D -> D); images (C, H, W) are flattened (`FlatMLP`).
     kind "unet": data_shape (C, H, W) with H == W -> UNet(order*C -> C channels).
     kind "auto": "mlp" for 1-D shapes, "unet" for 3-D shapes.
     size: preset name ("tiny", "small", "cifar").
+    out_blocks: data-shaped output blocks (the first data axis times out_blocks): 1 for a denoiser
+        or one noised block, m for the "eps"/"score"/"mixed" scores of m noised blocks.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind={kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
@@ -66,6 +68,9 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> 
     if isinstance(order, bool) or int(order) != order or order < 1:
         raise ValueError(f"order must be a positive integer, got {order!r}")
     order = int(order)
+    if isinstance(out_blocks, bool) or int(out_blocks) != out_blocks or out_blocks < 1:
+        raise ValueError(f"out_blocks must be a positive integer, got {out_blocks!r}")
+    out_blocks = int(out_blocks)
     if not shape or min(shape) < 1:
         raise ValueError(f"data_shape must be non-empty with positive entries, got {shape}")
     if kind == "auto":
@@ -76,8 +81,8 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> 
         if size not in MLP_PRESETS:
             raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
         d = math.prod(shape)
-        mlp = MLP.from_preset(size, order * d, d)
-        return mlp if len(shape) == 1 else FlatMLP(mlp, shape)
+        mlp = MLP.from_preset(size, order * d, out_blocks * d)
+        return mlp if len(shape) == 1 else FlatMLP(mlp, (out_blocks * shape[0], *shape[1:]))
     if len(shape) != 3:
         raise ValueError(f"kind='unet' needs image data, data_shape (C, H, W); got {shape}")
     if size not in UNET_PRESETS:
@@ -85,4 +90,4 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int) -> 
     c, h, w = shape
     if h != w:
         raise ValueError(f"kind='unet' needs square images (H == W), got data_shape {shape}")
-    return UNet.from_preset(size, order * c, c, resolution=h)
+    return UNet.from_preset(size, order * c, out_blocks * c, resolution=h)

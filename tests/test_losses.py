@@ -26,7 +26,7 @@ class Oracle(ScoreModel):
         self.offset = offset
         self.seen_z = None
 
-    def _predict(self, z, t):
+    def _predict(self, z, t, coefficients=None):
         self.seen_z = z
         t = self._batch_t(t, z).to(torch.float64)
         c = self.sde.transition(torch.zeros_like(t), t)[:, :, 0]
@@ -170,3 +170,84 @@ def test_validation():
         loss(MLP(2, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="t must"):
         loss(MLP(2, 2), torch.zeros(4, 2), t=torch.rand(3))
+
+
+# ----------------------------------------------------------------------------- several noised blocks
+def full_noise_k3():
+    A = [[-0.3, 1.0, 0.0], [-1.0, -0.2, 0.8], [0.0, -0.8, -1.2]]
+    G = [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.3, 0.0, 1.0]]  # noise on blocks 0 and 2
+    return kn.LinearSDE(A, G, aux_cov=0.1, T=1.0)
+
+
+MULTI = {
+    "psld": kn.psld,
+    "psld_x_only": lambda: kn.psld(gamma=4.01, nu=0.0),  # one noised block that is not the last
+    "noise02": full_noise_k3,
+}
+
+
+def whitening(sde, t):
+    """From scipy pieces: L, W = R^-1 K (eps* = W eps), R = chol((Sigma^-1)_NN), K = (L^-1)[:, N]^T."""
+    c, sigma = gaussian_pieces(sde, t)
+    L = np.linalg.cholesky(sigma)
+    N = list(sde.noised_blocks)
+    K = np.linalg.inv(L)[:, N].T
+    R = np.linalg.cholesky(K @ K.T)
+    return c, sigma, L, R, np.linalg.solve(R, K)
+
+
+class MultiOracle(ScoreModel):
+    """Exact noised-block score of x0 ~ N(MEAN, STD^2 I) for any noised set, plus an offset on eps*."""
+
+    def __init__(self, sde, offset=0.0):
+        super().__init__(nn.Linear(1, 1), sde, "eps")
+        self.offset = offset
+
+    def _predict(self, z, t, coefficients=None):
+        t = self._batch_t(t, z).to(torch.float64)
+        assert bool((t == t[0]).all()), "one time per call (as these tests use it)"
+        c, sigma, L, R, W = whitening(self.sde, float(t[0]))
+        S = STD**2 * np.outer(c, c) + sigma
+        zc = z.double().numpy() - c[None, :, None] * MEAN[None, None, :]  # (B, k, d)
+        s = -np.einsum("ij,bjd->bid", np.linalg.inv(S), zc)[:, list(self.sde.noised_blocks)]  # (B, m, d)
+        e = -np.einsum("ij,bjd->bid", np.linalg.inv(R), s) + self.offset
+        score = np.einsum("ij,bjd->bid", -R, e)
+        shape = self.sde.score_shape(z.shape[0], z.shape[2:])
+        return torch.tensor(e).reshape(shape).to(z.dtype), torch.tensor(score).reshape(shape).to(z.dtype)
+
+
+def analytic_min_multi(sde, t, weighting):
+    """E[e^T Wt e] with e = eps* - E[eps* | z]: tr(Wt W (I - L^T S^-1 L) W^T) per coordinate, times d."""
+    c, sigma, L, R, W = whitening(sde, t)
+    S = STD**2 * np.outer(c, c) + sigma
+    cov = W @ (np.eye(len(c)) - L.T @ np.linalg.solve(S, L)) @ W.T
+    if weighting == "eps":
+        Wt = np.eye(cov.shape[0])
+    elif weighting == "likelihood":
+        beta = float(sde.beta(torch.tensor(t, dtype=torch.float64)))
+        N = list(sde.noised_blocks)
+        Wt = beta * R.T @ sde.noise_matrix.numpy()[np.ix_(N, N)] @ R
+    else:  # edm: unit weight on F; eps* error = v (x0 - x0_hat), v = R^-1 (Sigma^-1 c)_N
+        v = np.linalg.solve(R, np.linalg.solve(sigma, c)[list(sde.noised_blocks)])
+        sig2 = 1.0 / float(c @ np.linalg.solve(sigma, c))
+        c_out2 = sig2 / (1.0 + sig2)
+        Wt = np.eye(cov.shape[0]) / (v @ v * c_out2)
+    return len(MEAN) * float(np.trace(Wt @ cov))
+
+
+@pytest.mark.parametrize("name", list(MULTI))
+@pytest.mark.parametrize("weighting", ["eps", "likelihood", "edm"])
+def test_several_noised_blocks_exact_score_attains_analytic_minimum(name, weighting):
+    """The generalised targets and weightings: the exact score's loss equals the analytic minimum,
+    and an offset on eps* raises it by the weight's trace times d * offset^2."""
+    sde = MULTI[name]()
+    loss = DSMLoss(sde, "eps", weighting)
+    n = 3000
+    x0 = data(n, 0)
+    for t in (0.05, 0.5):
+        per = loss.per_example(MultiOracle(sde), x0, generator=torch.Generator().manual_seed(1), t=t).double()
+        want = analytic_min_multi(sde, t, weighting)
+        se = float(per.std()) / math.sqrt(n)
+        assert abs(float(per.mean()) - want) < 5 * se + 1e-9 * want, (name, t, float(per.mean()), want)
+        pert = loss.per_example(MultiOracle(sde, 0.1), x0, generator=torch.Generator().manual_seed(1), t=t).double()
+        assert float((pert - per).mean()) > 0

@@ -213,3 +213,55 @@ def test_validation():
     bad = ScoreModel(MLP(6, 3, hidden=8, depth=1, emb_dim=8), sde)
     with pytest.raises(ValueError, match="data shape"):
         bad.score(torch.randn(4, 3, 2), 0.5)
+
+
+# ----------------------------------------------------------------------------- several noised blocks
+def multi_sdes():
+    return {
+        "psld": kn.psld(),
+        "psld_x_only": kn.psld(gamma=4.01, nu=0.0),
+        "noise02": kn.LinearSDE(
+            [[-0.3, 1.0, 0.0], [-1.0, -0.2, 0.8], [0.0, -0.8, -1.2]],
+            [[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.3, 0.0, 1.0]], aux_cov=0.1, T=1.0,
+        ),
+    }
+
+
+def exact_noised_score(sde, z, t, mean, std):
+    """-(S^{-1}(z - c m))_N for x0 ~ N(m, std^2 I): (B, k, d) -> score_shape."""
+    c, sigma = gaussian_pieces(sde, t)
+    S = std**2 * np.outer(c, c) + sigma
+    zc = z.double().numpy() - c[None, :, None] * np.asarray(mean)[None, None, :]
+    s = -np.einsum("ij,bjd->bid", np.linalg.inv(S), zc)[:, list(sde.noised_blocks)]
+    return torch.from_numpy(s).reshape(sde.score_shape(z.shape[0], z.shape[2:]))
+
+
+@pytest.mark.parametrize("name", ["psld", "psld_x_only", "noise02"])
+@pytest.mark.parametrize("param", PARAMETERIZATIONS)
+def test_several_noised_blocks_shapes_and_exactness(name, param):
+    """Output blocks follow the parameterisation (m for eps/score/mixed, 1 for x0); with a zero
+    network mixed and x0 give the exact score of N(0, std^2 I) data; eps and score agree through
+    score = -R_t eps*."""
+    sde = multi_sdes()[name]
+    m = len(sde.noised_blocks)
+    out_blocks = 1 if param == "x0" else m
+    std = 0.7
+    net = MLP(sde.order * 3, out_blocks * 3, hidden=16, depth=1, emb_dim=8)  # zero output layer
+    sm = ScoreModel(net, sde, param, data_std=std)
+    assert sm.out_blocks == out_blocks
+    g = torch.Generator().manual_seed(0)
+    for t in (0.01, 0.3, 0.9):
+        x0 = std * torch.randn(32, 3, generator=g, dtype=torch.float64)
+        z, _ = sde.perturb(x0, t, generator=g)
+        tt = torch.full((32,), t, dtype=torch.float64)
+        with torch.no_grad():
+            eps, score = sm.eps_and_score(z, tt)
+        assert score.shape == sde.score_shape(32, (3,)) == eps.shape
+        R = sde.coefficients(tt).score_scale
+        torch.testing.assert_close(score.reshape(32, m, 3), -(R @ eps.reshape(32, m, 3)), rtol=1e-9, atol=1e-9 * float(score.abs().max()))
+        if param in ("mixed", "x0"):
+            want = exact_noised_score(sde, z, t, np.zeros(3), std)
+            assert torch.allclose(score, want, rtol=1e-6, atol=1e-6 * float(want.abs().max())), (name, t)
+    bad = ScoreModel(MLP(sde.order * 3, 3 * (out_blocks + 1), hidden=8, depth=1, emb_dim=8), sde, param)
+    with pytest.raises(ValueError, match="network output must have"):
+        bad.score(torch.randn(4, sde.order, 3), 0.5)

@@ -23,8 +23,32 @@ def random_stable(k=4, seed=0):
     return kn.LinearSDE(A, G, schedule=LinearSchedule(0.5, 3.0, 1.0), aux_cov=0.05 * np.eye(k - 1), T=1.0)
 
 
+def random_full_noise(k=4, seed=1):
+    """A random stable k = 4 system with a full-rank G (noise on every block, correlated)."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(k, k))
+    A = M - M.T - np.diag(rng.uniform(0.5, 1.5, size=k))
+    G = np.tril(rng.normal(size=(k, k))) + 2.0 * np.eye(k)
+    return kn.LinearSDE(A, 0.5 * G, schedule=LinearSchedule(0.5, 3.0, 1.0), aux_cov=0.05 * np.eye(k - 1), T=1.0)
+
+
+def random_noise_02(k=4, seed=2):
+    """A random stable k = 4 system whose noise hits blocks 0 and 2 only."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(k, k))
+    A = M - M.T - np.diag(rng.uniform(0.5, 1.5, size=k))
+    G = np.zeros((k, k))
+    G[0, 0], G[2, 0], G[2, 2] = 1.1, 0.4, 0.9
+    return kn.LinearSDE(A, G, schedule=LinearSchedule(0.5, 3.0, 1.0), aux_cov=0.05 * np.eye(k - 1), T=1.0)
+
+
 SDES = {
     "vp": kn.vp,
+    "psld": kn.psld,
+    "psld_m_only": lambda: kn.psld(gamma=0.0, nu=4.01),
+    "psld_x_only": lambda: kn.psld(gamma=4.01, nu=0.0),
+    "random4_full_noise": random_full_noise,
+    "random4_noise_02": random_noise_02,
     "ve": kn.ve,
     "cld": kn.cld,
     "hold": kn.hold,
@@ -86,6 +110,98 @@ def test_transition_and_covariance_match_moment_ode(name):
     perr = np.max(np.abs(P - P_ref) / np.abs(P_ref).max(axis=(1, 2), keepdims=True))
     assert perr < 1e-8, perr
     assert scaled_err(S, S_ref) < 1e-8, scaled_err(S, S_ref)
+
+
+ORDERS = list(range(1, kn.MAX_ORDER + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", ORDERS)
+def test_langevin_any_order_matches_moment_ode(k):
+    """langevin(k), k = 1..MAX_ORDER: transitions and covariances to 1e-8 relative (per entry, to
+    sqrt(S_ii S_jj)) against scipy moment-ODE integration, t = 1e-6 .. T; every factor exists, is
+    lower triangular with a positive diagonal and reproduces Sigma; perturb works."""
+    sde = kn.langevin(k)
+    times = np.array([1e-6, 1e-4, 1e-2, 0.1, 0.5, 1.0]) * sde.T
+    P_ref, S_ref = moment_ode(sde, times)
+    co = sde.coefficients(torch.tensor(times, dtype=torch.float64))
+    P, S, L = co.phi.numpy(), co.sigma.numpy(), co.chol.numpy()
+    assert np.max(np.abs(P - P_ref) / np.abs(P_ref).max(axis=(1, 2), keepdims=True)) < 1e-8
+    assert scaled_err(S, S_ref) < 1e-8, scaled_err(S, S_ref)
+    assert np.allclose(np.triu(L, 1), 0) and (np.diagonal(L, axis1=1, axis2=2) > 0).all()
+    assert scaled_err(L @ np.swapaxes(L, 1, 2), S_ref) < 1e-8
+    z, eps = sde.perturb(torch.randn(len(times), 3, dtype=torch.float64), torch.tensor(times))
+    assert torch.isfinite(z).all()
+
+
+def _mp_reference(sde, t, dps=260, terms=100):
+    """Sigma(t) and its Cholesky factor in arithmetic of ``dps`` digits (Taylor + squaring, then
+    mpmath's Cholesky): an independent reference that resolves covariances far more singular than
+    float64 can hold."""
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(dps):
+        k = sde.order
+        A = mp.matrix(sde.drift_matrix.tolist())
+        D = mp.matrix(sde.noise_matrix.tolist())
+        S0 = mp.matrix(sde.initial_cov.tolist())
+        tau = mp.mpf(float(sde.tau(torch.tensor(t, dtype=torch.float64))))
+        na = max(sum(abs(A[i, j]) for i in range(k)) for j in range(k))
+        n = 0
+        while tau * na / 2**n > mp.mpf("0.05"):
+            n += 1
+        h = tau / 2**n
+        Phi, term, Q, M, coef = mp.eye(k), mp.eye(k), mp.zeros(k, k), D, h
+        for j in range(1, terms):
+            term = term * A * (h / j)
+            Phi += term
+        for j in range(terms):
+            Q += coef * M
+            M = A * M + M * A.T
+            coef = coef * h / (j + 2)
+        for _ in range(n):
+            Q = Phi * Q * Phi.T + Q
+            Phi = Phi * Phi
+        S = Phi * S0 * Phi.T + Q
+        L = mp.cholesky(S)
+        return np.array(S.tolist(), dtype=float), np.array(L.tolist(), dtype=float)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [3, 8, 16])
+def test_factor_of_nearly_singular_covariance_matches_high_precision(k):
+    """Near t = 0 Sigma(t) of langevin(k) is numerically singular (correlation condition numbers up
+    to 1e60 for k = 8); its factor L_t, whose last diagonal entry scales the score, must still be
+    accurate: against a 260-digit reference, per row relative to sqrt(Sigma_ii)."""
+    sde = kn.langevin(k)
+    for t in (1e-6, 1e-3, 5e-2):
+        S_ref, L_ref = _mp_reference(sde, t)
+        L = sde.cholesky(torch.tensor(t, dtype=torch.float64)).numpy()
+        d = np.sqrt(np.diag(S_ref))
+        err = np.max(np.abs(L - L_ref) / d[:, None])
+        assert err < 1e-8, (t, err)
+        assert abs(L[-1, -1] / L_ref[-1, -1] - 1) < 1e-8
+
+
+def test_order_limit_and_degenerate_drifts():
+    with pytest.raises(ValueError, match=f"order must be at most {kn.MAX_ORDER}"):
+        kn.langevin(kn.MAX_ORDER + 1)
+    with pytest.raises(ValueError, match=f"order must be at most {kn.MAX_ORDER}"):
+        kn.langevin(1000)  # refused before any allocation
+    with pytest.raises(ValueError, match="order .* exceeds"):
+        kn.LinearSDE(-np.eye(kn.MAX_ORDER + 1), np.eye(kn.MAX_ORDER + 1))
+    with pytest.raises(ValueError, match="0 x 0"):
+        kn.LinearSDE(np.zeros((0, 0)), np.zeros((0, 0)))
+    with pytest.raises(ValueError, match="positive real part"):
+        kn.LinearSDE([[0.0, 1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]])  # eigenvalues +-1
+
+
+def test_backward_transition_is_the_inverse_map():
+    sde = kn.hold()
+    s, t = torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    fwd, bwd = sde.transition(s, t), sde.transition(t, s)
+    scale = float(torch.linalg.matrix_norm(fwd) * torch.linalg.matrix_norm(bwd))  # roundoff of the product
+    assert float((fwd @ bwd - torch.eye(3, dtype=torch.float64)).abs().max()) < 1e-14 * scale
+    torch.testing.assert_close(bwd, torch.linalg.inv(fwd), rtol=1e-10, atol=0)
 
 
 def test_hold_small_t_no_cancellation():
@@ -191,6 +307,51 @@ def test_stationary_law_is_invariant(name):
     assert torch.allclose(A @ S + S @ A.T + D, torch.zeros_like(S), atol=1e-12)
     phi, q = linalg.transition_and_noise(A, D, torch.tensor(0.7, dtype=torch.float64))
     assert torch.allclose(phi @ S @ phi.T + q, S, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [{}, {"gamma": 0.0}, {"gamma": 4.01, "nu": 0.0}, {"gamma": 1.0, "nu": 3.0, "beta_min": 0.5, "beta_max": 10.0}])
+def test_psld_closed_form(kw):
+    """PSLD is critically damped: A has the double eigenvalue lam = -(Gamma + nu) / 4 and
+    N = A - lam I is nilpotent, so Phi(s) = e^(lam s) (I + s N) and (derived by hand)
+
+        Sigma(t) = Phi S0 Phi^T + I_0 D + I_1 (N D + D N^T) + I_2 N D N^T,  I_j = int_0^tau s^j e^(2 lam s) ds,
+
+    with S0 = diag(0, kappa M), D = diag(Gamma, M nu); evaluated in 50-digit arithmetic."""
+    mp = pytest.importorskip("mpmath")
+    sde = kn.psld(**kw)
+    p = sde.params
+    with mp.workdps(50):
+        G, nu, kappa = mp.mpf(p["gamma"]), mp.mpf(p["nu"]), mp.mpf(p["kappa"])
+        M = 4 / (G - nu) ** 2
+        A = mp.matrix([[-G / 2, 1 / (2 * M)], [mp.mpf(-0.5), -nu / 2]])
+        lam = -(G + nu) / 4
+        N = A - lam * mp.eye(2)
+        D = mp.diag([G, M * nu])
+        S0 = mp.diag([0, kappa * M])
+        assert np.allclose(sde.noise_matrix.numpy(), np.array((D).tolist(), dtype=float), rtol=1e-15, atol=0)
+        for t in (1e-6, 1e-3, 0.1, 0.5, 1.0):
+            tau = mp.mpf(float(sde.tau(torch.tensor(t, dtype=torch.float64))))
+            phi = mp.exp(lam * tau) * (mp.eye(2) + tau * N)
+            I = [mp.quad(lambda s, j=j: s**j * mp.exp(2 * lam * s), [0, tau]) for j in range(3)]
+            sig = phi * S0 * phi.T + I[0] * D + I[1] * (N * D + D * N.T) + I[2] * N * D * N.T
+            phi_f, sig_f = np.array(phi.tolist(), dtype=float), np.array(sig.tolist(), dtype=float)
+            co = sde.coefficients(torch.tensor([t], dtype=torch.float64))
+            np.testing.assert_allclose(co.phi[0].numpy(), phi_f, rtol=1e-12, atol=1e-14)
+            d = np.sqrt(np.diag(sig_f))
+            assert np.max(np.abs(co.sigma[0].numpy() - sig_f) / np.outer(d, d)) < 1e-8, t
+    assert sde.noised_blocks == tuple(i for i, g in enumerate((p["gamma"], p["nu"])) if g > 0)
+    M = 4.0 / (p["gamma"] - p["nu"]) ** 2
+    np.testing.assert_allclose(sde.stationary_cov.numpy(), np.diag([1.0, M]), rtol=1e-12, atol=1e-12 * M)
+
+
+def test_psld_validation():
+    with pytest.raises(ValueError, match="both be 0"):
+        kn.psld(gamma=0.0, nu=0.0)
+    with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
+        kn.psld(gamma=-1.0)
+    with pytest.raises(ValueError, match="must differ"):
+        kn.psld(gamma=2.0, nu=2.0)
+    assert kn.preset("psld", order=2).name == "psld"
 
 
 def test_preset_stationary_laws():
