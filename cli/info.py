@@ -38,14 +38,20 @@ def info(
 
       kinetic info --sde cld --param m_inv=2
     """
-    model = build_sde(sde, order, parse_params(param))
+    try:
+        model = build_sde(sde, order, parse_params(param))
+    except ArithmeticError as err:
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
     try:
         fracs = [float(x) for x in times.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--times expects comma-separated numbers in [0, 1], got {times!r}") from None
     if any(not 0 <= f <= 1 for f in fracs):
         raise ValueError(f"--times values must lie in [0, 1] (fractions of T), got {times!r}")
-    data = model.info([f * model.T for f in fracs])
+    try:
+        data = model.info([f * model.T for f in fracs])
+    except ArithmeticError as err:
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
