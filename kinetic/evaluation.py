@@ -61,13 +61,16 @@ def _available_memory() -> int | None:
         return None
 
 
-def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[int, ...]) -> None:
+def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[int, ...] | None) -> None:
+    """Types and bounds of the sizes; with ``data_shape``, also that the n samples fit in memory."""
     for name, v, lo, hi in (("n", n, 1, None), ("steps", steps, 1, MAX_STEPS), ("batch_size", batch_size, 1, None)):
         if v is None and name == "batch_size":
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ValueError(f"{name} must be an integer {rng}, got {str(v)[:40]}")
+    if data_shape is None:
+        return
     need = n * math.prod(data_shape) * 4  # the float32 samples that are returned
     avail = _available_memory()
     if avail is not None and need > avail // 2:
@@ -131,7 +134,7 @@ def generate(
 
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {str(solver)[:40]!r}")
-    _check_sizes(n, steps, batch_size, ())
+    _check_sizes(n, steps, batch_size, None)
     dev = resolve_device(device)
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])

@@ -77,7 +77,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
 
 def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback) -> dict[str, Any]:
     if cfg.tensorboard and (why := tensorboard_missing()):
-        raise ConfigError(f"tensorboard: {why}", "tensorboard")
+        raise ConfigError(why, "tensorboard")
     run = RunDir(cfg.out_dir())
     error: Exception | None = None
     if dist_info.is_main:  # the directory is usable and ours alone, before any work
@@ -112,8 +112,8 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
         check_resumable(cfg, ckpt, str(run.checkpoint))
         if cfg.steps <= int(ckpt["step"]):
             raise ConfigError(
-                f"steps={cfg.steps}: the run in {run.path} is already at step {int(ckpt['step'])}; nothing to do "
-                f"(give steps > {int(ckpt['step'])} to train it further; its files are left as they are)", "steps",
+                f"the run in {run.path} is already at step {int(ckpt['step'])}, so steps={cfg.steps} leaves nothing to "
+                f"do (give steps > {int(ckpt['step'])} to train it further); its files are left as they are", "steps",
             )
         trainer.load_state_dict(ckpt)
         del ckpt

@@ -33,6 +33,11 @@ class RunDirInUse(ConfigError):
     """Another live process holds the run directory's lock."""
 
 
+def _short(path: Path, limit: int = 200) -> str:
+    s = str(path)
+    return s if len(s) <= limit else f"{s[:120]}...[{len(s) - 170} characters cut]...{s[-50:]}"
+
+
 def _why(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
@@ -61,19 +66,19 @@ class RunDir:
     # ------------------------------------------------------------------ before any work
     def create(self) -> None:
         """Make the directory (and ``samples/``) and prove it writable; ConfigError("out") otherwise."""
-        p = self.path
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"run directory {p} exists and is not a directory", "out")
+        p, shown = self.path, _short(self.path)
         try:
+            if p.exists() and not p.is_dir():
+                raise ConfigError(f"run directory {shown} exists and is not a directory", "out")
             p.mkdir(parents=True, exist_ok=True)
             self.samples.mkdir(exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=p)
             os.close(fd)
             os.unlink(probe)
         except NotADirectoryError:
-            raise ConfigError(f"cannot create run directory {p}: a part of the path is a file, not a directory", "out") from None
+            raise ConfigError(f"cannot create run directory {shown}: a part of the path is a file, not a directory", "out") from None
         except OSError as err:
-            raise ConfigError(f"cannot create or write the run directory {p}: {_why(err)}", "out") from None
+            raise ConfigError(f"cannot create or write the run directory {shown}: {_why(err)}", "out") from None
 
     def acquire(self) -> None:
         """Take the directory's lock (``.lock`` holding this pid). RunDirInUse when a live process
