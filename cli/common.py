@@ -237,7 +237,7 @@ StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 10
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 GridOpt = Annotated[Optional[str], typer.Option(
-    "--grid", help=f"Time grid: {_grid_names()} [default: the library's default for the solver]."
+    "--grid", help=f"Time grid: {_grid_names()} (default: the library's default for the solver)."
 )]
 TEpsOpt = Annotated[float, typer.Option("--t-eps", help="Sampling stops at this time.")]
 DenoiseOpt = Annotated[bool, typer.Option("--denoise", help="Finish with a Tweedie denoising step (+1 NFE).")]

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from kinetic.presets import PRESETS
+
 from .common import build_sde, cli_errors, console, parse_params
 
 
@@ -22,7 +24,7 @@ def _matrix_table(title: str, rows) -> Table:
 
 @cli_errors
 def info(
-    sde: Optional[str] = typer.Option(None, "--sde", help="vp, ve, cld, hold or langevin (default: hold, or by --order)."),
+    sde: Optional[str] = typer.Option(None, "--sde", help=f"SDE preset: {', '.join(PRESETS)} (default: hold, or by --order)."),
     order: Optional[int] = typer.Option(None, "--order", help="Order k: 1 VP, 2 CLD, 3 HOLD, other k the critically damped chain."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Preset parameter NAME=VALUE, repeatable (e.g. --param l_inv=2)."),
     times: str = typer.Option("0,0.001,0.01,0.1,0.5,1", "--times", help="Comma-separated times (fractions of T) for the covariance."),

@@ -63,7 +63,7 @@ def sample_cmd(
     denoise: DenoiseOpt = False,
     clamp: Optional[bool] = typer.Option(
         None, "--clamp/--no-clamp",
-        help="Clamp the samples to the data range [-1, 1], as a picture shows them [default: on for image data, off for 2-D toys].",
+        help="Clamp the samples to the data range [-1, 1], as a picture shows them (default: on for image data, off for 2-D toys).",
     ),
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     threads: ThreadsOpt = DEFAULT_THREADS,

@@ -145,7 +145,7 @@ def train(
     lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (AdamW, linear warm-up)."),
     seed: int = typer.Option(_D.seed, "--seed", help="Random seed."),
     device: str = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/<sde>-<data>]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<sde>-<data>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its own settings (only steps, logging and sampling may change)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoint, samples and logs)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of TrainConfig fields; flags given here override it."),
