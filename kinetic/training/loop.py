@@ -267,6 +267,7 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
             atomic_write_text(run.summary, json.dumps(summary, indent=2))
         except OSError as err:
             raise RunDirError(_write_failure(err, trainer, run, state["ckpt_step"], dist_info)) from None
+    barrier(dist_info)  # every rank returns once rank 0 has written the run's files
     emit({"event": "end", **summary})
     return summary
 
