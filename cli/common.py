@@ -1,40 +1,102 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, consoles, preset options."""
+"""Shared CLI plumbing: one-line errors with exit code 2, consoles, config files, shared options.
+
+A ``--config FILE.toml`` of ``kinetic sample`` / ``kinetic evaluate`` becomes Click's
+``default_map`` (an eager option read before the others), so a flag given on the command line
+wins by Click's own rules, ``ctx.get_parameter_source`` tells where each value came from, and
+``--help`` shows the real defaults. File values are type-checked as strictly as flags.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from typing import Callable
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
+
 
 console = Console()
 err_console = Console(stderr=True)
 
 EXIT_USAGE = 2
+# Typer ships its own copy of Click (typer._click); reach its classes through Typer's public names
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+MAX_MESSAGE = 1000
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to about ``limit`` characters (head ... tail), so that no error line echoes a
+    hostile value in full."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head, tail = (limit * 2) // 3, limit // 4
+    return f"{text[:head]}...[{len(text) - head - tail} characters cut]...{text[-tail:]}"
 
 
 def fail(message: str) -> "typer.Exit":
     """Print one readable line to stderr and return the Exit(2) to raise."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    line = " ".join(str(message).split("\n")).strip()
+    err_console.print(f"[bold red]Error:[/] {clip(line, MAX_MESSAGE)}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(EXIT_USAGE)
 
 
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def cli_errors(fn: Callable) -> Callable:
-    """Turn the library's ValueError/TypeError/FileNotFoundError into one line and exit code 2."""
+    """Turn the library's ValueError/TypeError/OSError/overflow into one line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, ClickException):
             raise
-        except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise fail(msg) from None
+        except (ValueError, TypeError, KeyError) as err:
+            raise fail(first_line(err)) from None
+        except ArithmeticError as err:
+            raise fail(f"numerical overflow ({first_line(err)}): a value is too large") from None
+        except OSError as err:
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            raise fail(f"{where}{err.strerror or first_line(err)}") from None
 
     return wrapper
+
+
+def set_threads(threads: int) -> None:
+    """torch CPU threads (checked: >= 1)."""
+    if threads < 1:
+        raise fail(f"--threads: must be an integer >= 1; got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def check_writable(path: Optional[Path], option: str, suffixes: tuple[str, ...] = ()) -> Optional[Path]:
+    """Fail now (one line) if ``path`` cannot be written, before any work is done: its folder is
+    created if missing and a probe file is written and removed there."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise fail(f"{option} must end in {' or '.join(suffixes)}, got {clip(path, 120)}")
+    if path.is_dir():
+        raise fail(f"{option}: {clip(path, 200)} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise fail(f"{option}: cannot write {clip(path, 200)}: {err.strerror or first_line(err)}") from None
+    return path
 
 
 def parse_params(params: list[str] | None) -> dict:
@@ -42,7 +104,7 @@ def parse_params(params: list[str] | None) -> dict:
     out: dict = {}
     for item in params or []:
         if "=" not in item:
-            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+            raise ValueError(f"--param expects NAME=VALUE, got {clip(repr(item), 80)}")
         name, value = item.split("=", 1)
         try:
             out[name.strip()] = json.loads(value)
@@ -63,40 +125,141 @@ def build_sde(sde: str | None, order: int | None, params: dict):
         return kn.preset(sde, order=order, **params)
     except TypeError as err:
         raise ValueError(f"--param: {err}") from None
+    except ValueError as err:
+        if params and not str(err).startswith("--"):
+            raise ValueError(f"--param: {err}") from None
+        raise
 
 
-def load_toml_defaults(config, given: dict, section: str, command) -> dict:
-    """Merge a TOML config file under the command's flags: explicitly given flags win.
+# ---------------------------------------------------------------------- config files -> default_map
+def _keys_of(param) -> set[str]:
+    keys = {param.name}
+    for opt in getattr(param, "opts", []):
+        if opt.startswith("--"):
+            keys.add(opt[2:])
+            keys.add(opt[2:].replace("-", "_"))
+    return keys
 
-    The file may hold the options at top level or in a [section] table. A flag counts as given
-    when its value differs from the command's default (Typer gives no other signal).
-    """
-    import inspect
 
-    opts = {k: v for k, v in given.items() if k != "config"}
-    if config is None:
-        return opts
-    import tomllib
-    from pathlib import Path
+def _kind(param) -> str:
+    """"integer", "float", "boolean" or another name (strings, paths) for a Typer / Click option."""
+    bare = getattr(param, "bare_type", None)
+    k = bare() if callable(bare) else getattr(getattr(param, "type", None), "name", "")
+    k = str(k).lower()
+    if k.startswith("list[") and k.endswith("]"):
+        k = k[5:-1]
+    return {"int": "integer", "bool": "boolean"}.get(k, k)
 
-    path = Path(config)
-    if not path.is_file():
-        raise ValueError(f"--config: no such file {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"--config: {path} is not valid TOML: {err}") from None
-    data = {**{k: v for k, v in data.items() if not isinstance(v, dict)}, **data.get(section, {})}
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    defaults = {}
-    for name, p in inspect.signature(command).parameters.items():
-        d = p.default
-        defaults[name] = getattr(d, "default", d)  # typer.Option(...) keeps the default in .default
-    unknown = [k for k in data if k not in opts]
-    if unknown:
-        raise ValueError(f"--config: unknown option(s) {', '.join(sorted(unknown))} in {path}")
-    for k, v in data.items():
-        if k in defaults and opts[k] != defaults[k]:
-            continue  # flag given explicitly
-        opts[k] = v
-    return opts
+
+def _strict(param, key: str, value, where: str):
+    """``value`` from a TOML file, checked like the flag would be (no "no" for a bool, no 2.5 for an int)."""
+    kind = _kind(param)
+
+    def bad(expected: str):
+        raise fail(f"--config {where}: {key} must be {expected}; got {clip(repr(value), 60)}")
+
+    def one(v):
+        if kind == "boolean" or getattr(param, "is_flag", False):
+            if not isinstance(v, bool):
+                bad("true or false")
+        elif kind.startswith("integer"):
+            if isinstance(v, bool) or not isinstance(v, int):
+                bad("an integer")
+        elif kind.startswith("float"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                bad("a number")
+        elif not isinstance(v, str):
+            bad("a string")
+        return v
+
+    if getattr(param, "multiple", False):
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            bad("a list (e.g. [\"a\", \"b\"]) or one string")
+        return [one(v) for v in values]
+    return one(value)
+
+
+def config_to_default_map(section: str):
+    """Callback of an eager ``--config``: the file's values become the command's defaults."""
+
+    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
+        if value is None or ctx.resilient_parsing:
+            return value
+        from kinetic.config import ConfigError, load_toml
+
+        try:
+            data = load_toml(value)
+        except ConfigError as err:
+            raise fail(f"--config: {err}") from None
+        table = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        sub = data.get(section, {})
+        if not isinstance(sub, dict):
+            raise fail(f"--config {value}: [{section}] must be a table")
+        table.update(sub)
+        by_key = {k: p for p in ctx.command.params if p.name not in ("config",) for k in _keys_of(p)}
+        unknown = sorted(k for k in table if k not in by_key)
+        if unknown:
+            raise fail(f"--config: unknown option(s) {', '.join(clip(u, 40) for u in unknown)} in {clip(value, 200)}")
+        defaults = dict(ctx.default_map or {})
+        for k, v in table.items():
+            p = by_key[k]
+            defaults[p.name] = _strict(p, k, v, clip(str(value), 200))
+        ctx.default_map = defaults
+        return value
+
+    return callback
+
+
+def source(ctx, name: str) -> str:
+    """Where ``name``'s value came from: "COMMANDLINE", "DEFAULT_MAP" (a --config file), "DEFAULT"..."""
+    src = ctx.get_parameter_source(name)
+    return src.name if src is not None else "DEFAULT"
+
+
+def given(ctx, name: str) -> bool:
+    """True when ``name`` was set on the command line or by a --config file."""
+    return source(ctx, name) in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")
+
+
+# ---------------------------------------------------------------------- options shared by sample and evaluate
+def _solver_names() -> str:
+    from kinetic.solvers import SOLVERS
+
+    return ", ".join(SOLVERS)
+
+
+def _grid_names() -> str:
+    from kinetic.sampling import GRIDS
+
+    return ", ".join(GRIDS)
+
+
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A run directory or a checkpoint .pt file.")]
+SolverOpt = Annotated[str, typer.Option("--solver", help=f"Sampler: {_solver_names()}.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 100000 (ignored by the adaptive ode solver).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+GridOpt = Annotated[Optional[str], typer.Option(
+    "--grid", help=f"Time grid: {_grid_names()} (default: the library's default for the solver)."
+)]
+TEpsOpt = Annotated[float, typer.Option("--t-eps", help="Sampling stops at this time.")]
+DenoiseOpt = Annotated[bool, typer.Option("--denoise", help="Finish with a Tweedie denoising step (+1 NFE).")]
+BatchSizeOpt = Annotated[int, typer.Option(
+    "--batch-size", help="Samples drawn at a time: the peak memory depends on this, not on --n."
+)]
+ThreadsOpt = Annotated[int, typer.Option(
+    "--threads", help="torch CPU threads (1 is fastest for the small models and on shared machines)."
+)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_THREADS = 1
+
+
+def config_option(section: str):
+    """``--config FILE.toml`` read into the command's defaults (keys: option names, at top level
+    or under ``[section]``); flags given on the command line override it."""
+    return Annotated[Optional[Path], typer.Option(
+        "--config", is_eager=True, callback=config_to_default_map(section),
+        help=f"TOML file of option values (top level or [{section}]); flags given here override it.",
+    )]

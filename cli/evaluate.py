@@ -9,27 +9,43 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .common import cli_errors, console, load_toml_defaults
+from .common import (
+    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, QuietOpt,
+    SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_writable, cli_errors, config_option, console,
+    set_threads,
+)
 from .progress import step_progress
+
+
+def _metric_names() -> str:
+    from kinetic.evaluation import METRICS
+
+    return ", ".join(METRICS)
+
 
 @cli_errors
 def evaluate_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run directory or a checkpoint .pt file."),
-    metric: List[str] = typer.Option(["swd"], "--metric", "-m", help="nll, fd-digits, fid or swd; repeatable."),
+    checkpoint: CheckpointOpt,
+    metric: List[str] = typer.Option(["swd"], "--metric", "-m", help=f"{_metric_names()}; repeatable."),
     n: int = typer.Option(1000, "--n", help="Samples to draw (fd-digits/fid/swd) or held-out examples (nll)."),
-    solver: str = typer.Option("ei", "--solver", help="Sampler for the sample-based metrics."),
-    steps: int = typer.Option(50, "--steps", help="Sampler steps."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    solver: SolverOpt = "ei",
+    steps: StepsOpt = 50,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data folder (cifar10/folder), if not the training one."),
-    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="Path to inception-2015-12-05.pt (for fid)."),
+    inception_weights: Optional[str] = typer.Option(
+        None, "--inception-weights",
+        help="Path to inception-2015-12-05.pt (for fid). Loading it runs code from the file (TorchScript): use only a file you trust.",
+    ),
     reference_stats: Optional[str] = typer.Option(None, "--reference-stats", help="FID reference statistics .npz (mu, sigma)."),
-    grid: str = typer.Option("quadratic", "--grid", help="Time grid: uniform, quadratic (fine near the data) or logsnr."),
-    t_eps: float = typer.Option(1e-3, "--t-eps", help="Sampling stops at this time."),
-    denoise: bool = typer.Option(False, "--denoise", help="Finish sampling with a Tweedie denoising step."),
+    grid: GridOpt = None,
+    t_eps: TEpsOpt = 1e-3,
+    denoise: DenoiseOpt = False,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    threads: ThreadsOpt = DEFAULT_THREADS,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with defaults for these options; flags override it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    config: config_option("evaluate") = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a checkpoint: NLL in bits/dim on held-out data, fd-digits, FID or sliced Wasserstein.
 
@@ -41,15 +57,16 @@ def evaluate_cmd(
 
       kinetic evaluate -c runs/cifar --metric fid --inception-weights ~/inception-2015-12-05.pt
     """
-    o = load_toml_defaults(config, locals(), "evaluate", evaluate_cmd)
     from kinetic.evaluation import evaluate_checkpoint
+    from kinetic.fileio import atomic_write_text
 
-    with step_progress("evaluating", None, o["quiet"]) as cb:
+    set_threads(threads)
+    json_out = check_writable(json_out, "--json")  # before the work
+    with step_progress("evaluating", None, quiet) as cb:
         res = evaluate_checkpoint(
-            Path(o["checkpoint"]), list(o["metric"]), n=int(o["n"]), solver=o["solver"], steps=int(o["steps"]),
-            seed=int(o["seed"]), device=o["device"], data_dir=o["data_dir"], inception_weights=o["inception_weights"],
-            reference_stats=o["reference_stats"], t_eps=float(o["t_eps"]), denoise=bool(o["denoise"]), callback=cb,
-            grid=o["grid"],
+            checkpoint, list(metric), n=n, solver=solver, steps=steps, seed=seed, device=device, data_dir=data_dir,
+            inception_weights=inception_weights, reference_stats=reference_stats, t_eps=t_eps, denoise=denoise,
+            callback=cb, grid=grid, batch_size=batch_size,
         )
     table = Table(title=f"{res['sde']} on {res['data']}, step {res['step']}")
     table.add_column("metric")
@@ -63,5 +80,5 @@ def evaluate_cmd(
             extra = f"n={res['n']}, {res.get('solver')} NFE={res.get('nfe')}; vs {v['reference']}"
             table.add_row(m, f"{v['value']:.4f}", extra)
     console.print(table)
-    if o["json_out"] is not None:
-        Path(o["json_out"]).write_text(json.dumps(res, indent=2))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(res, indent=2))

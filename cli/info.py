@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from kinetic.presets import PRESETS
+
 from .common import build_sde, cli_errors, console, parse_params
 
 
@@ -22,7 +24,7 @@ def _matrix_table(title: str, rows) -> Table:
 
 @cli_errors
 def info(
-    sde: Optional[str] = typer.Option(None, "--sde", help="vp, ve, cld, hold or langevin (default: hold, or by --order)."),
+    sde: Optional[str] = typer.Option(None, "--sde", help=f"SDE preset: {', '.join(PRESETS)} (default: hold, or by --order)."),
     order: Optional[int] = typer.Option(None, "--order", help="Order k: 1 VP, 2 CLD, 3 HOLD, other k the critically damped chain."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Preset parameter NAME=VALUE, repeatable (e.g. --param l_inv=2)."),
     times: str = typer.Option("0,0.001,0.01,0.1,0.5,1", "--times", help="Comma-separated times (fractions of T) for the covariance."),
@@ -38,14 +40,20 @@ def info(
 
       kinetic info --sde cld --param m_inv=2
     """
-    model = build_sde(sde, order, parse_params(param))
+    try:
+        model = build_sde(sde, order, parse_params(param))
+    except ArithmeticError as err:
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
     try:
         fracs = [float(x) for x in times.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--times expects comma-separated numbers in [0, 1], got {times!r}") from None
     if any(not 0 <= f <= 1 for f in fracs):
         raise ValueError(f"--times values must lie in [0, 1] (fractions of T), got {times!r}")
-    data = model.info([f * model.T for f in fracs])
+    try:
+        data = model.info([f * model.T for f in fracs])
+    except ArithmeticError as err:
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -7,35 +7,68 @@ from typing import Optional
 
 import typer
 
-from .common import cli_errors, console, load_toml_defaults
+from .common import (
+    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, QuietOpt,
+    SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_writable, cli_errors, config_option, console,
+    set_threads,
+)
+from .progress import step_progress
 
 
 def generate(ckpt_path: Path, *, solver: str, steps: int, n: int, seed: int, device: str, quiet: bool,
-             t_eps: float = 1e-3, denoise: bool = False, grid: str = "quadratic"):
+             t_eps: float = 1e-3, denoise: bool = False, grid: Optional[str] = None,
+             batch_size: Optional[int] = None):
     """`kinetic.evaluation.generate` with a Rich progress bar: (samples, nfe, seconds)."""
     from kinetic.evaluation import generate as _generate
 
-    from .progress import step_progress
-
-    with step_progress(f"sampling ({solver})", steps, quiet or solver == "ode") as cb:
+    total = steps * -(-n // batch_size) if batch_size else steps
+    with step_progress(f"sampling ({solver})", total, quiet or solver == "ode") as cb:
         return _generate(ckpt_path, solver=solver, steps=steps, n=n, seed=seed, device=device, t_eps=t_eps,
-                         denoise=denoise, callback=cb, grid=grid)
+                         denoise=denoise, callback=cb, grid=grid, batch_size=batch_size)
+
+
+def _save(x, nfe: int, out: Path) -> None:
+    import numpy as np
+
+    from kinetic.fileio import atomic_write
+
+    if out.suffix.lower() == ".npz":
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez appends no suffix
+                np.savez(f, samples=x.numpy(), nfe=np.int64(nfe))
+
+        atomic_write(out, write)
+        return
+    from kinetic.data import save_image_grid, save_scatter
+
+    if x.dim() == 4:
+        save_image_grid(x, out, scale=max(1, -(-32 // int(x.shape[-1]))))  # 8x8 -> x4
+    elif x.dim() == 2 and x.shape[1] == 2:
+        save_scatter(x, out)
+    else:
+        raise ValueError(f"--out .png needs images or 2-D points; these samples have shape {tuple(x.shape[1:])}: use .npz")
 
 
 @cli_errors
 def sample_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run directory or a checkpoint .pt file."),
-    solver: str = typer.Option("ei", "--solver", help="em, pc, sscs, lie_trotter, ei, ode or torchsde."),
-    steps: int = typer.Option(50, "--steps", help="Solver steps (ignored by the adaptive ode solver)."),
+    checkpoint: CheckpointOpt,
+    solver: SolverOpt = "ei",
+    steps: StepsOpt = 50,
     n: int = typer.Option(64, "--n", help="Number of samples."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
     out: Optional[Path] = typer.Option(None, "--out", help="x.png (image grid or 2-D scatter) or x.npz (array 'samples')."),
-    grid: str = typer.Option("quadratic", "--grid", help="Time grid: uniform, quadratic (fine near the data) or logsnr."),
-    t_eps: float = typer.Option(1e-3, "--t-eps", help="Sampling stops at this time."),
-    denoise: bool = typer.Option(False, "--denoise", help="Finish with a Tweedie denoising step (+1 NFE)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with defaults for these options; flags override it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    grid: GridOpt = None,
+    t_eps: TEpsOpt = 1e-3,
+    denoise: DenoiseOpt = False,
+    clamp: Optional[bool] = typer.Option(
+        None, "--clamp/--no-clamp",
+        help="Clamp the samples to the data range [-1, 1], as a picture shows them (default: on for image data, off for 2-D toys).",
+    ),
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    threads: ThreadsOpt = DEFAULT_THREADS,
+    config: config_option("sample") = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sample from a trained model; the SDE, network and data shape come from the checkpoint.
 
@@ -47,31 +80,27 @@ def sample_cmd(
     """
     import numpy as np
 
-    opts = load_toml_defaults(config, locals(), "sample", sample_cmd)
-    if opts["out"] is not None and Path(opts["out"]).suffix.lower() not in (".png", ".npz"):
-        raise ValueError(f"--out must end in .png or .npz, got {opts['out']}")
-    x, nfe, seconds = generate(
-        Path(opts["checkpoint"]), solver=opts["solver"], steps=int(opts["steps"]), n=int(opts["n"]), seed=int(opts["seed"]),
-        device=opts["device"], quiet=opts["quiet"], t_eps=float(opts["t_eps"]), denoise=bool(opts["denoise"]),
-        grid=opts["grid"],
-    )
-    out = opts["out"]
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".npz":
-            np.savez(out, samples=x.numpy(), nfe=np.int64(nfe))
-        else:
-            from kinetic.data import save_image_grid, save_scatter
+    from kinetic.evaluation import DEFAULT_GRID, clamp_to_data_range
 
-            if x.dim() == 4:
-                save_image_grid(x.clamp(-1, 1), out, scale=max(1, -(-32 // int(x.shape[-1]))))  # 8x8 -> x4
-            elif x.dim() == 2 and x.shape[1] == 2:
-                save_scatter(x, out)
-            else:
-                raise ValueError(f"--out .png needs images or 2-D points; these samples have shape {tuple(x.shape[1:])}: use .npz")
+    set_threads(threads)
+    out = check_writable(out, "--out", (".png", ".npz"))  # before the work
+    x, nfe, seconds = generate(
+        checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=device, quiet=quiet, t_eps=t_eps,
+        denoise=denoise, grid=grid, batch_size=batch_size,
+    )
+    images = x.dim() == 4
+    clamped = images if clamp is None else clamp
+    note = ""
+    if clamped:
+        x, outside = clamp_to_data_range(x)
+        note = f"  clamped to [-1, 1] ({100 * outside:.2g}% of values were outside)"
+    if out is not None:
+        _save(x, nfe, out)
     finite = bool(np.isfinite(x.numpy()).all())
+    shown = grid if grid is not None else (f"{DEFAULT_GRID} (default)" if DEFAULT_GRID else "default")
     console.print(
-        f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}  solver={opts['solver']} ({opts['grid']} grid)  NFE={nfe}  "
-        f"wall time {seconds:.2f} s" + (f"  -> {out}" if out else "") + ("" if finite else "  [red](non-finite values!)[/]")
+        f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}  solver={solver} ({shown} grid)  NFE={nfe}  "
+        f"wall time {seconds:.2f} s{note}" + (f"  -> {out}" if out else "")
+        + ("" if finite else "  [red](non-finite values!)[/]"),
+        highlight=False,
     )

@@ -1,145 +1,162 @@
-"""`kinetic train`: train a score model (register with ``app.command("train")(train)``)."""
+"""`kinetic train`: train a score model (register with ``app.command("train")(train)``).
+
+Where each setting comes from: TrainConfig's defaults <- a ``--config`` file <- flags given on the
+command line (Click's parameter source says which were given). ``--resume`` takes the run's own
+config from its directory; flags may then change only what is safe (`SAFE_ON_RESUME`).
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from .common import console, err_console, fail
+from kinetic.config import RUN_CONTROL, SAFE_ON_RESUME, TrainConfig
 
-# Every option defaults to None so that "given on the command line" can be told apart from "not
-# given": explicit flags override a --config file, which overrides TrainConfig's defaults.
+from .common import DEFAULT_THREADS, ThreadsOpt, clip, console, err_console, fail, first_line, set_threads, source
+from .progress import TrainProgress
 
-
-def _option_name(field: str | None) -> str:
-    return f"--{field.replace('_', '-')}" if field else "config"
+_D = TrainConfig()  # the defaults shown by --help are the library's
 
 
-def _config_from_cli(config_file: Optional[Path], flags: dict):
-    """TrainConfig from TrainConfig() <- the TOML file <- explicit flags; sde chosen from --order."""
-    from kinetic.config import ConfigError, TrainConfig
+def _names(field: str) -> str:
+    from kinetic.config import CHOICES
 
-    if config_file is not None:
-        try:
-            cfg = TrainConfig.load(config_file)
-        except ConfigError as err:
-            raise ConfigError(f"--config: {err}", None) from None
-    else:
-        cfg = TrainConfig()
-    given = {k: v for k, v in flags.items() if v is not None}
+    return ", ".join(CHOICES[field]())
+
+
+#: options that map to TrainConfig fields (the others steer the command itself)
+FIELDS = ("sde", "order", "data", "data_dir", "model", "model_size", "parameterization", "steps", "batch_size", "lr",
+          "seed", "device", "out", "resume", "overwrite", "sample_every", "ckpt_every", "eval_every", "tensorboard")
+
+
+def _option(field: str | None) -> str:
+    return f"--{field.replace('_', '-')}" if field else "--config"
+
+
+def _read_file(config_file: Optional[Path]) -> dict[str, Any]:
+    """The --config file as TrainConfig fields (resume / overwrite never replayed from a file)."""
+    from kinetic.config import ConfigError, load_toml
+
+    if config_file is None:
+        return {}
+    try:
+        d = load_toml(config_file)
+        for name in ("resume", "overwrite"):
+            if d.get(name) is True:
+                raise ConfigError(f"{name} = true in a config file is not used (run control is never read from a "
+                                  f"file): give {_option(name)} on the command line", name)
+            d.pop(name, None)
+        TrainConfig.from_dict(d)  # unknown fields and bad values, named as the file's
+    except ConfigError as err:
+        raise fail(f"--config {clip(config_file, 200)}: {err}") from None
+    return d
+
+
+def _run_config(out: Path) -> dict[str, Any]:
+    """The config of the run in ``out``: its config.toml, else its checkpoint's."""
+    from kinetic.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+    from kinetic.config import ConfigError, load_toml
+
+    if not (out / CHECKPOINT_NAME).is_file():
+        raise fail(f"--resume: no checkpoint to resume from at {clip(out / CHECKPOINT_NAME, 300)}")
+    try:
+        d = load_toml(out / "config.toml") if (out / "config.toml").is_file() else load_checkpoint(out).get("config", {})
+    except (ConfigError, CheckpointError) as err:
+        raise fail(f"--resume: {first_line(err)}") from None
+    fields = set(TrainConfig.field_names())
+    return {k: v for k, v in d.items() if k in fields and k not in RUN_CONTROL}
+
+
+def resolve_config(config_file: Optional[Path], flags: dict[str, Any]) -> TrainConfig:
+    """TrainConfig from the defaults <- the file <- the flags given; --order alone picks the preset;
+    with --resume, the run's own config <- the safe flags."""
+    from kinetic.presets import preset_for_order
+
+    base = _read_file(config_file)
+    given = dict(flags)
+    if given.get("resume") and given.get("overwrite"):
+        raise fail("--resume and --overwrite exclude each other: --resume continues the run, --overwrite replaces it")
     if "order" in given and "sde" not in given:
         k = given["order"]
         if isinstance(k, int) and k < 1:
-            raise ConfigError(f"order must be an integer >= 1; got {k}", "order")
-        if cfg.sde != "langevin" or config_file is None:
-            given["sde"] = {1: "vp", 2: "cld", 3: "hold"}.get(k, "langevin")
+            raise fail(f"--order: order must be an integer >= 1; got {k}")
+        if base.get("sde") != "langevin":
+            given["sde"] = preset_for_order(k)
         if given["sde"] != "langevin":
             given["order"] = None  # vp / cld / hold have a fixed order
     if given.get("sde") not in (None, "langevin") and "order" not in given:
         given["order"] = None
-    if "sde" in given and given["sde"] != cfg.sde and "sde_params" not in given:
-        given["sde_params"] = {}  # the file's preset arguments belong to the file's SDE
-    try:
-        return cfg.replace(**given).validate()
-    except TypeError as err:  # pragma: no cover - a field name typo in this module
-        raise ConfigError(str(err), None) from None
+    if "sde" in given and given["sde"] != base.get("sde", _D.sde) and "sde_params" not in given:
+        base.pop("sde_params", None)  # the file's preset arguments belong to the file's SDE
+    values = {**base, **given}
+    if given.get("resume"):
+        where = TrainConfig.from_dict({k: v for k, v in values.items() if k != "resume"}).out_dir()
+        run = _run_config(where)
+        from kinetic.checkpoint import _close
+
+        changed = [k for k, v in values.items() if k in run and k not in SAFE_ON_RESUME + RUN_CONTROL
+                   and not _close(v, run[k])]
+        if changed:
+            parts = ", ".join(f"{_option(k) if k in given else k} {clip(repr(values[k]), 60)} (the run has "
+                              f"{clip(repr(run[k]), 60)})" for k in changed)
+            raise fail(f"--resume: {parts}; a resumed run keeps its settings: leave them out, or use another --out "
+                       f"(may change: {', '.join(SAFE_ON_RESUME)})")
+        values = {**run, **{k: v for k, v in values.items() if k in SAFE_ON_RESUME}, "out": str(where), "resume": True}
+    return TrainConfig.from_dict(values)
 
 
-class _Progress:
-    """Rich progress bar fed by train()'s callback: loss and examples/s."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.progress = None
-        self.task = None
-        self.messages: list[str] = []
-
-    def __enter__(self):
-        if not self.quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("[bold]training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[speed]} ex/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=False,
-            )
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-        return False
-
-    def __call__(self, info: dict) -> None:
-        ev = info.get("event")
-        if self.progress is None:
-            return
-        if ev == "start":
-            self.task = self.progress.add_task(
-                "training", total=info["steps"], completed=info["step"], loss="-", speed="-"
-            )
-            self.progress.console.print(
-                f"{info['sde']} | {info['model']['kind']} ({info['model']['size']}, {info['params'] / 1e6:.2f}M params) "
-                f"| data {info['model']['data_shape']} | {info['device']} x{info['world_size']} | out {info['out']}",
-                highlight=False,
-            )
-        elif ev == "step" and self.task is not None:
-            self.progress.update(
-                self.task, completed=info["step"], loss=f"{info['loss']:.4f}", speed=f"{info['examples_per_s']:.0f}"
-            )
-        elif ev == "samples":
-            self.progress.console.print(f"samples: {info['path']}", highlight=False)
-        elif ev == "samples_error":
-            self.progress.console.print(f"[yellow]warning:[/] {info['error']}", highlight=False)
+def _print_artefacts(summary: dict, wall: float) -> None:
+    speed = summary["examples_per_s"]
+    console.print(
+        f"trained steps {summary['start_step']}..{summary['step']} in {wall:.0f}s"
+        + (f" ({speed:.0f} examples/s)" if speed else "")
+        + (f", loss {summary['loss']:.4f}" if summary["loss"] is not None else ""),
+        highlight=False,
+    )
+    if summary.get("eval"):
+        e = summary["eval"]
+        console.print(f"{e['metric']} at step {e['step']}: {e['value']:.4g}", highlight=False)
+    width = max(len(k) for k in summary["artefacts"]) + 1
+    for what, path in summary["artefacts"].items():
+        console.print(f"{(what + ':').ljust(width)} {path}", highlight=False, soft_wrap=True)
+    if summary["samples_error"]:
+        console.print(f"[yellow]warning:[/] {summary['samples_error']}", highlight=False)
 
 
 def train(
-    sde: Optional[str] = typer.Option(None, "--sde", help="vp, ve, cld, hold or langevin [default: hold]."),
+    ctx: typer.Context,
+    sde: str = typer.Option(_D.sde, "--sde", help=f"SDE preset: {_names('sde')}."),
     order: Optional[int] = typer.Option(
         None, "--order", help="Order K: alone, 1 = vp, 2 = cld, 3 = hold, other K = langevin(K); with --sde langevin its order."
     ),
-    data: Optional[str] = typer.Option(
-        None, "--data", help="swissroll, moons, checkerboard, gaussians8, digits, cifar10 or folder [default: digits]."
-    ),
+    data: str = typer.Option(_D.data, "--data", help=f"Dataset: {_names('data')}."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder for cifar10 / folder data."),
-    model: Optional[str] = typer.Option(None, "--model", help="mlp or unet [default: mlp for 2-D data, unet for images]."),
-    model_size: Optional[str] = typer.Option(None, "--model-size", help="tiny, small or cifar [default: small]."),
-    parameterization: Optional[str] = typer.Option(
-        None, "--parameterization", help="x0, eps, score or mixed (see docs/training.md) [default: x0]."
+    model: str = typer.Option(_D.model, "--model", help=f"Network: {_names('model')} (auto: mlp for 2-D data, unet for images)."),
+    model_size: str = typer.Option(_D.model_size, "--model-size", help=f"Network size: {_names('model_size')}."),
+    parameterization: str = typer.Option(
+        _D.parameterization, "--parameterization", help=f"What the network predicts: {_names('parameterization')} (see docs/training.md)."
     ),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps [default: TrainConfig.steps]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW, linear warm-up)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N [default: auto]."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/<sde>-<data>]."),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out from its checkpoint."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Start afresh even if --out holds a checkpoint."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of TrainConfig fields; flags override it."),
+    steps: int = typer.Option(_D.steps, "--steps", help="Total optimisation steps (with --resume: the new total)."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Global batch size."),
+    lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (AdamW, linear warm-up)."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Random seed."),
+    device: str = typer.Option(_D.device, "--device", help="auto, cpu, cuda or cuda:N."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<sde>-<data>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with its own settings (only steps, logging and sampling may change)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its checkpoint, samples and logs)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of TrainConfig fields; flags given here override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Write a sample grid every N steps (0: at the end only)."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Write a checkpoint every N steps (0: at the end only)."),
-    threads: int = typer.Option(
-        1, "--threads", help="torch CPU threads (1 is fastest for the small models and on shared machines)."
+    sample_every: int = typer.Option(_D.sample_every, "--sample-every", help="Write a sample grid every N steps (0: at the end only)."),
+    ckpt_every: int = typer.Option(_D.ckpt_every, "--ckpt-every", help="Write a checkpoint every N steps (0: at the end only)."),
+    eval_every: int = typer.Option(
+        _D.eval_every, "--eval-every", help="Every N steps log fd-digits (digits) or sliced Wasserstein (2-D toys) of the EMA model (0: never)."
     ),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files (needs the tensorboard package)."),
+    threads: ThreadsOpt = DEFAULT_THREADS,
 ) -> None:
     """Train a score model; with no options, HOLD on the 8x8 digits with the small U-Net (a few CPU minutes).
 
@@ -149,45 +166,45 @@ def train(
 
       kinetic train --sde cld --data moons --steps 3000 --out runs/cld-moons
 
-      kinetic train --order 4 --data digits --resume
+      kinetic train --order 4 --data digits --eval-every 200
+
+      kinetic train --out runs/cld-moons --resume --steps 6000
 
       torchrun --nproc_per_node 2 --no-python kinetic train --device cpu --steps 2000
     """
     from kinetic.checkpoint import CheckpointError
     from kinetic.config import ConfigError
     from kinetic.data import DataError
-    from kinetic.training import TrainingError
+    from kinetic.training import RunDirError, TrainingError
     from kinetic.training import train as run_training
 
-    flags = {
+    values = {
         "sde": sde, "order": order, "data": data, "data_dir": str(data_dir) if data_dir is not None else None,
         "model": model, "model_size": model_size, "parameterization": parameterization, "steps": steps,
         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
         "out": str(out) if out is not None else None, "resume": resume, "overwrite": overwrite,
-        "sample_every": sample_every, "ckpt_every": ckpt_every,
+        "sample_every": sample_every, "ckpt_every": ckpt_every, "eval_every": eval_every, "tensorboard": tensorboard,
     }
+    flags = {k: v for k, v in values.items() if source(ctx, k) == "COMMANDLINE"}
     main_rank = int(os.environ.get("RANK", "0") or 0) == 0
-    if threads < 1:
-        raise fail(f"--threads: must be an integer >= 1; got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)  # two threads per process on two busy cores made steps ~25x slower
+    set_threads(threads)  # two threads per process on two busy cores made steps ~25x slower
     try:
-        cfg = _config_from_cli(config, flags)
+        cfg = resolve_config(config, flags)
         if cfg.data in ("cifar10", "folder") and cfg.data_dir is not None and not Path(cfg.data_dir).exists():
             raise DataError(f"--data-dir: {cfg.data_dir} does not exist")
         t0 = time.perf_counter()
-        with _Progress(quiet or not main_rank) as progress:
+        with TrainProgress(quiet or not main_rank) as progress:
             summary = run_training(cfg, callback=progress)
     except ConfigError as err:
         msg = str(err)
-        name = _option_name(err.field)
-        raise fail(msg if msg.startswith("--") else f"{name}: {msg}") from None
+        raise fail(msg if msg.startswith("--") else f"{_option(err.field)}: {msg}") from None
     except DataError as err:
-        msg = str(err).strip().splitlines()[0]
+        msg = first_line(err)
         raise fail(msg if "--data" in msg else f"--data: {msg}") from None
     except CheckpointError as err:
-        raise fail(f"--resume: {str(err).strip().splitlines()[0]}") from None
+        raise fail(f"--resume: {first_line(err)}") from None
+    except RunDirError as err:
+        raise fail(f"--out: {err}") from None
     except TrainingError as err:
         err_console.print(f"[bold red]Error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -205,17 +222,4 @@ def train(
         raise typer.Exit(130)
     if quiet or not main_rank:
         return
-    speed = summary["examples_per_s"]
-    console.print(
-        f"trained steps {summary['start_step']}..{summary['step']} in {wall:.0f}s"
-        + (f" ({speed:.0f} examples/s)" if speed else "")
-        + (f", loss {summary['loss']:.4f}" if summary["loss"] is not None else ""),
-        highlight=False,
-    )
-    console.print(f"checkpoint: {summary['checkpoint']}", highlight=False)
-    if summary["samples"]:
-        console.print(f"samples:    {summary['samples'][-1]}", highlight=False)
-    if summary["samples_error"]:
-        console.print(f"[yellow]warning:[/] {summary['samples_error']}", highlight=False)
-    if summary["loss_curve"]:
-        console.print(f"loss curve: {summary['loss_curve']}", highlight=False)
+    _print_artefacts(summary, wall)

@@ -7,7 +7,7 @@
     logp = kn.log_likelihood(sde, score_fn, x)
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from . import analytic, schedules, solvers
 from .checkpoint import CheckpointError, load_checkpoint, load_model

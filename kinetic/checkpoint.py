@@ -1,6 +1,9 @@
-"""Checkpoints: plain data and tensors only, written atomically, loaded with ``weights_only=True``.
+"""The checkpoint file: its schema, atomic writing, checked loading and the compatibility check.
 
-A checkpoint is a dict::
+Used by training (write, resume), sampling and evaluation (`load_model`), so it lives beside them
+rather than inside `kinetic.training`. A checkpoint holds plain data and tensors only and loads
+with ``torch.load(weights_only=True)``: a file holding other Python objects is refused, never
+unpickled. It is a dict::
 
     format            "kinetic-checkpoint"
     format_version    1
@@ -8,13 +11,15 @@ A checkpoint is a dict::
     step              int
     model, ema        state dicts of the plain network (not of DDP / compiled wrappers)
     optimizer         AdamW state dict
-    rng               {"torch": ByteTensor, "cuda": [ByteTensor] | None,
-                       "data": [ByteTensor per rank], "noise": [ByteTensor per rank]}
+    rng               {"ranks": [{"torch": ByteTensor, "cuda": [ByteTensor] | None,
+                                  "data": ByteTensor, "noise": ByteTensor}, ... one per DDP rank]}
     sde               LinearSDE.spec()
     model_config      {"kind", "size", "data_shape", "order", "parameterization", "data_std",
                        "input_scaling"}
     config            TrainConfig.to_dict()
-    history           {"step": [...], "loss": [...]}
+    history           {"step": [...], "loss": [...], "window": [...],
+                       "eval_step": [...], "eval_value": [...], "eval_metric": str}  (eval_*: optional)
+    skipped           int (skipped non-finite steps)
     world_size        int
 """
 
@@ -27,17 +32,23 @@ from typing import Any
 
 import torch
 
+from ._version import __version__
 from .fileio import atomic_write
 
 __all__ = [
     "CheckpointError",
+    "CHECKPOINT_NAME",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION",
+    "checkpoint_file",
     "save_checkpoint",
     "load_checkpoint",
+    "check_compatible",
     "load_model",
 ]
 
+#: The checkpoint's file name inside a run directory (defined here only).
+CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "kinetic-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -51,11 +62,15 @@ def _major_minor(v: str) -> tuple[str, ...]:
     return tuple(str(v).split(".")[:2])
 
 
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or ``path / CHECKPOINT_NAME`` when ``path`` is a run directory."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` (plus format / version fields) atomically: temp file in the same folder,
     then ``os.replace``; the temp file is removed on any failure."""
-    from . import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {
@@ -68,31 +83,34 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[str, Any]:
-    """Load and check a checkpoint (``torch.load(weights_only=True)``).
+    """Load and check a checkpoint (``torch.load(weights_only=True)``); ``path`` may be a run directory.
 
-    Raises CheckpointError when the file is missing or unreadable, is not a kinetic checkpoint,
-    has another format version, or was written by a kinetic of another major.minor version.
+    Raises CheckpointError when the file is missing or unreadable, is not a kinetic checkpoint
+    (including files that hold Python objects: they are refused, never unpickled), has another
+    format version, or was written by a kinetic of another major.minor version.
     """
-    from . import __version__
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running the file's code: never do that
+        raise CheckpointError(
+            f"cannot read {path}: not a kinetic checkpoint (it holds Python objects, not only tensors and plain "
+            "data; kinetic never unpickles those, since a file from an untrusted source could run code)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, OverflowError) as err:
+        msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot read checkpoint {path} (not a kinetic checkpoint?): {msg}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a kinetic checkpoint (no format field {CHECKPOINT_FORMAT!r})")
     if ckpt.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {ckpt.get('format_version')!r}; this kinetic reads "
+            f"{path} has checkpoint format version {str(ckpt.get('format_version'))[:40]!r}; this kinetic reads "
             f"version {CHECKPOINT_FORMAT_VERSION}"
         )
-    v = str(ckpt.get("kinetic_version"))
+    v = str(ckpt.get("kinetic_version"))[:40]
     if _major_minor(v) != _major_minor(__version__):
         raise CheckpointError(
             f"{path} was written by kinetic {v}; this is kinetic {__version__} (major.minor must match)"
@@ -103,29 +121,78 @@ def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[st
     return ckpt
 
 
+def _close(a: Any, b: Any, rel: float = 1e-9) -> bool:
+    """Structural equality of plain data, floats to a relative tolerance."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or abs(a - b) <= rel * max(abs(a), abs(b))
+    return a == b
+
+
+def check_compatible(ckpt: dict[str, Any], sde, model_config: dict[str, Any], where: str = "checkpoint") -> None:
+    """CheckpointError unless the checkpoint's SDE (spec) and model configuration match ``sde`` and
+    ``model_config`` (what a run resuming from it would build)."""
+    if not _close(ckpt.get("sde"), sde.spec()):
+        spec = ckpt.get("sde") or {}
+        raise CheckpointError(
+            f"{where} was trained with a different SDE ({spec.get('name')!r}, params {spec.get('params')}) than "
+            f"this run ({sde.name!r}, params {sde.params}); use another --out or the same SDE settings"
+        )
+    mc = ckpt.get("model_config", {})
+    diff = [k for k in model_config if not _close(mc.get(k), model_config[k])]
+    if diff:
+        parts = ", ".join(f"{k}: {mc.get(k)!r} -> {model_config[k]!r}" for k in diff)
+        raise CheckpointError(f"{where} has a different model configuration ({parts})")
+
+
+def _non_finite(state: dict[str, Any]) -> list[str]:
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
     """Rebuild the trained model of a checkpoint: returns ``(score_model, ckpt)``.
 
     ``score_model`` is a `kinetic.score.ScoreModel` in eval mode holding the EMA weights
     (``ema=False``: the raw weights); ``score_model.score`` is a ``score_fn`` for the samplers and
-    ``score_model.sde`` the SDE it was trained for.
+    ``score_model.sde`` the SDE it was trained for. Non-finite weights raise CheckpointError
+    naming the tensors.
     """
+    # kinetic.models is the repository's models/ folder, installed under that name (pyproject package-dir)
     from .models import build_model
-    from .score import ScoreModel
+    from .score import ScoreModel, output_blocks
     from .sde import LinearSDE
 
     ckpt = load_checkpoint(path)
+    where = checkpoint_file(path)
     mc = ckpt["model_config"]
     try:
         sde = LinearSDE.from_spec(ckpt["sde"])
-        net = build_model(mc["kind"], mc["size"], mc["data_shape"], mc["order"])
-        weights = ckpt["ema"] if ema and ckpt.get("ema") is not None else ckpt["model"]
+        net = build_model(
+            mc["kind"], mc["size"], mc["data_shape"], mc["order"], output_blocks(sde, mc["parameterization"])
+        )
+        which = "ema" if ema and ckpt.get("ema") is not None else "model"
+        weights = ckpt[which]
+        bad = _non_finite(weights)
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise CheckpointError(
+                f"checkpoint {where} holds non-finite {which} weights ({', '.join(bad[:3])}{more}): the run diverged "
+                "before it was written; use an earlier checkpoint"
+            )
         net.load_state_dict(weights)
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path} does not rebuild its model: {err}") from None
-    sm = ScoreModel(
-        net, sde, mc["parameterization"], data_std=mc.get("data_std", 1.0), input_scaling=mc.get("input_scaling", True)
-    )
+        sm = ScoreModel(
+            net, sde, mc["parameterization"], data_std=mc.get("data_std", 1.0), input_scaling=mc.get("input_scaling", True)
+        )
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError, ArithmeticError) as err:
+        msg = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise CheckpointError(f"checkpoint {where} does not rebuild its model: {type(err).__name__}: {msg}") from None
     if device is not None:
         sm.to(device)
     sm.eval()

@@ -1,7 +1,16 @@
 """`TrainConfig`: every setting of a training run, as plain data, with TOML load/save.
 
+A `TrainConfig` is checked once, when it is made (``TrainConfig(...)``, ``from_dict``, ``load``,
+``replace``), and is frozen afterwards: an instance that exists is valid, so `kinetic.training`
+never checks it again. The choice fields read their names from the registries that own them
+(`CHOICES`): the SDE presets, datasets, models, parameterisations, weightings, time samplings and
+solvers each define their names once, in their own module.
+
 Reading uses the standard library's ``tomllib``; writing uses ``tomli_w`` when installed and
 otherwise a tiny writer for the flat table (plus the ``[sde_params]`` sub-table) this class needs.
+The run-control fields (`RUN_CONTROL`: out, resume, overwrite) say what to do with a run
+directory, not how to train: no file turns on ``resume`` or ``overwrite``, and the ``config.toml``
+that a run writes into its directory holds none of the three.
 """
 
 from __future__ import annotations
@@ -12,14 +21,88 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["TrainConfig", "ConfigError", "dump_toml", "load_toml"]
+__all__ = ["TrainConfig", "ConfigError", "CHOICES", "RUN_CONTROL", "SAFE_ON_RESUME", "dump_toml", "load_toml", "show"]
 
-SDE_NAMES = ("vp", "ve", "cld", "hold", "langevin")
-MODEL_KINDS = ("auto", "mlp", "unet")
-MODEL_SIZES = ("tiny", "small", "cifar")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+#: Fields that steer what happens to the run directory; never saved to, nor replayed from, a file.
+RUN_CONTROL = ("out", "resume", "overwrite")
+#: Fields a resumed run may change: they do not alter what is being trained, only for how long and
+#: what is written along the way. Everything else comes from the run's own config.
+SAFE_ON_RESUME = (
+    "steps", "log_every", "ckpt_every", "sample_every", "n_samples", "sample_steps", "sample_solver",
+    "sample_t_eps", "eval_every", "eval_n", "tensorboard", "device", "skip_nonfinite",
+)
+#: Upper bound of ``sample_steps`` (shared with the sampling CLI, see `kinetic.evaluation.MAX_STEPS`).
+MAX_SAMPLE_STEPS = 100_000
+
+
+def _sde_names():
+    from .presets import PRESETS
+
+    return tuple(PRESETS)
+
+
+def _datasets():
+    from .data import DATASETS
+
+    return DATASETS
+
+
+def _model_kinds():
+    from .models import MODEL_KINDS  # kinetic.models is the repository's models/ folder (pyproject package-dir)
+
+    return MODEL_KINDS
+
+
+def _model_sizes():
+    from .models import MODEL_SIZES
+
+    return MODEL_SIZES
+
+
+def _parameterizations():
+    from .score import PARAMETERIZATIONS
+
+    return PARAMETERIZATIONS
+
+
+def _weightings():
+    from .losses import WEIGHTINGS
+
+    return WEIGHTINGS
+
+
+def _time_samplings():
+    from .losses import TIME_SAMPLINGS
+
+    return TIME_SAMPLINGS
+
+
+def _solvers():
+    from .solvers import SOLVERS
+
+    return tuple(SOLVERS)
+
+
+#: field -> the registry that owns its names (read when a config is checked, never copied here).
+CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "sde": _sde_names,
+    "data": _datasets,
+    "model": _model_kinds,
+    "model_size": _model_sizes,
+    "parameterization": _parameterizations,
+    "weighting": _weightings,
+    "time_sampling": _time_samplings,
+    "sample_solver": _solvers,
+}
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error lines never echo a hostile value in full."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[: limit - 20]}...({len(r)} characters)"
 
 
 class ConfigError(ValueError):
@@ -30,15 +113,16 @@ class ConfigError(ValueError):
         self.field = field
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run (see ``docs/training.md``).
+    """Settings of one training run (see ``docs/training.md``); checked when made, then frozen.
 
     The defaults are the quick CPU run of ``kinetic train``: HOLD on the 8x8 digits with the small
     U-Net, 600 steps of batch 64 (recognisable digits in about five minutes on two busy cores).
 
     ``batch_size`` is the global batch (split evenly across DDP ranks). ``sample_every`` /
-    ``ckpt_every`` of 0 mean "only at the end". ``out`` of None means ``runs/<sde>-<data>``.
+    ``ckpt_every`` of 0 mean "only at the end"; ``eval_every`` of 0 means never. ``out`` of None
+    means ``runs/<sde>-<data>``.
     """
 
     # what to model
@@ -75,6 +159,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     overwrite: bool = False
+    # what is written along the way
     log_every: int = 10
     ckpt_every: int = 200
     sample_every: int = 300
@@ -82,6 +167,12 @@ class TrainConfig:
     sample_steps: int = 100
     sample_solver: str = "ei"
     sample_t_eps: float = 1e-3
+    eval_every: int = 0
+    eval_n: int = 500
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        self._check()
 
     # ------------------------------------------------------------------ plain data
     def to_dict(self) -> dict[str, Any]:
@@ -101,26 +192,50 @@ class TrainConfig:
         unknown = sorted(set(d) - set(cls.field_names()))
         if unknown:
             raise ConfigError(
-                f"unknown config field(s): {', '.join(unknown)}; valid: {', '.join(cls.field_names())}", unknown[0]
+                f"unknown config field(s): {', '.join(show(u, 40) for u in unknown)}; valid: {', '.join(cls.field_names())}",
+                unknown[0],
             )
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
+        """A copy with ``changes`` (checked like any new config)."""
         return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TrainConfig":
+        """Check again (a config is already checked when made); returns self."""
+        self._check()
+        return self
 
     # ------------------------------------------------------------------ TOML
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainConfig":
-        """Read a TOML file (any subset of the fields)."""
-        return cls.from_dict(load_toml(path))
+        """Read a TOML file (any subset of the fields).
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write this config as TOML (None values are omitted: they mean "the default")."""
+        ``resume`` / ``overwrite`` are run-control flags: a file may not turn them on (a saved config
+        must never replace or continue a run by itself); ``false`` is accepted and ignored (files
+        written by kinetic 0.1.0 hold both).
+        """
+        d = load_toml(path)
+        for name in ("resume", "overwrite"):
+            if name in d:
+                if d[name] is True:
+                    raise ConfigError(
+                        f"{name} = true in a config file is not used: run control is never read from a file; "
+                        f"give --{name} on the command line (TrainConfig({name}=True) from Python)", name,
+                    )
+                del d[name]
+        return cls.from_dict(d)
+
+    def save(self, path: str | os.PathLike[str], *, include_out: bool = True) -> Path:
+        """Write this config as TOML; None values (the default) are omitted, and so are ``resume`` and
+        ``overwrite``, which no file replays. A run directory's own ``config.toml`` is written with
+        ``include_out=False``: re-running it with ``--config`` starts a new run elsewhere instead of
+        pointing at the run it came from."""
         from .fileio import atomic_write_text
 
-        return atomic_write_text(path, dump_toml(self.to_dict()))
+        skip = ("resume", "overwrite") if include_out else RUN_CONTROL
+        d = {k: v for k, v in self.to_dict().items() if k not in skip}
+        return atomic_write_text(path, dump_toml(d))
 
     # ------------------------------------------------------------------ derived values
     def run_name(self) -> str:
@@ -131,6 +246,7 @@ class TrainConfig:
         return f"{name}-{self.data}"
 
     def out_dir(self) -> Path:
+        """The run directory as given (``runs/<sde>-<data>`` when ``out`` is None), not resolved."""
         return Path(self.out) if self.out else Path("runs") / self.run_name()
 
     def build_sde(self):
@@ -141,63 +257,72 @@ class TrainConfig:
             return preset(self.sde, order=self.order, **self.sde_params)
         except TypeError as err:
             raise ConfigError(f"sde_params: {err}", "sde_params") from None
-        except ValueError as err:
-            raise ConfigError(str(err), "sde_params") from None
+        except (ValueError, ArithmeticError) as err:
+            raise ConfigError(f"sde_params: {err}", "sde_params") from None
 
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> "TrainConfig":
-        """Raise ConfigError naming the first invalid field; returns self."""
-        from .data import DATASETS
-        from .losses import TIME_SAMPLINGS, WEIGHTINGS
-        from .score import PARAMETERIZATIONS
+    # ------------------------------------------------------------------ the one check
+    def _check(self) -> None:
+        """Raise ConfigError naming the first invalid field; normalise numbers and paths."""
 
-        def choice(name, options):
-            v = getattr(self, name)
-            if v not in options:
-                raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {v!r}", name)
+        def put(name, v):
+            object.__setattr__(self, name, v)
 
-        def integer(name, lo, allow_none=False):
+        def choice(name):
+            v, options = getattr(self, name), CHOICES[name]()
+            if not isinstance(v, str) or v not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {show(v)}", name)
+
+        def integer(name, lo, hi=None, allow_none=False):
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"{name} must be an integer >= {lo}; got {v!r}", name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise ConfigError(f"{name} must be an integer {rng}; got {show(v)}", name)
 
         def number(name, lo=None, hi=None, lo_open=False):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number; got {v!r}", name)
+                raise ConfigError(f"{name} must be a finite number; got {show(v)}", name)
             if lo is not None and (v < lo or (lo_open and v == lo)):
-                raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo}; got {v!r}", name)
+                raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo}; got {show(v)}", name)
             if hi is not None and v > hi:
-                raise ConfigError(f"{name} must be <= {hi}; got {v!r}", name)
-            setattr(self, name, float(v))
+                raise ConfigError(f"{name} must be <= {hi}; got {show(v)}", name)
+            put(name, float(v))
 
         def boolean(name):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}", name)
+                raise ConfigError(f"{name} must be true or false; got {show(getattr(self, name))}", name)
 
-        choice("sde", SDE_NAMES)
+        choice("sde")
         integer("order", 1, allow_none=True)
         if not isinstance(self.sde_params, dict):
-            raise ConfigError(f"sde_params must be a table of preset arguments; got {self.sde_params!r}", "sde_params")
-        choice("data", DATASETS)
+            raise ConfigError(f"sde_params must be a table of preset arguments; got {show(self.sde_params)}", "sde_params")
+        if self.sde != "langevin" and self.order is not None:
+            from .presets import PRESETS
+
+            expected = PRESETS[self.sde]().order
+            if self.order != expected:
+                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
+        choice("data")
         for name in ("data_dir", "out"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise ConfigError(f"{name} must be a path (string); got {v!r}", name)
+                raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
             if v is not None:
-                setattr(self, name, os.fspath(v))
+                put(name, os.fspath(v))
+                if not getattr(self, name):
+                    raise ConfigError(f"{name} must be a non-empty path", name)
         integer("data_n", 1, allow_none=True)
         integer("resolution", 1, allow_none=True)
-        choice("model", MODEL_KINDS)
-        choice("model_size", MODEL_SIZES)
-        choice("parameterization", PARAMETERIZATIONS)
+        choice("model")
+        choice("model_size")
+        choice("parameterization")
         boolean("input_scaling")
         number("data_std", 0.0, lo_open=True)
-        choice("weighting", WEIGHTINGS)
+        choice("weighting")
         number("t_eps", 0.0, lo_open=True)
-        choice("time_sampling", TIME_SAMPLINGS)
+        choice("time_sampling")
         integer("steps", 0)
         integer("batch_size", 1)
         number("lr", 0.0, lo_open=True)
@@ -205,38 +330,57 @@ class TrainConfig:
         integer("warmup", 0)
         number("grad_clip", 0.0)
         number("ema_decay", 0.0, 1.0)
-        for name in ("skip_nonfinite", "amp", "compile", "resume", "overwrite"):
+        for name in ("skip_nonfinite", "amp", "compile", "resume", "overwrite", "tensorboard"):
             boolean(name)
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
+                "overwrite",
+            )
         integer("seed", 0)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
-            raise ConfigError(f"device must be {DEVICES_HELP}; got {self.device!r}", "device")
+            raise ConfigError(f"device must be {DEVICES_HELP}; got {show(self.device)}", "device")
         integer("log_every", 1)
         integer("ckpt_every", 0)
         integer("sample_every", 0)
         integer("n_samples", 0)
-        integer("sample_steps", 1)
-        if not isinstance(self.sample_solver, str) or not self.sample_solver:
-            raise ConfigError(f"sample_solver must be a solver name; got {self.sample_solver!r}", "sample_solver")
+        integer("sample_steps", 1, MAX_SAMPLE_STEPS)
+        choice("sample_solver")
         number("sample_t_eps", 0.0, lo_open=True)
-        if self.sde != "langevin" and self.order is not None:
-            expected = {"vp": 1, "ve": 1, "cld": 2, "hold": 3}[self.sde]
-            if self.order != expected:
-                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
-        return self
+        integer("eval_every", 0)
+        integer("eval_n", 2)
+        if self.eval_every:
+            from .data import IMAGE_DATASETS
+
+            if self.data in IMAGE_DATASETS and self.data != "digits":
+                raise ConfigError(
+                    f"eval_every needs digits (fd-digits) or a 2-D toy (sliced Wasserstein); data {self.data!r} has "
+                    "no built-in metric (use kinetic evaluate with --metric fid)", "eval_every",
+                )
+        sde = self.build_sde()  # the preset's own checks of sde_params (cheap: k x k matrices)
+        if self.t_eps >= sde.T:
+            raise ConfigError(f"t_eps={self.t_eps} must be smaller than the SDE's T={sde.T}", "t_eps")
 
 
 # ---------------------------------------------------------------------- TOML helpers
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML file as a dict; ConfigError (one line) for a missing, unreadable, binary or invalid file."""
     import tomllib
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file (not UTF-8): expected TOML") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
 
@@ -256,7 +400,7 @@ def _toml_value(v: Any, key: str) -> str:
         return json.dumps(os.fspath(v))  # JSON string escapes are valid TOML basic-string escapes
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x, key) for x in v if x is not None) + "]"
-    raise ConfigError(f"cannot write {key}={v!r} ({type(v).__name__}) to TOML")
+    raise ConfigError(f"cannot write {key}={show(v)} ({type(v).__name__}) to TOML")
 
 
 def _toml_key(k: str) -> str:

@@ -5,14 +5,26 @@ Used by `kinetic sample`, `kinetic evaluate` and the quality study; progress goe
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from typing import Callable, Optional
 
 import torch
 
-__all__ = ["METRICS", "resolve_device", "generate", "evaluate_checkpoint", "quantisation_levels"]
+__all__ = [
+    "METRICS", "DEFAULT_GRID", "MAX_STEPS", "resolve_device", "draw", "generate", "evaluate_checkpoint",
+    "clamp_to_data_range", "quantisation_levels",
+]
 
 METRICS = ("nll", "fd-digits", "fid", "swd")
+#: The time grid used when the caller chose none. kn.sample is getting its own default, chosen per
+#: solver (``grid=None``); once that is on main this becomes None, the one line to change.
+DEFAULT_GRID: str | None = "quadratic"
+#: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
+#: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
+MAX_STEPS = 100_000
+_CHUNK_SEED_STRIDE = 1_000_003
 
 
 def resolve_device(device) -> torch.device:
@@ -24,7 +36,7 @@ def resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}") from None
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {str(device)[:40]!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for but no CUDA GPU is available")
     return dev
@@ -35,56 +47,127 @@ def quantisation_levels(data: str) -> int:
     return 17 if data == "digits" else 256
 
 
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[int, ...] | None) -> None:
+    """Types and bounds of the sizes; with ``data_shape``, also that the n samples fit in memory."""
+    for name, v, lo, hi in (("n", n, 1, None), ("steps", steps, 1, MAX_STEPS), ("batch_size", batch_size, 1, None)):
+        if v is None and name == "batch_size":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ValueError(f"{name} must be an integer {rng}, got {str(v)[:40]}")
+    if data_shape is None:
+        return
+    need = n * math.prod(data_shape) * 4  # the float32 samples that are returned
+    avail = _available_memory()
+    if avail is not None and need > avail // 2:
+        raise ValueError(
+            f"n={n} samples of shape {tuple(data_shape)} need {need / 2**30:.3g} GiB as float32, more than half of "
+            f"the {avail / 2**30:.3g} GiB of memory available; draw fewer (smaller n) or in several runs"
+        )
+
+
+def draw(
+    sde, score_fn, shape, *, solver: str = "ei", steps: int = 50, t_eps: float = 1e-3, grid=None,
+    seed: int = 0, batch_size: int | None = None, denoise: bool = False, device=None,
+    callback: Optional[Callable[[dict], None]] = None, **solver_options,
+):
+    """Samples (n, *D) float32 on the CPU and the NFE per sample: `kinetic.sampling.sample` on chunks
+    of ``batch_size`` samples (None: one chunk), so the peak memory does not grow with n.
+
+    Chunk i draws from a generator seeded with ``seed + i * 1000003``: deterministic, and for
+    n <= batch_size the same samples as one unbatched call with ``seed``. ``grid`` None means
+    `DEFAULT_GRID`. (Until ``kn.sample`` batches by itself; then this calls it once.)
+    """
+    from .sampling import sample
+
+    n, data_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
+    _check_sizes(n, steps, batch_size, data_shape)
+    dev = resolve_device(device)
+    chunk = n if batch_size is None else min(batch_size, n)
+    parts, nfe = [], 0
+    for i, start in enumerate(range(0, n, chunk)):
+        m = min(chunk, n - start)
+        gen = torch.Generator(device=dev).manual_seed(int(seed) + i * _CHUNK_SEED_STRIDE)
+        with torch.no_grad():
+            z, nfe = sample(
+                sde, score_fn, (m, *data_shape), solver=solver, steps=steps, t_eps=t_eps, generator=gen,
+                callback=callback, return_state=True, denoise=denoise, device=dev,
+                grid=DEFAULT_GRID if grid is None else grid, **solver_options,
+            )
+        parts.append(z[:, 0].float().cpu())
+        del z
+    return torch.cat(parts), int(nfe)
+
+
+def clamp_to_data_range(x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> tuple[torch.Tensor, float]:
+    """``x`` clamped to the image data range [lo, hi], and the share of values that lay outside it."""
+    outside = float(((x < lo) | (x > hi)).float().mean()) if x.numel() else 0.0
+    return x.clamp(lo, hi), outside
+
+
 def generate(
     checkpoint, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
-    model=None, grid: str = "uniform", **solver_options,
+    model=None, grid=None, batch_size: int | None = None, **solver_options,
 ):
     """Sample from a checkpoint: returns (samples (n, *D) float32 on CPU, nfe, seconds).
 
-    ``model`` may pass an already loaded ``(score_model, ckpt)`` pair to skip loading.
+    ``model`` may pass an already loaded ``(score_model, ckpt)`` pair to skip loading. ``grid``
+    None: the library's default (`DEFAULT_GRID`); ``batch_size``: see `draw`.
     """
     from .checkpoint import load_model
-    from .sampling import sample
     from .solvers import SOLVERS
 
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {str(solver)[:40]!r}")
+    _check_sizes(n, steps, batch_size, None)
     dev = resolve_device(device)
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])
-    gen = torch.Generator(device=dev).manual_seed(seed)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        z, nfe = sample(
-            sm.sde, sm.score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, generator=gen,
-            callback=callback, return_state=True, denoise=denoise, device=dev, grid=grid, **solver_options,
-        )
-    return z[:, 0].float().cpu(), int(nfe), time.perf_counter() - t0
+    x, nfe = draw(sm.sde, sm.score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, grid=grid, seed=seed,
+                  batch_size=batch_size, denoise=denoise, device=dev, callback=callback, **solver_options)
+    return x, nfe, time.perf_counter() - t0
 
 
 def evaluate_checkpoint(
     checkpoint, metrics, *, n: int = 1000, solver: str = "ei", steps: int = 50, seed: int = 0, device="cpu",
     data_dir: Optional[str] = None, inception_weights: Optional[str] = None, reference_stats: Optional[str] = None,
-    t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64, grid: str = "uniform",
-    callback: Optional[Callable[[dict], None]] = None, model=None, samples=None,
+    t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64, grid=None,
+    callback: Optional[Callable[[dict], None]] = None, model=None, samples=None, batch_size: int | None = None,
 ) -> dict:
     """Compute ``metrics`` (names in METRICS) for a checkpoint; returns plain data.
 
-    Sample-based metrics draw ``n`` samples with ``solver``/``steps``; ``nll`` uses the first ``n``
-    examples of the held-out test split. ``callback`` receives {"phase", ...} progress dicts.
+    Sample-based metrics draw ``n`` samples with ``solver``/``steps`` (``grid`` None: the library's
+    default; ``batch_size`` at a time, see `draw`); ``nll`` uses the first ``n`` examples of the
+    held-out test split. ``callback`` receives {"phase", ...} progress dicts.
+
+    ``fid`` loads the Inception network with ``torch.jit.load``, which runs code from the file:
+    pass only a weights file you trust (kinetic never downloads one).
     """
     from .checkpoint import load_model
     from .data import load_dataset
 
+    if isinstance(metrics, str):
+        metrics = [metrics]
     metrics = list(metrics)
     for m in metrics:
         if m not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {m!r}")
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {str(m)[:40]!r}")
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     dev = resolve_device(device)
@@ -103,9 +186,10 @@ def evaluate_checkpoint(
     if samples is None and any(m in ("fd-digits", "fid", "swd") for m in metrics):
         samples, nfe, seconds = generate(
             checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=dev, t_eps=t_eps, denoise=denoise,
-            callback=lambda info: cb({"phase": "sample", **info}), model=model, grid=grid,
+            callback=lambda info: cb({"phase": "sample", **info}), model=model, grid=grid, batch_size=batch_size,
         )
-        result.update({"solver": solver, "grid": grid, "steps": steps, "nfe": nfe, "sampling_seconds": round(seconds, 3)})
+        result.update({"solver": solver, "grid": grid if grid is not None else DEFAULT_GRID, "steps": steps,
+                       "nfe": nfe, "sampling_seconds": round(seconds, 3), "batch_size": batch_size})
     for m in metrics:
         t0 = time.perf_counter()
         if m == "swd":

@@ -13,7 +13,7 @@ import torch
 from .schedules import ConstantSchedule, ExponentialVarianceSchedule, LinearSchedule
 from .sde import MAX_ORDER, LinearSDE
 
-__all__ = ["vp", "ve", "cld", "psld", "hold", "langevin", "langevin_couplings", "preset", "PRESETS"]
+__all__ = ["vp", "ve", "cld", "psld", "hold", "langevin", "langevin_couplings", "preset", "preset_for_order", "PRESETS"]
 
 
 def _pos(name: str, v: float) -> float:
@@ -198,13 +198,18 @@ def langevin(order: int, beta: float = 8.0, aux_var: float = 0.04, T: float = 1.
 PRESETS = {"vp": vp, "ve": ve, "cld": cld, "psld": psld, "hold": hold, "langevin": langevin}
 
 
+def preset_for_order(order: int) -> str:
+    """The preset an order alone names: 1 vp, 2 cld, 3 hold, any other k langevin(k)."""
+    return {1: "vp", 2: "cld", 3: "hold"}.get(order, "langevin")
+
+
 def preset(name: str, order: int | None = None, **kwargs) -> LinearSDE:
     """Build a preset by name; ``preset("langevin", order=4)``; ``preset(None, order=K)`` picks
     VP for K = 1, CLD for 2, HOLD for 3 and the critically damped chain otherwise."""
     if name is None:
         if order is None:
             raise ValueError("preset: give a name or an order")
-        name = {1: "vp", 2: "cld", 3: "hold"}.get(order, "langevin")
+        name = preset_for_order(order)
     if name not in PRESETS:
         raise ValueError(f"sde must be one of {sorted(PRESETS)}, got {name!r}")
     if name == "langevin":

@@ -149,6 +149,11 @@ class LinearSDE:
         self._factors = (F, C0)
         self._S_inf = linalg.stationary_covariance(A, D)
         self._tau_T = float(schedule.integral(torch.tensor(T, dtype=torch.float64)))
+        if not (math.isfinite(self._tau_T) and math.isfinite(self._tau_T * max(self._norm_a, 1.0))):
+            raise ValueError(
+                f"schedule: B(T) = {self._tau_T:.4g} times ||A|| = {self._norm_a:.4g} overflows float64; "
+                "the transitions over [0, T] cannot be computed (use a smaller beta, drift or T)"
+            )
         self._cache: dict = {}
 
     # ------------------------------------------------------------------ attributes

@@ -1,4 +1,9 @@
-"""Score networks (installed as ``kinetic.models``).
+"""Score networks and their registry: this folder is installed as ``kinetic.models``.
+
+The repository keeps it at the top level (``models/``), and ``pyproject.toml`` maps it to
+``kinetic.models`` (setuptools ``package-dir``): import it only under that name, as
+``kinetic.config``, ``kinetic.checkpoint`` and ``kinetic.training`` do (``from .models import ...``
+inside ``kinetic/`` resolves to this folder). A bare ``import models`` would not find it once installed.
 
 Plain ``nn.Module``s with ``forward(x, t)``; nothing here knows about SDEs.
 For a Langevin process of order k on data of shape D, the network input is the
@@ -27,10 +32,10 @@ __all__ = [
     "broadcast_time",
     "PRESETS",
     "MODEL_KINDS",
+    "MODEL_SIZES",
+    "auto_kind",
     "build_model",
 ]
-
-MODEL_KINDS = ("mlp", "unet", "auto")
 
 # Human-readable description of the presets (sizes are approximate and depend
 # a little on input/output widths; the UNet depth adapts to the resolution).
@@ -49,13 +54,47 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 
+def _build_mlp(size: str, shape: tuple[int, ...], order: int, out_blocks: int = 1) -> nn.Module:
+    if len(shape) not in (1, 3):
+        raise ValueError(f"kind='mlp' needs data_shape (D,) or images (C, H, W); got {shape}")
+    if size not in MLP_PRESETS:
+        raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
+    d = math.prod(shape)
+    mlp = MLP.from_preset(size, order * d, out_blocks * d)
+    return mlp if len(shape) == 1 else FlatMLP(mlp, (out_blocks * shape[0], *shape[1:]))
+
+
+def _build_unet(size: str, shape: tuple[int, ...], order: int, out_blocks: int = 1) -> nn.Module:
+    if len(shape) != 3:
+        raise ValueError(f"kind='unet' needs image data, data_shape (C, H, W); got {shape}")
+    if size not in UNET_PRESETS:
+        raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(UNET_PRESETS)}")
+    c, h, w = shape
+    if h != w:
+        raise ValueError(f"kind='unet' needs square images (H == W), got data_shape {shape}")
+    return UNet.from_preset(size, order * c, out_blocks * c, resolution=h)
+
+
+#: The model registry: kind -> builder(size, data_shape, order, out_blocks). The one list of model kinds.
+BUILDERS = {"mlp": _build_mlp, "unet": _build_unet}
+#: Every kind a config or the CLI accepts: "auto" (see `auto_kind`) and the registered ones.
+MODEL_KINDS = ("auto", *BUILDERS)
+#: Size presets every kind offers.
+MODEL_SIZES = tuple(s for s in UNET_PRESETS if s in MLP_PRESETS)
+
+
+def auto_kind(data_shape: Sequence[int]) -> str:
+    """What kind "auto" means: "mlp" for vectors (D,), "unet" for images (C, H, W)."""
+    return "mlp" if len(tuple(data_shape)) == 1 else "unet"
+
+
 def build_model(kind: str, size: str, data_shape: Sequence[int], order: int, out_blocks: int = 1) -> nn.Module:
     """Score network for order-``order`` states of data with shape ``data_shape``.
 
     kind "mlp": data_shape (D,) -> MLP(order*D -> D); images (C, H, W) are flattened (`FlatMLP`).
     kind "unet": data_shape (C, H, W) with H == W -> UNet(order*C -> C channels).
-    kind "auto": "mlp" for 1-D shapes, "unet" for 3-D shapes.
-    size: preset name ("tiny", "small", "cifar").
+    kind "auto": `auto_kind` ("mlp" for 1-D shapes, "unet" otherwise).
+    size: preset name (`MODEL_SIZES`: "tiny", "small", "cifar").
     out_blocks: data-shaped output blocks (the first data axis times out_blocks): 1 for a denoiser
         or one noised block, m for the "eps"/"score"/"mixed" scores of m noised blocks.
     """
@@ -67,27 +106,10 @@ def build_model(kind: str, size: str, data_shape: Sequence[int], order: int, out
         raise ValueError(f"data_shape must be a tuple of ints, got {data_shape!r}") from e
     if isinstance(order, bool) or int(order) != order or order < 1:
         raise ValueError(f"order must be a positive integer, got {order!r}")
-    order = int(order)
     if isinstance(out_blocks, bool) or int(out_blocks) != out_blocks or out_blocks < 1:
         raise ValueError(f"out_blocks must be a positive integer, got {out_blocks!r}")
-    out_blocks = int(out_blocks)
     if not shape or min(shape) < 1:
         raise ValueError(f"data_shape must be non-empty with positive entries, got {shape}")
     if kind == "auto":
-        kind = "mlp" if len(shape) == 1 else "unet"
-    if kind == "mlp":
-        if len(shape) not in (1, 3):
-            raise ValueError(f"kind='mlp' needs data_shape (D,) or images (C, H, W); got {shape}")
-        if size not in MLP_PRESETS:
-            raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(MLP_PRESETS)}")
-        d = math.prod(shape)
-        mlp = MLP.from_preset(size, order * d, out_blocks * d)
-        return mlp if len(shape) == 1 else FlatMLP(mlp, (out_blocks * shape[0], *shape[1:]))
-    if len(shape) != 3:
-        raise ValueError(f"kind='unet' needs image data, data_shape (C, H, W); got {shape}")
-    if size not in UNET_PRESETS:
-        raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(UNET_PRESETS)}")
-    c, h, w = shape
-    if h != w:
-        raise ValueError(f"kind='unet' needs square images (H == W), got data_shape {shape}")
-    return UNet.from_preset(size, order * c, out_blocks * c, resolution=h)
+        kind = auto_kind(shape)
+    return BUILDERS[kind](size, shape, int(order), int(out_blocks))

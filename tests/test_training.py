@@ -259,12 +259,13 @@ DDP_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    launcher = [torchrun] if Path(torchrun).is_file() else [sys.executable, "-m", "torch.distributed.run"]
     script = tmp_path / "ddp_job.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(out)],
+        [*launcher, "--standalone", "--nproc_per_node", "2", str(script), str(out)],
         capture_output=True, text=True, timeout=240, env=env,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
