@@ -341,7 +341,7 @@ def train_ddpm(settings: Settings, seed: int, log: Callable[[str], None]) -> tup
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(unet.parameters())
-        losses.append(float(loss))
+        losses.append(loss.item())
         snaps.after_step(step, time.perf_counter() - t0, ema_state)
         _log_progress(log, "ddpm", seed, step, settings.long_steps, snaps.elapsed[-1], losses)
     return snaps, {"params": n_params(unet), "loss": _loss_curve(losses), "lr": lr}
@@ -397,7 +397,7 @@ def train_adapter(method: Method, settings: Settings, seed: int, walls: dict[str
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         opt.step()
         ema.update(net, step - 1)
-        losses.append(float(loss))
+        losses.append(loss.item())
         snaps.after_step(step, time.perf_counter() - t0, ema.shadow.state_dict)
         _log_progress(log, method.name, seed, step, settings.long_steps, snaps.elapsed[-1], losses)
     return snaps, {"params": n_params(net), "loss": _loss_curve(losses)}
@@ -968,6 +968,10 @@ def study_fragment(results: dict, tables: str, command: str) -> str:
         f"the floor is {st.n} other real digits against the same M (a fresh random split per seed). "
         "The best sampler of each list is chosen on the same numbers it is reported with (a small optimistic bias "
         "for the rows with several samplers).",
+        f"- Equal wall-clock: every model is also evaluated at the last training step within the seconds the diffusers "
+        f"baseline of the same seed needed for {st.steps} and for {st.long_steps} steps (training steps only, "
+        "measured in the same process; 'capped' marks a run that ended inside the budget), with the sampler that was "
+        "best at equal steps for that NFE. Everything runs in float32; timings on a shared machine carry its load.",
         f"- Machine: {mach['processor']}, {mach['cpus']} cores, {mach['threads']} torch thread(s), torch "
         f"{mach['torch']}, diffusers {mach['diffusers']}.", "",
         "### Results", "", tables, "",

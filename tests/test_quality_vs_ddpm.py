@@ -93,6 +93,26 @@ def test_trainer_prefix_is_the_shorter_run():
         assert torch.equal(short[k], long[k]), k
 
 
+def test_adapter_loop_mirrors_the_trainer(qv, monkeypatch):
+    # with kinetic's own U-Net in it, the benchmark's loop for custom networks must reproduce the
+    # Trainer (the loop of kn.train) exactly: same init, data, noise, warm-up, clipping and EMA
+    from kinetic.models import build_model
+    from kinetic.training import Trainer
+
+    torch.set_num_threads(1)
+    settings = qv.Settings(seeds=[0], steps=3, long_factor=1, size="tiny")
+    method = next(m for m in qv.METHODS if m.name == "hold+dunet")
+    monkeypatch.setattr(qv, "build_network", lambda m, st, sde=None: build_model("unet", st.size, (1, 8, 8), sde.order))
+    snaps, _ = qv.train_adapter(method, settings, 5, {}, lambda s: None)
+    trainer = Trainer(qv.base_config(method, settings, 5))
+    for _ in range(3):
+        trainer.step()
+    ref = trainer.ema.shadow.state_dict()
+    assert snaps.steps["steps"] == 3 and snaps.states["steps"].keys() == ref.keys()
+    for k, v in ref.items():
+        torch.testing.assert_close(snaps.states["steps"][k], v, rtol=0, atol=0, msg=k)
+
+
 def test_best_label_and_mean_sd(qv):
     evs = {"0": {"steps|a|10": {"fd": 3.0}, "steps|b|10": {"fd": 2.0}, "steps|c|10": {"fd": 1.0}},
            "1": {"steps|a|10": {"fd": 5.0}, "steps|b|10": {"fd": 2.5}, "steps|c|10": {"fd": None}}}
