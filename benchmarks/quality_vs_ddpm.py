@@ -31,7 +31,12 @@ the wall-clock of every run is recorded, and each model is also evaluated at the
 diffusers baseline of the same seed needed for 600 and for 3000 steps.
 
 Runs are cached in ``--runs`` (EMA weights, timings, every evaluation): a second call reuses them, so
-a changed sampler list re-samples without retraining. Outputs go to ``--out`` (default docs/):
+a changed sampler list re-samples without retraining. The full run is long (``--estimate`` times it:
+about 30-40 hours of one CPU thread on a quiet machine, two thirds of it sampling). To share it
+between processes, train and evaluate the baseline first (``--methods ddpm``: every other run needs
+its wall-clock), then run disjoint ``--methods`` lists side by side on the same ``--runs``, and
+finish with one plain call that only reads the cache and writes the outputs. Processes running side
+by side slow each other down, which the wall-clock columns then show. Outputs go to ``--out`` (default docs/):
 ``figures/quality_vs_ddpm.json``, ``figures/quality_vs_ddpm_tables.md``, ``figures/quality_vs_ddpm.png``
 (fd-digits against NFE), ``figures/quality_vs_ddpm_samples.png`` (sample grids) and
 ``quality_vs_ddpm_study.md``, a fragment for docs/study.md.
@@ -1023,7 +1028,7 @@ def estimate(settings: Settings, methods: list[Method], table: dict, log=print, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--quick", action="store_true", help="1 seed, tiny networks, 10 / 50 steps, n = 100, NFE 10 and 20")
+    p.add_argument("--quick", action="store_true", help="1 seed, tiny networks, 10 / 50 steps, n = 100, NFE 10 and 20, DDPMScheduler 100 steps")
     p.add_argument("--estimate", action="store_true", help="time a few steps and print the run's cost; no study")
     p.add_argument("--out", default=None, help="output folder (default docs; runs/quality_vs_ddpm-quick with --quick)")
     p.add_argument("--runs", default=None, help="cache of trained weights and evaluations (default runs/quality_vs_ddpm[-quick])")
