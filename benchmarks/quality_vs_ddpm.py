@@ -1028,7 +1028,8 @@ def estimate(settings: Settings, methods: list[Method], table: dict, log=print, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--quick", action="store_true", help="1 seed, tiny networks, 10 / 50 steps, n = 100, NFE 10 and 20, DDPMScheduler 100 steps")
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, tiny networks, 10 / 50 steps, n = 100, NFE 10 and 20, DDPMScheduler 100 steps")
     p.add_argument("--estimate", action="store_true", help="time a few steps and print the run's cost; no study")
     p.add_argument("--out", default=None, help="output folder (default docs; runs/quality_vs_ddpm-quick with --quick)")
     p.add_argument("--runs", default=None, help="cache of trained weights and evaluations (default runs/quality_vs_ddpm[-quick])")
