@@ -14,8 +14,11 @@ from scipy.stats import norm
 
 from kinetic.data import load_digits, to_uint8_images
 from kinetic.metrics import (
+    DATA_RANGE,
     INCEPTION_FILENAME,
     MetricError,
+    clamp_to_data_range,
+    out_of_range_fraction,
     compute_statistics,
     fd_digits,
     fid_from_samples,
@@ -266,6 +269,39 @@ def test_fd_digits_validation(digits_cache):
     bad = load_digits()[:50].clone()
     bad[0, 0, 0, 0] = float("inf")
     assert math.isnan(fd_digits(bad, cache_dir=d))
+
+
+def test_fd_digits_clamps_to_the_data_range_by_default(digits_cache):
+    d, _ = digits_cache
+    x = load_digits()[:400]
+    g = torch.Generator().manual_seed(5)
+    wide = x * 1.6 + 0.3 * torch.randn(x.shape, generator=g)  # about half the pixels outside [-1, 1]
+    assert out_of_range_fraction(wide) > 0.3
+    clamped = fd_digits(wide, cache_dir=d)
+    assert clamped == pytest.approx(fd_digits(wide.clamp(-1, 1), cache_dir=d, clamp=False), rel=1e-12)
+    raw = fd_digits(wide, cache_dir=d, clamp=False)
+    assert raw != pytest.approx(clamped, rel=1e-3)
+    # in-range samples are scored the same either way; the reference is clamped the same way
+    assert fd_digits(x, cache_dir=d) == pytest.approx(fd_digits(x, cache_dir=d, clamp=False), rel=1e-12)
+    assert fd_digits(x, wide, cache_dir=d) == pytest.approx(fd_digits(x, wide.clamp(-1, 1), cache_dir=d, clamp=False),
+                                                            rel=1e-12)
+    with pytest.raises(TypeError, match="clamp must be"):
+        fd_digits(x, cache_dir=d, clamp="yes")
+
+
+def test_out_of_range_fraction_and_clamp():
+    assert DATA_RANGE == (-1.0, 1.0)
+    x = torch.tensor([[-1.0, 1.0, 0.0, 1.0001], [-2.0, float("nan"), float("inf"), 0.5]])
+    assert out_of_range_fraction(x) == pytest.approx(4 / 8)  # 1.0001, -2, nan, inf
+    assert out_of_range_fraction(x.numpy(), low=-3.0, high=3.0) == pytest.approx(2 / 8)  # nan, inf
+    assert out_of_range_fraction(torch.zeros(0)) == 0.0
+    c = clamp_to_data_range(x)
+    assert c.dtype == x.dtype and c.shape == x.shape
+    assert c[0].tolist() == [-1.0, 1.0, 0.0, 1.0] and c[1, 0] == -1.0 and c[1, 2] == 1.0 and torch.isnan(c[1, 1])
+    with pytest.raises(ValueError, match="low < high"):
+        out_of_range_fraction(x, low=1.0, high=-1.0)
+    with pytest.raises(TypeError, match="x must be"):
+        clamp_to_data_range([1.0, 2.0])
 
 
 # ------------------------------------------------------------------------ FID (user-supplied weights)

@@ -3,13 +3,16 @@
 All take plain tensors (or numpy arrays) and return Python floats; nothing prints or downloads.
 
 - ``sliced_wasserstein(x, y)``: SW_2 between two sample sets (any shape, flattened).
-- ``fd_digits(samples)``: Frechet distance in the feature space of kinetic's own small digits
-  classifier (trained once, deterministically, cached on disk). Not FID.
+- ``fd_digits(samples, clamp=True)``: Frechet distance in the feature space of kinetic's own small
+  digits classifier (trained once, deterministically, cached on disk). Not FID. Samples are clamped
+  to the data range [-1, 1] first unless ``clamp=False``.
+- ``out_of_range_fraction(samples)``: the share of values outside [-1, 1] (what clamping changes).
 - ``fid_from_samples(samples, reference, weights_path)``: FID with the TorchScript
   ``inception-2015-12-05.pt`` that the user provides.
 - ``frechet_distance`` / ``frechet_distance_from_features``: the shared Gaussian formula.
 """
 
+from .data_range import DATA_RANGE, clamp_to_data_range, out_of_range_fraction
 from .digits_classifier import (
     CLASSIFIER_VERSION,
     DigitsClassifier,
@@ -43,6 +46,9 @@ __all__ = [
     "feature_statistics",
     "fd_digits",
     "digits_features",
+    "DATA_RANGE",
+    "clamp_to_data_range",
+    "out_of_range_fraction",
     "load_digits_classifier",
     "train_digits_classifier",
     "DigitsClassifier",

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import load_digits
+from .data_range import clamp_to_data_range
 from .frechet import MetricError, feature_statistics, frechet_distance
 
 __all__ = [
@@ -221,16 +222,27 @@ def fd_digits(
     samples: torch.Tensor | np.ndarray,
     reference: torch.Tensor | np.ndarray | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    clamp: bool = True,
 ) -> float:
     """fd-digits: Frechet distance between classifier features of ``samples`` (N, 1, 8, 8) and of
     ``reference`` (M, 1, 8, 8) (default: all 1797 real digits), both in [-1, 1].
 
+    ``clamp`` (default True): clamp both sets to the data range [-1, 1] before the features, so
+    the metric scores the images a user sees (a picture clips them, as diffusers' pipelines do);
+    real digits are unchanged. ``clamp=False`` scores the raw values. The share of raw values
+    outside the range is `kinetic.metrics.out_of_range_fraction`.
+
     Not FID: the features come from kinetic's own digits classifier (see load_digits_classifier).
-    Non-finite samples give ``nan``.
+    Non-finite samples give ``nan`` (also with ``clamp``: inf is not clamped away).
     """
+    if not isinstance(clamp, bool):
+        raise TypeError(f"clamp must be True or False, got {clamp!r}")
     s = _check_digits(samples, "samples")
     if not torch.isfinite(s).all():
         return float("nan")
+    if clamp:
+        s = clamp_to_data_range(s)
     mu1, cov1 = feature_statistics(digits_features(s, cache_dir).double(), "samples features")
     if reference is None:
         clf_path = load_digits_classifier(cache_dir).path or Path("<memory>")
@@ -242,5 +254,7 @@ def fd_digits(
         r = _check_digits(reference, "reference")
         if not torch.isfinite(r).all():
             raise MetricError("reference contains NaN or inf")
+        if clamp:
+            r = clamp_to_data_range(r)
         mu2, cov2 = feature_statistics(digits_features(r, cache_dir).double(), "reference features")
     return frechet_distance(mu1, cov1, mu2, cov2)

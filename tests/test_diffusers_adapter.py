@@ -1,0 +1,142 @@
+"""Tests for kinetic.models.diffusers_unet: a diffusers UNet2DModel as a kinetic score network."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import kinetic as kn  # noqa: E402
+from kinetic.data import load_dataset  # noqa: E402
+from kinetic.models import build_model  # noqa: E402
+from kinetic.models.diffusers_unet import DiffusersUNet, build_diffusers_unet, unet2d_config  # noqa: E402
+
+
+def _n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# a very small UNet2DModel for the fast tests: two levels of 16 / 32 channels at 8x8
+_SMALL = dict(block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+              up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=8)
+
+
+def _tiny_net(order: int, out_blocks: int = 1, T: float = 1.0) -> DiffusersUNet:
+    torch.manual_seed(0)
+    return DiffusersUNet.from_config(unet2d_config((1, 8, 8), order, "tiny", out_blocks=out_blocks, **_SMALL), T=T)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_shapes_and_time_forms(order):
+    net = _tiny_net(order)
+    h = torch.randn(5, order, 8, 8)
+    out = net(h, torch.rand(5))
+    assert out.shape == (5, 1, 8, 8) and torch.isfinite(out).all()
+    # a scalar time is broadcast: the same as a (B,) tensor of that value
+    torch.testing.assert_close(net(h, 0.3), net(h, torch.full((5,), 0.3)))
+    two = _tiny_net(order, out_blocks=2)
+    assert two(h, torch.rand(5)).shape == (5, 2, 8, 8)  # (B, m*C, H, W) for m predicted blocks
+
+
+def test_time_maps_to_ddpm_timesteps():
+    # t in [0, T] enters the UNet2DModel as the float timestep 1000 * t / T
+    net = _tiny_net(1, T=2.0)
+    h, t = torch.randn(4, 1, 8, 8), torch.tensor([0.0, 0.5, 1.3, 2.0])
+    ref = net.unet(h, t * 500.0).sample
+    torch.testing.assert_close(net(h, t), ref)
+    assert not torch.allclose(net(h, t), net.unet(h, t).sample)  # the scaling is not a no-op
+
+
+@pytest.mark.parametrize("size, shape, order", [("tiny", (1, 8, 8), 1), ("small", (1, 8, 8), 1),
+                                                ("small", (1, 8, 8), 3), ("tiny", (3, 16, 16), 2)])
+def test_parameter_count_matches_kinetic_unet(size, shape, order):
+    ours = _n_params(build_model("unet", size, shape, order))
+    theirs = build_diffusers_unet(shape, order, size)
+    n = _n_params(theirs)
+    assert abs(n - ours) <= 0.10 * ours, (n, ours)
+    cfg = theirs.config
+    assert cfg["in_channels"] == order * shape[0] and cfg["out_channels"] == shape[0]
+    assert cfg["sample_size"] == shape[1]
+
+
+def test_config_mirrors_preset_levels():
+    cfg = unet2d_config((1, 8, 8), 3, "small")
+    # kinetic's small preset at 8x8: widths 48, 96, 96; attention at 4x4 only (level 1)
+    assert tuple(cfg["block_out_channels"]) == (48, 96, 96)
+    assert cfg["down_block_types"] == ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D")
+    assert cfg["up_block_types"] == ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    assert cfg["layers_per_block"] == 2 and 48 % cfg["norm_num_groups"] == 0
+    assert unet2d_config((1, 8, 8), 1, "small", dropout=0.2)["dropout"] == 0.2  # overrides win
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "hold"])
+def test_training_steps_reduce_the_dsm_loss(sde_name):
+    sde = kn.preset(sde_name)
+    net = _tiny_net(sde.order, T=sde.T)
+    model = kn.ScoreModel(net, sde, "x0")
+    loss_fn = kn.DSMLoss(sde, "x0", weighting="edm", time_sampling="lognormal")
+    x0 = load_dataset("digits", n=32)
+    t = torch.linspace(0.05, 0.9, 32, dtype=torch.float64) * sde.T
+
+    def fixed_loss():
+        return loss_fn(model, x0, generator=torch.Generator().manual_seed(1), t=t)
+
+    with torch.no_grad():
+        before = float(fixed_loss())
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    for _ in range(25):
+        loss = fixed_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(fixed_loss())
+    assert after < 0.7 * before, (before, after)
+    # gradients reached the UNet2DModel's weights
+    assert all(p.grad is not None for p in net.unet.conv_in.parameters())
+
+
+def test_state_dict_round_trip():
+    net = _tiny_net(3)
+    buf = io.BytesIO()
+    torch.save({"config": net.config, "state_dict": net.state_dict()}, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)
+    assert all(k.startswith("unet.") for k in payload["state_dict"])
+    torch.manual_seed(123)  # other initial weights: the load must overwrite them all
+    other = DiffusersUNet.from_config(payload["config"])
+    h, t = torch.randn(3, 3, 8, 8), torch.rand(3)
+    assert not torch.allclose(other(h, t), net(h, t))
+    other.load_state_dict(payload["state_dict"])
+    torch.testing.assert_close(other(h, t), net(h, t), rtol=0, atol=0)
+
+
+def test_samplers_run_with_the_adapter():
+    sde = kn.hold()
+    model = kn.ScoreModel(_tiny_net(3).eval(), sde, "x0")
+    x = kn.sample(sde, kn.as_score_fn(model), (4, 1, 8, 8), solver="ei", steps=3,
+                  generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def test_bad_input_messages():
+    net = _tiny_net(3)
+    with pytest.raises(ValueError, match=r"h of shape \(B, 3, H, W\)"):
+        net(torch.zeros(2, 1, 8, 8), 0.5)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        net(torch.zeros(2, 3, 7, 7), 0.5)
+    with pytest.raises(TypeError, match="UNet2DModel"):
+        DiffusersUNet(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="T must be"):
+        DiffusersUNet(net.unet, T=0.0)
+    with pytest.raises(ValueError, match="square"):
+        unet2d_config((1, 8, 4), 1)
+    with pytest.raises(ValueError, match="images"):
+        unet2d_config((64,), 1)
+    with pytest.raises(ValueError, match="valid sizes"):
+        unet2d_config((1, 8, 8), 1, "huge")
+    with pytest.raises(ValueError, match="order must be"):
+        unet2d_config((1, 8, 8), 0)
