@@ -61,6 +61,11 @@ def info(
     console.print(f"schedule: {data['schedule']}   B(T) = {data['tau_T']:.6g}")
     console.print(_matrix_table("drift A", data["drift"]))
     console.print(_matrix_table("diffusion G", data["diffusion"]))
+    nb = data["noised_blocks"]
+    console.print(
+        f"noised blocks: {', '.join(map(str, nb))} (score_fn returns "
+        + ("one data-shaped block)" if len(nb) == 1 else f"{len(nb)} data-shaped blocks, stacked on axis 1)")
+    )
     ev = ", ".join(f"{re:.6g}{im:+.3g}i" if abs(im) > 1e-9 else f"{re:.6g}" for re, im in data["eigenvalues"])
     console.print(f"eigenvalues of A: {ev}")
     console.print(

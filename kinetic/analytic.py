@@ -31,7 +31,8 @@ _LOG2PI = math.log(2.0 * math.pi)
 
 
 def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-    """(c_t (B, k), Sigma(t) (B, k, k)) in float64; computed once when every t is equal."""
+    """(c_t (B, k), Sigma(t) (B, k, k)) in float64 from `LinearSDE.coefficients`; computed once when
+    every t is equal."""
     t = torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
@@ -40,14 +41,14 @@ def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
     if bool((t == t[0]).all()):
         c, sig = _coefficients_at(sde, float(t[0]))
         return c.expand(batch, -1), sig.expand(batch, -1, -1)
-    phi = sde.transition(torch.zeros_like(t), t)
-    return phi[:, :, 0], sde.covariance(t)
+    co = sde.coefficients(t)
+    return co.c, co.sigma
 
 
 @functools.lru_cache(maxsize=4096)
 def _coefficients_at(sde, t: float) -> tuple[Tensor, Tensor]:
-    tt = torch.tensor([t], dtype=torch.float64)
-    return sde.transition(torch.zeros_like(tt), tt)[:, :, 0], sde.covariance(tt)
+    co = sde.coefficients(torch.tensor([t], dtype=torch.float64))
+    return co.c, co.sigma
 
 
 def _check_state(sde, z: Tensor, d: int) -> None:

@@ -258,6 +258,8 @@ class TrainConfig:
         except TypeError as err:
             raise ConfigError(f"sde_params: {err}", "sde_params") from None
         except (ValueError, ArithmeticError) as err:
+            if str(err).startswith("order ") and self.order is not None:
+                raise ConfigError(str(err), "order") from None
             raise ConfigError(f"sde_params: {err}", "sde_params") from None
 
     # ------------------------------------------------------------------ the one check

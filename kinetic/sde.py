@@ -513,6 +513,7 @@ class LinearSDE:
             "schedule": self.schedule.spec() if hasattr(self.schedule, "spec") else repr(self.schedule),
             "drift": self._A.tolist(),
             "diffusion": self._G.tolist(),
+            "noised_blocks": list(self._noised),
             "aux_cov": self.aux_cov.tolist(),
             "eigenvalues": [[float(e.real), float(e.imag)] for e in ev],
             "mixing_rate_tau": self.mixing_rate(),
