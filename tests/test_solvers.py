@@ -8,8 +8,10 @@ import kinetic as kn
 import kinetic.solvers.sscs as sscs_mod
 from kinetic.analytic import GaussianData, GaussianMixture
 from kinetic.bench.solvers import gaussian_fit_w2, sliced_wasserstein
-from kinetic.sampling import CheckedScore, sample, time_grid, tweedie_denoise
+from kinetic.grids import GRIDS, MAX_STEPS
+from kinetic.sampling import CheckedScore, default_grid, sample, sample_batches, time_grid, tweedie_denoise
 from kinetic.solvers import SOLVERS, Solver, get_solver
+from kinetic.solvers.adaptive import IntegrationError
 
 
 def _gauss2():
@@ -27,6 +29,12 @@ def test_registry():
     assert get_solver("ei", eta=1.0).stochastic and not get_solver("ei").stochastic
     assert get_solver("ei", stochastic=True).stochastic
     assert get_solver("torchsde", method="srk").order == 2
+    # order and stochastic are read from each instance's options; the classes are never changed
+    assert get_solver("ei", order=1).order == 1 and SOLVERS["ei"]().order == 3
+    assert not get_solver("em", probability_flow=True).stochastic and SOLVERS["em"]().stochastic
+    for name, cls in SOLVERS.items():
+        assert cls.default_grid in GRIDS and default_grid(name) == cls.default_grid
+    assert default_grid("torchsde") == "uniform"
 
 
 def test_bad_inputs():
@@ -297,3 +305,94 @@ def test_checked_score_counts_and_checks_once():
     cs(z, torch.zeros(3))
     cs(z, torch.zeros(3))
     assert cs.nfe == 2 and cs.checked
+
+
+# ------------------------------------------------------------------ the loop: noise, callback, grid, bounds, batches
+def test_noise_sampler_replaces_the_noise():
+    """A noise_sampler receives (n, blocks, *D) shapes; zeros make a stochastic solver's output
+    independent of the generator (no monkeypatching needed)."""
+    sde, data = kn.cld(), _gauss2()
+    sf = data.score_fn(sde)
+    ts = time_grid(sde, 6, 1e-3, "quadratic")
+    z0 = sde.prior_sample((5, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ("em", "sscs", "lie_trotter", "ei"):
+        opts = {"eta": 1.0} if name == "ei" else {}
+        shapes = []
+
+        def zeros(shape, dtype, device):
+            shapes.append(tuple(shape))
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        a, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(1), noise_sampler=zeros)
+        b, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(2), noise_sampler=zeros)
+        c, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b) and not torch.allclose(a, c)
+        blocks = 1 if name == "em" else 2  # em: the noised block only; the others: the whole state
+        assert shapes and all(sh == (5, blocks, 2) for sh in shapes)
+    with pytest.raises(ValueError, match="torchsde draws its own Brownian motion"):
+        sample(sde, sf, (4, 2), solver="torchsde", steps=2, noise_sampler=lambda *a: None)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_callback_has_one_shape_for_every_solver(name):
+    sde = kn.vp()
+    seen = []
+    _, nfe = sample(sde, _gauss2().score_fn(sde), (3, 2), solver=name, steps=3, callback=seen.append, return_state=True)
+    assert seen and all(set(d) == {"step", "t", "z", "nfe"} for d in seen)
+    assert seen[-1]["nfe"] == nfe and seen[-1]["t"] == pytest.approx(1e-3) and seen[-1]["z"].shape == (3, 1, 2)
+
+
+def test_default_grid_is_the_solvers():
+    sde, data = kn.cld(), _gauss2()
+    for name in ("ei", "em", "torchsde"):
+        a = sample(sde, data.score_fn(sde), (4, 2), solver=name, steps=5, generator=torch.Generator().manual_seed(0))
+        b = sample(sde, data.score_fn(sde), (4, 2), solver=name, steps=5, grid=default_grid(name),
+                   generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b)
+
+
+def test_steps_are_bounded():
+    sde, data = kn.vp(), _gauss2()
+    with pytest.raises(ValueError, match=rf"steps must be at most {MAX_STEPS}.*got 100000000"):
+        sample(sde, data.score_fn(sde), (4, 2), steps=100_000_000)
+    with pytest.raises(ValueError, match=rf"grid: at most {MAX_STEPS} steps"):
+        sample(sde, data.score_fn(sde), (4, 2), grid=torch.linspace(1.0, 1e-3, MAX_STEPS + 2, dtype=torch.float64))
+
+
+def test_batches_are_deterministic_and_complete():
+    sde, data = kn.cld(), _gauss2()
+    sf = data.score_fn(sde)
+    kw = dict(solver="sscs", steps=4, batch_size=4)
+    a = sample(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw)
+    b = sample(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw)
+    parts = list(sample_batches(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw))
+    assert a.shape == (10, 2) and torch.equal(a, b)
+    assert [p.shape[0] for p in parts] == [4, 4, 2] and torch.equal(torch.cat(parts), a)
+    seen = []
+    z, nfe = sample(sde, sf, (10, 2), return_state=True, denoise=True, callback=seen.append,
+                    generator=torch.Generator().manual_seed(3), **kw)
+    assert z.shape == (10, 2, 2) and nfe == 5 and len(seen) == 3 * 5
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        sample(sde, sf, (10, 2), batch_size=0)
+
+
+def test_batched_sampling_has_the_data_law():
+    sde, data = kn.vp(), _gauss2()
+    x = sample(sde, data.score_fn(sde), (6000, 2), steps=20, batch_size=1500, generator=torch.Generator().manual_seed(2))
+    assert gaussian_fit_w2(x, data.mean, data.cov) < 0.06  # MC floor ~0.02 at n = 6000
+
+
+def test_ode_sampler_errors_are_clear():
+    sde, data = kn.vp(), _gauss2()
+    with pytest.raises(IntegrationError, match=r"ode sampler: more than max_steps = 3 adaptive steps"):
+        sample(sde, data.score_fn(sde), (3, 2), solver="ode", max_steps=3)
+
+    def nan_late(z, t):
+        return -z[:, -1] * (float("nan") if float(t[0]) < 0.5 else 1.0)
+
+    with pytest.raises(ValueError, match=r"score_fn returned non-finite values \(nan/inf\) at t = 0\.[0-4]"):
+        sample(sde, nan_late, (3, 2), solver="ode")
+    with pytest.raises(ValueError, match=r"score_fn must return a torch.Tensor of shape \(3, 2\), got list"):
+        sample(sde, lambda z, t: [z[:, -1]], (3, 2), steps=2)
+    with pytest.raises(ValueError, match="produced non-finite values"):
+        sample(sde, nan_late, (3, 2), solver="em", steps=4)
