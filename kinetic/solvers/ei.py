@@ -50,7 +50,7 @@ from torch import Tensor
 
 from .. import linalg
 from . import register
-from .base import FixedGridSolver, noised_columns, step_sizes
+from .base import FixedGridSolver, mix, noised_columns, step_sizes
 
 __all__ = ["ExponentialIntegrator", "plan", "POLY_VARIABLES"]
 
@@ -291,16 +291,16 @@ class ExponentialIntegrator(FixedGridSolver):
 
     def step(self, i, z, plan, score, noise, state):
         s = score(z, plan["t_score"][i])
-        mu = torch.einsum("m,bmd->bd", plan["score_coef"][i], s) + torch.einsum("j,bjd->bd", plan["state_coef"][i], z)
+        mu = (mix(plan["score_coef"][i : i + 1], s) + mix(plan["state_coef"][i : i + 1], z))[:, 0]
         history = state.setdefault("data", [])  # data predictions, newest first
         history.insert(0, mu)
         del history[self.order :]
         W = plan["data_weights"][i]
-        new = torch.einsum("ij,bjd->bid", plan["transition"][i], z)
+        new = mix(plan["transition"][i], z)
         for j, mu_j in enumerate(history):
             new = new + W[j][None, :, None] * mu_j[:, None, :]
         if "noise_chol" in plan:
-            new = new + torch.einsum("ij,bjd->bid", plan["noise_chol"][i], noise(z.shape[1]))
+            new = new + mix(plan["noise_chol"][i], noise(z.shape[1]))
         return new
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import register
-from .base import FixedGridSolver, noise_factor, noised_columns, step_sizes
+from .base import FixedGridSolver, mix, noise_factor, noised_columns, step_sizes
 
 
 def euler_plan(sde, ts, stochastic: bool) -> dict:
@@ -37,10 +37,10 @@ def euler_plan(sde, ts, stochastic: bool) -> dict:
 def euler_step(i: int, z, plan: dict, score, noise):
     """One Euler(-Maruyama) step with the `euler_plan` coefficients; z (n, k, d)."""
     s = score(z, plan["t_score"][i])
-    z = torch.einsum("ij,bjd->bid", plan["linear"][i], z) + torch.einsum("im,bmd->bid", plan["score"][i], s)
+    z = mix(plan["linear"][i], z) + mix(plan["score"][i], s)
     if "noise" in plan:
         E = plan["noise"][i]
-        z = z + torch.einsum("im,bmd->bid", E, noise(E.shape[-1]))
+        z = z + mix(E, noise(E.shape[-1]))
     return z
 
 

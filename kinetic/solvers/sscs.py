@@ -27,7 +27,7 @@ import torch
 
 from .. import linalg
 from . import register
-from .base import FixedGridSolver, noised_columns, step_sizes
+from .base import FixedGridSolver, mix, noised_columns, step_sizes
 
 __all__ = ["SSCS", "reversed_linear_part", "linear_steps", "splitting_plan"]
 
@@ -83,13 +83,13 @@ def splitting_plan(sde, ts: torch.Tensor, halves: bool, score_time: str = "start
 
 def linear_step(z: torch.Tensor, P: torch.Tensor, L: torch.Tensor, noise) -> torch.Tensor:
     """The exact linear sub-step: P z + L xi (P, L (k, k); z (n, k, d))."""
-    return torch.einsum("ij,bjd->bid", P, z) + torch.einsum("ij,bjd->bid", L, noise(z.shape[1]))
+    return mix(P, z) + mix(L, noise(z.shape[1]))
 
 
 def score_step(z: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     """Euler step of the score part: z += coef (s_N + kappa z), coef = dtau D[:, N] (k, m),
     kappa (m, k), s (n, m, d)."""
-    return z + torch.einsum("im,bmd->bid", coef, s + torch.einsum("mj,bjd->bmd", kappa, z))
+    return z + mix(coef, s + mix(kappa, z))
 
 
 @register
