@@ -10,7 +10,6 @@ checked for nan/inf (the adaptive loop synchronises on every step anyway).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from . import register
