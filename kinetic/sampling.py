@@ -43,7 +43,7 @@ def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z
     e_1 x0 + S0 Phi^T Sigma^-1 (z_t - c x0), affine in x0, E[z_0 | z_t] = e_1 xhat + S0 Phi^T Sigma^-1 (z - c xhat).
     z (n, k, *D) -> (n, k, *D).
     """
-    co = sde.coefficients(torch.tensor(float(t), dtype=torch.float64))
+    co = sde.coefficients(torch.tensor(float(t), dtype=torch.float64, device=z.device))  # on z's device
     n, k = z.shape[0], sde.order
     s = score(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
     xhat = co.data_estimate(z, s).reshape(n, -1)
@@ -52,8 +52,8 @@ def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z
     out[:, 0] = xhat
     if k > 1:
         Sinv = co.chol_inv.T @ co.chol_inv
-        gain = (sde.initial_cov @ co.phi.T @ Sinv).to(z.device, z.dtype)  # (k, k)
-        resid = zf - co.c.to(z.device, z.dtype)[None, :, None] * xhat[:, None]
+        gain = (sde.initial_cov.to(z.device) @ co.phi.T @ Sinv).to(z.dtype)  # (k, k)
+        resid = zf - co.c.to(z.dtype)[None, :, None] * xhat[:, None]
         out = out + torch.einsum("ij,bjd->bid", gain, resid)
     return out.reshape(z.shape)
 
