@@ -169,11 +169,13 @@ def sample(
         solver: a name in `kinetic.solvers.SOLVERS` (em, pc, sscs, lie_trotter, ei, ode, torchsde).
         steps: number of solver steps (NFE for one-evaluation-per-step solvers), at most
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
-        grid: None (the solver's default: `default_grid`), a name in `kinetic.grids.GRIDS`
+        grid: None (the solver's `default_grid`: "quadratic" for ei, em, pc, sscs and lie_trotter,
+            the best grid for ei in docs/benchmarks.md; "uniform" for torchsde and ode), a name in `kinetic.grids.GRIDS`
             ("uniform", "quadratic", "logsnr"; see `time_grid`) or decreasing times from T to t_eps.
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
-            noise increments (e.g. zeros: the mean path of a stochastic solver).
+            noise increments of the fixed-grid solvers (e.g. zeros: the mean path of a stochastic
+            solver); the deterministic ones draw none, and torchsde refuses it.
         callback: called after every step with {"step", "t", "z", "nfe"}.
         denoise: finish with the Tweedie step E[z_0 | z_{t_eps}] (one more NFE; see `tweedie_denoise`).
         batch_size: None (all n at once) or the most samples integrated at a time (see `sample_batches`).
