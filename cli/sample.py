@@ -81,6 +81,7 @@ def sample_cmd(
     import numpy as np
 
     from kinetic.evaluation import DEFAULT_GRID, clamp_to_data_range
+    from kinetic.sampling import default_grid
 
     set_threads(threads)
     out = check_writable(out, "--out", (".png", ".npz"))  # before the work
@@ -97,7 +98,7 @@ def sample_cmd(
     if out is not None:
         _save(x, nfe, out)
     finite = bool(np.isfinite(x.numpy()).all())
-    shown = grid if grid is not None else (f"{DEFAULT_GRID} (default)" if DEFAULT_GRID else "default")
+    shown = grid if grid is not None else f"{DEFAULT_GRID or default_grid(solver)} (default)"
     console.print(
         f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}  solver={solver} ({shown} grid)  NFE={nfe}  "
         f"wall time {seconds:.2f} s{note}" + (f"  -> {out}" if out else "")

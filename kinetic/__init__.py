@@ -17,12 +17,12 @@ from .score import ScoreModel, as_score_fn
 from .training import TrainingError, train
 from .likelihood import bits_per_dim, log_likelihood
 from .presets import cld, hold, langevin, preset, psld, ve, vp
-from .sampling import sample, time_grid
+from .sampling import sample, sample_batches, time_grid
 from .sde import MAX_ORDER, LinearSDE
 
 __all__ = [
     "LinearSDE", "MAX_ORDER", "vp", "ve", "cld", "psld", "hold", "langevin", "preset",
-    "sample", "time_grid", "log_likelihood", "bits_per_dim",
+    "sample", "sample_batches", "time_grid", "log_likelihood", "bits_per_dim",
     "ScoreModel", "as_score_fn", "DSMLoss", "TrainConfig", "train", "TrainingError",
     "load_model", "load_checkpoint", "CheckpointError",
     "analytic", "schedules", "solvers", "__version__",

@@ -128,8 +128,8 @@ class Coefficients:
         u = _rows(self.score_map, _rows(self.chol_inv, zf))  # (Sigma^-1 z)_N, (B, m, d)
         w = self.noised_data_column.expand(B, m)  # (Sigma^-1 c)_N
         Ww = w @ self.noise.to(w)  # (B, m): w^T D_NN
-        num = torch.einsum("bj,bjd->bd", Ww.to(z.dtype), sf + u)
-        den = (Ww * w).sum(-1).to(z.dtype)
+        num = torch.einsum("bj,bjd->bd", Ww.to(z.device, z.dtype), sf + u)
+        den = (Ww * w).sum(-1).to(z.device, z.dtype)
         return (num / den[:, None]).reshape(B, *z.shape[2:])
 
     def select(self, i) -> "Coefficients":

@@ -20,7 +20,7 @@ __all__ = [
 METRICS = ("nll", "fd-digits", "fid", "swd")
 #: The time grid used when the caller chose none. kn.sample is getting its own default, chosen per
 #: solver (``grid=None``); once that is on main this becomes None, the one line to change.
-DEFAULT_GRID: str | None = "quadratic"
+DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.sampling.default_grid`)
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
 #: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
 MAX_STEPS = 100_000
@@ -161,6 +161,7 @@ def evaluate_checkpoint(
     """
     from .checkpoint import load_model
     from .data import load_dataset
+    from .sampling import default_grid
 
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -188,7 +189,7 @@ def evaluate_checkpoint(
             checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=dev, t_eps=t_eps, denoise=denoise,
             callback=lambda info: cb({"phase": "sample", **info}), model=model, grid=grid, batch_size=batch_size,
         )
-        result.update({"solver": solver, "grid": grid if grid is not None else DEFAULT_GRID, "steps": steps,
+        result.update({"solver": solver, "grid": grid if grid is not None else (DEFAULT_GRID or default_grid(solver)), "steps": steps,
                        "nfe": nfe, "sampling_seconds": round(seconds, 3), "batch_size": batch_size})
     for m in metrics:
         t0 = time.perf_counter()

@@ -1,17 +1,19 @@
-"""Log-likelihood through the probability-flow ODE (Song et al. 2021, App. D.2; papers.md 3.3).
+"""Log-likelihood through the probability-flow ODE (Song et al. 2021, "Score-Based Generative Modeling
+through Stochastic Differential Equations", Eq. 13 and App. D.2).
 
-    dz/dt = f(z, t) = beta (A kron I) z - 1/2 beta g^2 e_k s_k(z, t),
+    dz/dt = f(z, t) = beta (A kron I) z - 1/2 beta (D[:, N] kron I) s_N(z, t)     (`LinearSDE.reverse_drift`)
     log p_tmin(z(t_min)) = log p_T(z(T)) + int_tmin^T div f(z(t), t) dt,
-    div f = beta d tr(A) - 1/2 beta g^2 sum_i d s_k,i / d z_k,i          (only the last block's Jacobian)
+    div f = beta d tr(A) - 1/2 beta tr((D_NN kron I) d s_N / d z_N)     (only the noised blocks' Jacobian)
 
-integrated with `kinetic.solvers.ode.dopri5` from t_min to T in float64. The divergence is exact
-(d backward passes through score_fn) for small states, or Hutchinson's estimate with Rademacher
-probes (fixed along the path) for images.
+integrated with torchdiffeq's adaptive Dormand-Prince 5(4) (`kinetic.solvers.adaptive`: per-example
+error norm, a step cap) from t_min to T in float64. The divergence is exact (len(N) * d backward
+passes through score_fn) for small states, or Hutchinson's estimate tr(M J) = E[v^T M J v] with
+Rademacher probes v (fixed along the path) for images.
 
 Order k > 1: the auxiliaries start from q(v0) = N(0, aux_cov) independent of the data, so
 p_0(x, v0) = p(x) q(v0) and, for the model's joint density p_theta(x, v0),
 
-    log p_theta(x) >= E_{v0 ~ q} [log p_theta(x, v0) - log q(v0)]        (Jensen; CLD's bound)
+    log p_theta(x) >= E_{v0 ~ q} [log p_theta(x, v0) - log q(v0)]        (Jensen; CLD's bound, Dockhorn et al. 2022)
 
 which is what is returned, estimated with one draw of v0 per example (``aux_samples`` draws
 averaged): the entropy of q enters through -log q(v0). It is exact in expectation when
@@ -27,28 +29,40 @@ import torch
 from torch import Tensor
 
 from .sde import LinearSDE
-from .solvers.ode import dopri5
+from .solvers.adaptive import dopri5
+from .solvers.base import check_finite_score
 
 __all__ = ["log_likelihood", "bits_per_dim"]
 
 
-def _divergence(s: Tensor, zk: Tensor, probes: Tensor | None) -> Tensor:
-    """sum_i d s_i / d zk_i: exact (probes None) or Hutchinson with probes (m, B, *D). Returns (B,)."""
-    B = s.shape[0]
-    sf = s.reshape(B, -1)
+def _divergence(s: Tensor, zN: Tensor, D_NN: Tensor, probes: Tensor | None) -> Tensor:
+    """tr((D_NN kron I) d s_N / d z_N), s and zN (B, m, d): exact (probes None) or Hutchinson with
+    probes (h, B, m, d). Returns (B,)."""
+    B, m, d = s.shape
+    if not s.requires_grad:
+        raise ValueError(
+            "score_fn's output does not depend on z (it carries no autograd graph: computed under torch.no_grad(), "
+            "detached, or constant); log_likelihood differentiates the score with respect to z"
+        )
+
+    def grad(out: Tensor, retain: bool) -> Tensor:
+        (g,) = torch.autograd.grad(out, zN, retain_graph=retain, allow_unused=True)
+        return torch.zeros_like(zN) if g is None else g.reshape(B, m, d)
+
+    div = torch.zeros(B, dtype=s.dtype, device=s.device)
     if probes is None:
-        div = torch.zeros(B, dtype=s.dtype, device=s.device)
-        d = sf.shape[1]
-        for i in range(d):
-            (g,) = torch.autograd.grad(sf[:, i].sum(), zk, retain_graph=i < d - 1)
-            div = div + g.reshape(B, -1)[:, i]
+        for i in range(m):
+            for c in range(d):
+                g = grad(s[:, i, c].sum(), retain=(i, c) != (m - 1, d - 1))
+                div = div + (g[:, :, c] * D_NN[:, i]).sum(-1)  # sum_j D_ji d s_i,c / d z_j,c
         return div
-    m = probes.shape[0]
-    acc = torch.zeros(B, dtype=s.dtype, device=s.device)
-    for j in range(m):
-        (g,) = torch.autograd.grad((s * probes[j]).sum(), zk, retain_graph=j < m - 1)
-        acc = acc + (g * probes[j]).reshape(B, -1).sum(1)
-    return acc / m
+    h = probes.shape[0]
+    for j in range(h):
+        v = probes[j]
+        w = torch.einsum("ij,bjd->bid", D_NN, v)  # (D_NN kron I) v
+        g = grad((s * w).sum(), retain=j < h - 1)
+        div = div + (g * v).sum((1, 2))
+    return div / h
 
 
 def log_likelihood(
@@ -64,32 +78,46 @@ def log_likelihood(
     aux_samples: int = 1,
     generator: torch.Generator | None = None,
     return_nfe: bool = False,
+    max_steps: int = 10_000,
 ):
     """log p(x) in nats per example, (B,) float64 (for k > 1 the lower bound above).
 
     Args:
-        x: data (B, *D). score_fn: last-block score, differentiable in z (autograd).
+        x: data (B, *D), finite. score_fn: the noised-block score (``sde.score_shape``),
+            differentiable in z (autograd).
         t_min: start of the flow (<= 1e-5 recommended); the density of z at t_min stands for t = 0.
         exact_divergence: None picks exact when k * prod(D) <= 64, Hutchinson otherwise.
         hutchinson_samples: Rademacher probes per evaluation (fixed along the ODE path).
         aux_samples: draws of the auxiliary start v0 ~ N(0, aux_cov) averaged (k > 1).
         return_nfe: also return the number of score evaluations.
+        max_steps: cap on the adaptive steps of one integration (`kinetic.solvers.adaptive.IntegrationError`
+            beyond it).
     """
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a kinetic.LinearSDE, got {type(sde).__name__}")
     if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
         raise ValueError(f"x must be a floating tensor of shape (B, *data_shape), got {getattr(x, 'shape', type(x))}")
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"x must hold at least one example with a nonempty data shape, got shape {tuple(x.shape)}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"x must be finite: it has {bad} nan/inf entries (of {x.numel()})")
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(z, t)")
     t_min = float(t_min)
     if not (0.0 < t_min < sde.T):
         raise ValueError(f"t_min must lie in (0, T) = (0, {sde.T}), got {t_min}")
-    for name, v in (("hutchinson_samples", hutchinson_samples), ("aux_samples", aux_samples)):
+    for name, v in (("hutchinson_samples", hutchinson_samples), ("aux_samples", aux_samples), ("max_steps", max_steps)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
     B, D = x.shape[0], tuple(x.shape[1:])
     d = math.prod(D)
     k = sde.order
+    N = list(sde.noised_blocks)
+    m = len(N)
     if exact_divergence is None:
         exact_divergence = k * d <= 64
     dev = x.device
@@ -102,11 +130,28 @@ def log_likelihood(
             raise ValueError("log_likelihood needs a positive definite aux_cov for k > 1 (the bound integrates over v0)")
         aux_L = torch.linalg.cholesky(C)
         aux_logdet = 2.0 * torch.log(torch.diagonal(aux_L)).sum()
-    A = sde.drift_matrix.to(dev)
     trA = float(torch.trace(sde.drift_matrix))
-    half_g2 = 0.5 * sde.g2
-    schedule = sde.schedule
+    D_NN = sde.noise_block.to(dev)
     nfe = 0
+
+    def f(t: Tensor, y: Tensor) -> Tensor:
+        nonlocal nfe
+        z = y[:, :-1].reshape(B, k, *D).detach()
+        tb = t.to(torch.float64).expand(B)
+        with torch.enable_grad():
+            zN = z[:, N].clone().requires_grad_(True)
+            parts = [zN[:, N.index(i) : N.index(i) + 1] if i in N else z[:, i : i + 1] for i in range(k)]
+            zz = torch.cat(parts, dim=1)
+            s = score_fn(zz, tb)
+            nfe += 1
+            sde.check_score(s, zz)
+            check_finite_score(s, zz, t)
+            sN = s.to(torch.float64).reshape(B, m, d)
+            div_s = _divergence(sN, zN, D_NN, probes)
+        beta = sde.beta(t).to(torch.float64)
+        dz = sde.reverse_drift(z, tb, s.detach().to(torch.float64), probability_flow=True)
+        div = beta * d * trA - 0.5 * beta * div_s.detach()
+        return torch.cat([dz.reshape(B, -1), div[:, None]], dim=1)
 
     total = torch.zeros(B, dtype=torch.float64, device=dev)
     for _rep in range(aux_samples if k > 1 else 1):
@@ -119,28 +164,10 @@ def log_likelihood(
             log_q = -0.5 * e.reshape(B, -1).pow(2).sum(1) - 0.5 * d * ((k - 1) * math.log(2 * math.pi) + float(aux_logdet))
         probes = None
         if not exact_divergence:
-            probes = torch.randint(0, 2, (hutchinson_samples, B, *D), generator=generator, device=dev).to(torch.float64) * 2 - 1
-
-        def f(t: float, y: Tensor) -> Tensor:
-            nonlocal nfe
-            beta = float(schedule.beta(torch.tensor(t, dtype=torch.float64)))
-            with torch.enable_grad():
-                z = y[:, :-1].reshape(B, k, *D).detach()
-                zk = z[:, -1].clone().requires_grad_(True)
-                zz = torch.cat([z[:, :-1], zk.unsqueeze(1)], dim=1)
-                s = score_fn(zz, torch.full((B,), t, dtype=torch.float64, device=dev))
-                nfe += 1
-                if tuple(s.shape) != (B, *D):
-                    raise ValueError(f"score_fn must return shape {(B, *D)}, got {tuple(s.shape)}")
-                div_s = _divergence(s.to(torch.float64), zk, probes)
-            s = s.detach().to(torch.float64)
-            dz = beta * torch.einsum("ij,bj...->bi...", A, z)
-            dz[:, -1] = dz[:, -1] - (half_g2 * beta) * s
-            div = beta * d * trA - half_g2 * beta * div_s.detach()
-            return torch.cat([dz.reshape(B, -1), div[:, None]], dim=1)
-
+            probes = torch.randint(0, 2, (hutchinson_samples, *sde.score_shape(B, D)), generator=generator, device=dev)
+            probes = (probes.to(torch.float64) * 2 - 1).reshape(hutchinson_samples, B, m, d)
         y0 = torch.cat([z0.reshape(B, -1), torch.zeros(B, 1, dtype=torch.float64, device=dev)], dim=1)
-        y1, _, _ = dopri5(f, y0, t_min, sde.T, rtol=rtol, atol=atol)
+        y1, _ = dopri5(f, y0, t_min, sde.T, rtol=rtol, atol=atol, max_steps=max_steps, what="log_likelihood")
         zT = y1[:, :-1].reshape(B, k, *D)
         logp = sde.prior_logp(zT).to(torch.float64) + y1[:, -1]
         total = total + (logp - log_q)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .coefficients import Coefficients
+from .grids import fine_times, interp
 from .score import PARAMETERIZATIONS, ScoreModel, preconditioning, unwrap_network
 from .sde import LinearSDE
 
@@ -165,11 +166,7 @@ class DSMLoss:
         noise level of the GLS statistic of x0 (see `kinetic.score`)."""
         key = str(device)
         if key not in self._grid_cache:
-            T, te = self.sde.T, self.t_eps
-            ts = torch.cat([
-                torch.logspace(math.log10(te), math.log10(T), 1025, dtype=torch.float64),
-                torch.linspace(te, T, 1025, dtype=torch.float64),
-            ]).unique()
+            ts = fine_times(self.t_eps, self.sde.T, 1025)
             sig = self.sde.coefficients(ts).sigma_tilde
             log_sig = torch.cummax(sig.clamp_min(1e-300).log(), 0).values
             self._grid_cache[key] = (log_sig.to(device), ts.to(device))
@@ -183,10 +180,7 @@ class DSMLoss:
             return sample_times(batch, self.t_eps, self.sde.T, self.time_sampling, generator, device)
         log_sig, ts = self._sigma_grid(device)
         target = self.p_mean + self.p_std * torch.randn(batch, generator=generator, dtype=torch.float64, device=device)
-        idx = torch.searchsorted(log_sig, target).clamp(1, ts.numel() - 1)
-        x0, x1, f0, f1 = log_sig[idx - 1], log_sig[idx], ts[idx - 1], ts[idx]
-        w = torch.where(x1 > x0, (target - x0) / (x1 - x0).clamp_min(1e-300), torch.zeros_like(target))
-        return (f0 + w.clamp(0, 1) * (f1 - f0)).clamp(self.t_eps, self.sde.T)
+        return interp(target, log_sig, ts).clamp(self.t_eps, self.sde.T)
 
     def per_example(
         self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None

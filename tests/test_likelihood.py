@@ -6,6 +6,7 @@ import torch
 import kinetic as kn
 from kinetic.analytic import GaussianData, GaussianMixture
 from kinetic.likelihood import bits_per_dim, log_likelihood
+from kinetic.solvers.adaptive import IntegrationError
 
 
 def _gauss():
@@ -89,5 +90,29 @@ def test_validation():
     no_aux = kn.LinearSDE([[0.0, 4.0], [-1.0, -4.0]], [[0.0, 0.0], [0.0, math.sqrt(2.0)]])
     with pytest.raises(ValueError, match="aux_cov"):
         log_likelihood(no_aux, data.score_fn(no_aux), x)
-    with pytest.raises(ValueError, match="score_fn must return"):
+    with pytest.raises(ValueError, match=r"score_fn returned shape \(3, 1, 2\); it must return .*\(3, 2\)"):
         log_likelihood(sde, lambda z, t: z, x)
+
+
+def test_bad_scores_and_inputs_get_one_clear_line():
+    """Issue 13: a nan score never hangs; a constant score, a list, an empty or non-finite x, and the
+    step cap each give one message naming what is wrong."""
+    sde, data = kn.vp(), _gauss()
+    x = data.sample(3, torch.Generator().manual_seed(0))
+    for s in (kn.vp(), kn.cld()):
+        with pytest.raises(ValueError, match=r"score_fn returned non-finite values \(nan/inf\)"):
+            log_likelihood(s, lambda z, t: z[:, -1] * float("nan"), x)
+    with pytest.raises(ValueError, match=r"score_fn returned non-finite values \(nan/inf\) at t = 0\.[5-9]"):
+        log_likelihood(sde, lambda z, t: -z[:, -1] * (float("nan") if float(t[0]) > 0.5 else 1.0), x)
+    with pytest.raises(ValueError, match="score_fn's output does not depend on z"):
+        log_likelihood(sde, lambda z, t: torch.zeros_like(z[:, -1]), x)
+    with pytest.raises(ValueError, match=r"score_fn must return a torch.Tensor of shape \(3, 2\), got list"):
+        log_likelihood(sde, lambda z, t: [z[:, -1]], x)
+    with pytest.raises(ValueError, match="x must hold at least one example"):
+        log_likelihood(sde, data.score_fn(sde), x[:0])
+    with pytest.raises(ValueError, match=r"x must be finite: it has 1 nan/inf entries"):
+        log_likelihood(sde, data.score_fn(sde), torch.cat([x[:1, :1] * float("nan"), x[:1, 1:]], 1))
+    with pytest.raises(IntegrationError, match=r"log_likelihood: more than max_steps = 4 adaptive steps"):
+        log_likelihood(sde, data.score_fn(sde), x, max_steps=4)
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        log_likelihood(sde, data.score_fn(sde), x, max_steps=0)

@@ -5,15 +5,13 @@ import pytest
 import torch
 
 import kinetic as kn
-import kinetic.solvers.em as em_mod
-import kinetic.solvers.ei as ei_mod
-import kinetic.solvers.lie_trotter as lt_mod
-import kinetic.solvers.pc as pc_mod
 import kinetic.solvers.sscs as sscs_mod
 from kinetic.analytic import GaussianData, GaussianMixture
 from kinetic.bench.solvers import gaussian_fit_w2, sliced_wasserstein
-from kinetic.sampling import CheckedScore, sample, time_grid, tweedie_denoise
+from kinetic.grids import GRIDS, MAX_STEPS
+from kinetic.sampling import CheckedScore, default_grid, sample, sample_batches, time_grid, tweedie_denoise
 from kinetic.solvers import SOLVERS, Solver, get_solver
+from kinetic.solvers.adaptive import IntegrationError
 
 
 def _gauss2():
@@ -31,6 +29,12 @@ def test_registry():
     assert get_solver("ei", eta=1.0).stochastic and not get_solver("ei").stochastic
     assert get_solver("ei", stochastic=True).stochastic
     assert get_solver("torchsde", method="srk").order == 2
+    # order and stochastic are read from each instance's options; the classes are never changed
+    assert get_solver("ei", order=1).order == 1 and SOLVERS["ei"]().order == 3
+    assert not get_solver("em", probability_flow=True).stochastic and SOLVERS["em"]().stochastic
+    for name, cls in SOLVERS.items():
+        assert cls.default_grid in GRIDS and default_grid(name) == cls.default_grid
+    assert default_grid("torchsde") == "uniform"
 
 
 def test_bad_inputs():
@@ -54,7 +58,7 @@ def test_bad_inputs():
         sample(sde, lambda z, t: z, (4, 2), solver="em", steps=2)
     with pytest.raises(ValueError, match="non-finite"):
         sample(sde, lambda z, t: torch.full_like(z[:, 0], float("nan")), (4, 2), solver="em", steps=2)
-    with pytest.raises(ValueError, match="order-1"):
+    with pytest.raises(ValueError, match=r"pc needs noise on every block \(noised blocks \(1,\) of 2\)"):
         sample(kn.cld(), data.score_fn(kn.cld()), (4, 2), solver="pc")
     with pytest.raises(ValueError, match="uniform"):
         sample(sde, sf, (4, 2), solver="torchsde", grid="quadratic", steps=4)
@@ -103,7 +107,7 @@ def test_outputs_callback_and_dtype():
     "sde", [kn.vp(), kn.ve(), kn.cld(), kn.hold(), pytest.param(kn.langevin(4), marks=pytest.mark.slow)], ids=lambda s: s.name
 )
 def test_ei_deterministic_exact_for_gaussian_data(sde):
-    """One-step (and any-step) deterministic ei is exact for isotropic Gaussian data when data_var
+    """One-step (and any-step) deterministic ei is exact for isotropic Gaussian data when data_std
     matches: compared with a tight adaptive DOPRI solution of the probability-flow ODE."""
     var = 0.3
     data = GaussianData(torch.tensor([1.0, -0.5, 0.3]), var)
@@ -111,20 +115,20 @@ def test_ei_deterministic_exact_for_gaussian_data(sde):
     ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9,
                     generator=torch.Generator().manual_seed(0), return_state=True)
     for steps, grid, order in [(1, "uniform", 1), (3, "quadratic", 2), (17, "logsnr", 3)]:
-        z, nfe = sample(sde, sf, (2, 3), solver="ei", steps=steps, grid=grid, order=order, data_var=var,
+        z, nfe = sample(sde, sf, (2, 3), solver="ei", steps=steps, grid=grid, order=order, data_std=math.sqrt(var),
                         generator=torch.Generator().manual_seed(0), return_state=True)
         assert nfe == steps
         err = float((z - ref).abs().max() / ref.abs().max())
         assert err < 1e-6, (steps, err)
 
 
-def test_ei_exact_for_point_mass_with_default_data_var_zero():
-    """data_var=0 is gDDIM's R_t: exact for a point mass (here a very narrow Gaussian)."""
+def test_ei_exact_for_point_mass_with_data_std_zero():
+    """data_std=0 is gDDIM's R_t: exact for a point mass (here a very narrow Gaussian)."""
     sde = kn.cld()
     data = GaussianData(torch.tensor([0.7, -0.2]), 1e-10)
     ref, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ode", rtol=1e-10, atol=1e-10, t_eps=1e-2,
                     generator=torch.Generator().manual_seed(1), return_state=True)
-    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", steps=2, data_var=0.0, order=1, t_eps=1e-2,
+    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", steps=2, data_std=0.0, order=1, t_eps=1e-2,
                     generator=torch.Generator().manual_seed(1), return_state=True)
     assert float((got - ref).abs().max()) < 1e-6
 
@@ -135,7 +139,7 @@ def test_ei_stochastic_exact_for_gaussian_data(sde):
     """eta = 1 (reverse SDE) with two steps gives the exact law at t_eps (moments within MC error)."""
     var, mean = 0.3, torch.tensor([1.0, -0.5, 0.3], dtype=torch.float64)
     data = GaussianData(mean, var)
-    z, _ = sample(sde, data.score_fn(sde), (40_000, 3), solver="ei", steps=2, eta=1.0, data_var=var,
+    z, _ = sample(sde, data.score_fn(sde), (40_000, 3), solver="ei", steps=2, eta=1.0, data_std=math.sqrt(var),
                   generator=torch.Generator().manual_seed(1), return_state=True)
     t = torch.tensor(1e-3, dtype=torch.float64)
     c = sde.transition(0.0, t)[:, 0]
@@ -222,16 +226,11 @@ def test_sscs_reversed_linear_part():
 
 
 # ------------------------------------------------------------------ convergence orders
-@pytest.fixture
-def no_noise(monkeypatch):
-    """Zero noise in every grid solver: with Gaussian data (affine score) the output is then the
-    exact mean path of each scheme, so its error against a fine grid measures the weak order of
-    the drift discretisation without Monte Carlo noise."""
-    monkeypatch.setattr(em_mod, "last_block_noise", lambda z, g: torch.zeros((z.shape[0], *z.shape[2:]), dtype=z.dtype))
-    monkeypatch.setattr(sscs_mod, "noise_like", lambda z, g: torch.zeros_like(z))
-    monkeypatch.setattr(lt_mod, "noise_like", lambda z, g: torch.zeros_like(z))
-    monkeypatch.setattr(ei_mod, "noise_like", lambda z, g: torch.zeros_like(z))
-    monkeypatch.setattr(pc_mod, "noise_like", lambda z, g: torch.zeros_like(z))
+def zero_noise(shape, dtype, device):
+    """A noise sampler of zeros: with Gaussian data (affine score) a stochastic grid solver's output
+    is then the exact mean path of its scheme, so its error against a fine grid measures the weak
+    order of the drift discretisation without Monte Carlo noise."""
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 ORDER_CASES = [
@@ -243,16 +242,16 @@ ORDER_CASES = [
 
 
 @pytest.mark.parametrize("sde_name,name,opts", ORDER_CASES, ids=[f"{a}-{b}-{c}" for a, b, c in ORDER_CASES])
-def test_convergence_order(no_noise, sde_name, name, opts):
+def test_convergence_order(sde_name, name, opts):
     sde = {"vp": kn.vp, "cld": kn.cld}[sde_name]()
     data = GaussianData(torch.tensor([1.0, -0.7]), torch.tensor([0.3, 0.6]))
     sf = data.score_fn(sde)
-    opts = {**opts, "data_var": 0.0} if name == "ei" else opts  # not exact for this data: a real test
+    opts = {**opts, "data_std": 0.0} if name == "ei" else opts  # not exact for this data: a real test
     solver = get_solver(name, **opts)
     z0 = torch.full((1, sde.order, 2), 0.3, dtype=torch.float64)
 
     def run(N):
-        return solver.run(sde, sf, z0, time_grid(sde, N, 1e-2, "uniform"))[0]
+        return solver.run(sde, sf, z0, time_grid(sde, N, 1e-2, "uniform"), noise_sampler=zero_noise)[0]
 
     Ns = [32, 64, 128, 256]
     outs = [run(N) for N in Ns]
@@ -306,3 +305,94 @@ def test_checked_score_counts_and_checks_once():
     cs(z, torch.zeros(3))
     cs(z, torch.zeros(3))
     assert cs.nfe == 2 and cs.checked
+
+
+# ------------------------------------------------------------------ the loop: noise, callback, grid, bounds, batches
+def test_noise_sampler_replaces_the_noise():
+    """A noise_sampler receives (n, blocks, *D) shapes; zeros make a stochastic solver's output
+    independent of the generator (no monkeypatching needed)."""
+    sde, data = kn.cld(), _gauss2()
+    sf = data.score_fn(sde)
+    ts = time_grid(sde, 6, 1e-3, "quadratic")
+    z0 = sde.prior_sample((5, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ("em", "sscs", "lie_trotter", "ei"):
+        opts = {"eta": 1.0} if name == "ei" else {}
+        shapes = []
+
+        def zeros(shape, dtype, device):
+            shapes.append(tuple(shape))
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        a, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(1), noise_sampler=zeros)
+        b, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(2), noise_sampler=zeros)
+        c, _ = get_solver(name, **opts).run(sde, sf, z0, ts, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b) and not torch.allclose(a, c)
+        blocks = 1 if name == "em" else 2  # em: the noised block only; the others: the whole state
+        assert shapes and all(sh == (5, blocks, 2) for sh in shapes)
+    with pytest.raises(ValueError, match="torchsde draws its own Brownian motion"):
+        sample(sde, sf, (4, 2), solver="torchsde", steps=2, noise_sampler=lambda *a: None)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_callback_has_one_shape_for_every_solver(name):
+    sde = kn.vp()
+    seen = []
+    _, nfe = sample(sde, _gauss2().score_fn(sde), (3, 2), solver=name, steps=3, callback=seen.append, return_state=True)
+    assert seen and all(set(d) == {"step", "t", "z", "nfe"} for d in seen)
+    assert seen[-1]["nfe"] == nfe and seen[-1]["t"] == pytest.approx(1e-3) and seen[-1]["z"].shape == (3, 1, 2)
+
+
+def test_default_grid_is_the_solvers():
+    sde, data = kn.cld(), _gauss2()
+    for name in ("ei", "em", "torchsde"):
+        a = sample(sde, data.score_fn(sde), (4, 2), solver=name, steps=5, generator=torch.Generator().manual_seed(0))
+        b = sample(sde, data.score_fn(sde), (4, 2), solver=name, steps=5, grid=default_grid(name),
+                   generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b)
+
+
+def test_steps_are_bounded():
+    sde, data = kn.vp(), _gauss2()
+    with pytest.raises(ValueError, match=rf"steps must be at most {MAX_STEPS}.*got 100000000"):
+        sample(sde, data.score_fn(sde), (4, 2), steps=100_000_000)
+    with pytest.raises(ValueError, match=rf"grid: at most {MAX_STEPS} steps"):
+        sample(sde, data.score_fn(sde), (4, 2), grid=torch.linspace(1.0, 1e-3, MAX_STEPS + 2, dtype=torch.float64))
+
+
+def test_batches_are_deterministic_and_complete():
+    sde, data = kn.cld(), _gauss2()
+    sf = data.score_fn(sde)
+    kw = dict(solver="sscs", steps=4, batch_size=4)
+    a = sample(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw)
+    b = sample(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw)
+    parts = list(sample_batches(sde, sf, (10, 2), generator=torch.Generator().manual_seed(3), **kw))
+    assert a.shape == (10, 2) and torch.equal(a, b)
+    assert [p.shape[0] for p in parts] == [4, 4, 2] and torch.equal(torch.cat(parts), a)
+    seen = []
+    z, nfe = sample(sde, sf, (10, 2), return_state=True, denoise=True, callback=seen.append,
+                    generator=torch.Generator().manual_seed(3), **kw)
+    assert z.shape == (10, 2, 2) and nfe == 5 and len(seen) == 3 * 5
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        sample(sde, sf, (10, 2), batch_size=0)
+
+
+def test_batched_sampling_has_the_data_law():
+    sde, data = kn.vp(), _gauss2()
+    x = sample(sde, data.score_fn(sde), (6000, 2), steps=20, batch_size=1500, generator=torch.Generator().manual_seed(2))
+    assert gaussian_fit_w2(x, data.mean, data.cov) < 0.06  # MC floor ~0.02 at n = 6000
+
+
+def test_ode_sampler_errors_are_clear():
+    sde, data = kn.vp(), _gauss2()
+    with pytest.raises(IntegrationError, match=r"ode sampler: more than max_steps = 3 adaptive steps"):
+        sample(sde, data.score_fn(sde), (3, 2), solver="ode", max_steps=3)
+
+    def nan_late(z, t):
+        return -z[:, -1] * (float("nan") if float(t[0]) < 0.5 else 1.0)
+
+    with pytest.raises(ValueError, match=r"score_fn returned non-finite values \(nan/inf\) at t = 0\.[0-4]"):
+        sample(sde, nan_late, (3, 2), solver="ode")
+    with pytest.raises(ValueError, match=r"score_fn must return a torch.Tensor of shape \(3, 2\), got list"):
+        sample(sde, lambda z, t: [z[:, -1]], (3, 2), steps=2)
+    with pytest.raises(ValueError, match="produced non-finite values"):
+        sample(sde, nan_late, (3, 2), solver="em", steps=4)

@@ -100,7 +100,7 @@ CONFIGS = [
     ("ei order 1 (PF)", "ei", {"order": 1}, "quadratic"),
     ("ei order 2 (PF)", "ei", {"order": 2}, "quadratic"),
     ("ei order 3 (PF, default)", "ei", {"order": 3}, "quadratic"),
-    ("ei order 3 (PF, data_var 0 = gDDIM R_t)", "ei", {"order": 3, "data_var": 0.0}, "quadratic"),
+    ("ei order 3 (PF, data_var 0 = gDDIM R_t)", "ei", {"order": 3, "data_std": 0.0}, "quadratic"),
     ("ei order 2 (SDE, eta 1)", "ei", {"order": 2, "eta": 1.0}, "quadratic"),
     ("torchsde euler", "torchsde", {"method": "euler"}, "uniform"),
     ("torchsde srk", "torchsde", {"method": "srk"}, "uniform"),

@@ -1,31 +1,41 @@
-"""Exponential integrators (gDDIM / DEIS / DPM-Solver++ family) for linear SDEs of any order.
+"""Exponential integrators (the gDDIM / DEIS / DPM-Solver++ family) for linear SDEs of any order.
 
-papers.md 4.1, 4.2, 6.4. The model gives only the last-block score s_k, but that determines the
-full score: with c_u = Phi(0, u) e_1 and auxiliaries independent of the data (Tweedie),
+Zhang, Tao & Chen 2023, "gDDIM: Generalized Denoising Diffusion Implicit Models" (Eq. 6, the
+lambda-family of reverse dynamics; Eq. 17, R_t; Eq. 19, the multistep predictor; Props. 4 and 6,
+exactness for Gaussian data); Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential
+Integrator" (DEIS, tAB); Lu et al. 2022, "DPM-Solver++" (data prediction, polynomial in lambda).
 
-    grad log p_u(z) = -Sigma_u^-1 (z - c_u xhat),      xhat = E[x0 | z_u] = (s_k + (Sigma_u^-1 z)_k) / (Sigma_u^-1 c_u)_k.
+The model gives the score s_N of the noised blocks N. Every score of the noised marginal has the
+form grad log p_u(z) = -Sigma_u^-1 (z - c_u xhat), xhat = E[x0 | z_u] (Tweedie; c_u = Phi(0, u) e_1,
+auxiliaries independent of the data). Generalising gDDIM's R_t (whose R_0 R_0^T is the initial
+covariance of the state) we use a reference covariance C_u = Sigma_u + sigma_d^2 c_u c_u^T
+(sigma_d = option ``data_std``, the std of the Gaussian reference, the same meaning as
+`kinetic.TrainConfig`'s data_std; 0 is a point mass, gDDIM's choice; the default 0.5 is EDM's
+sigma_data) and the data prediction mu, the least-squares solution in the metric D_NN of
+s_N = -(C^-1 (z - c mu))_N:
 
-Generalising gDDIM's R_t (whose R_0 R_0^T is the initial covariance of the state), we use a
-reference covariance C_u = Sigma_u + sigma_d^2 c_u c_u^T (option ``data_var`` = sigma_d^2; 0 is a
-point mass, gDDIM's choice; the default 0.25 is EDM's sigma_data^2) and the data prediction
-mu = (s_k + (C^-1 z)_k) / (C^-1 c)_k. Only the last block of D grad log p enters the dynamics and
-(C^-1 (z - c mu))_k = -s_k by construction, so the vector field at every evaluation is the exact
-one for any data_var; data_var only chooses WHICH quantity is held constant (or polynomial) over a
-step: mu, exactly constant for data N(m, sigma_d^2 I). With grad log p = -C^-1 (z - c mu) the
-lambda-family of reverse dynamics (gDDIM Eq. 6; lambda = ``eta``)
+    mu = w^T D_NN (s_N + (C^-1 z)_N) / (w^T D_NN w),     w = (C^-1 c)_N,
 
-    dz = [A z - (1 + lambda^2)/2 D grad log p] dtau + lambda sqrt(D) dW
-       = M(u) z dtau - b(u) mu dtau + lambda sqrt(D) dW,   M = A + h D C^-1, b = h D C^-1 c, h = (1 + lambda^2)/2
+exact whenever the score has the form above (always for one noised block, where mu = (s_N +
+(C^-1 z)_N) / w; for data_std = 0 it is `kinetic.coefficients.Coefficients.data_estimate`). Only
+D[:, N] s_N enters the dynamics, so the vector field at every evaluation is the exact one for any
+data_std; data_std only chooses WHICH quantity is held constant (or polynomial) over a step: mu,
+exactly constant for data N(m, sigma_d^2 I). With s_N = w mu - (C^-1 z)_N the lambda-family
+(lambda = ``eta``) is linear in z with mu as the only input:
 
-is linear in z with the data prediction mu as the only input. Over a step tau -> tau' (tau' < tau)
+    dz = [A z - (1 + eta^2)/2 D[:, N] s_N] dtau + eta (G kron I) dW
+       = M(u) z dtau - b(u) mu dtau + eta (G kron I) dW,
+    M = A + h D[:, N] (C^-1)[N, :],   b = h D[:, N] w,   h = (1 + eta^2)/2.
 
-    z' = F z + sum_j W_j mu_j + N(0, P),   F = Psi(tau', tau),  W_j = int_tau'^tau Psi(tau', u) b(u) l_j(t(u)) du,
-    P = lambda^2 int_tau'^tau Psi(tau', u) D Psi(tau', u)^T du,
+Over a step tau -> tau' (tau' < tau)
 
-with mu(u) a polynomial in t through the last ``order`` data predictions (Adams-Bashforth, gDDIM
-Eq. 19; lower orders to start). sum_j W_j = c_tau' - F c_tau exactly (d/du[Psi(tau',u) c_u] = -Psi b),
-so for data N(m, sigma_d^2 I) with the exact score (mu = m, constant) every step is exact at any
-step count: gDDIM's property (Prop. 4/6). Psi is integrated once per grid, all steps at once (grouped
+    z' = F z + sum_j W_j mu_j + N(0, P),   F = Psi(tau', tau),  W_j = int_tau'^tau Psi(tau', u) b(u) l_j(x(u)) du,
+    P = eta^2 int_tau'^tau Psi(tau', u) D Psi(tau', u)^T du,
+
+with mu(u) a polynomial in x(t) through the last ``order`` data predictions (Adams-Bashforth,
+gDDIM Eq. 19; lower orders to start). sum_j W_j = c_tau' - F c_tau exactly (d/du[Psi(tau',u) c_u] =
+-Psi b), so for data N(m, sigma_d^2 I) with the exact score (mu = m, constant) every step is exact at
+any step count: gDDIM's Props. 4 and 6. Psi is integrated once per grid, all steps at once (grouped
 by substep count), with RK4 in v = log tau + alpha tau (alpha = the spectral radius of A; substeps
 set from the rate of the linear part, which is scale-free in v) and the W_j, P integrals by
 Simpson's rule on the same nodes.
@@ -39,20 +49,57 @@ import torch
 from torch import Tensor
 
 from .. import linalg
-from . import Solver, grid_quantities, noise_like, register
+from . import register
+from .base import FixedGridSolver, mix, noised_columns, step_sizes
+
+__all__ = ["ExponentialIntegrator", "plan", "POLY_VARIABLES"]
+
+POLY_VARIABLES = ("t", "logtau", "lambda")
+_CHUNK_NODES = 1 << 16  # time nodes per batch of k x k work in the plan (bounds its memory)
 
 
-def _rows_cinv_ek(C: Tensor) -> tuple[Tensor, Tensor]:
-    """C^-1 e_k (..., k) for PSD C (..., k, k), via the scale-invariant Cholesky factor; and that factor."""
-    L = linalg.safe_cholesky(C)
-    k = C.shape[-1]
-    rhs = torch.zeros(*C.shape[:-1], 1, dtype=C.dtype, device=C.device)
-    rhs[..., -1, 0] = 1.0 / L[..., -1, -1]
-    r = torch.linalg.solve_triangular(L.transpose(-1, -2), rhs, upper=True).squeeze(-1)
-    return r, L
+def _reference(sde, t: Tensor, data_std: float, score_weight: float) -> dict:
+    """At times t (n,), float64: tau, the data column c (n, k), the linear part M (n, k, k) and the
+    data-prediction input b (n, k) of the reverse dynamics, the data-prediction map
+    mu = score_coef . s_N + state_coef . z (score_coef (n, m), state_coef (n, k)), its
+    normaliser w^T D_NN w (n,), and lambda(t) (n,)."""
+    co = sde.coefficients(t)
+    c = co.c
+    C = co.sigma
+    if data_std:
+        C = C + data_std**2 * c[..., :, None] * c[..., None, :]
+    L = linalg.safe_cholesky(C)  # scale-invariant: exact down to tiny t
+    N = list(sde.noised_blocks)
+    k = sde.order
+    E_N = torch.eye(k, dtype=torch.float64, device=L.device)[:, N]
+    Y = torch.linalg.solve_triangular(L, E_N, upper=False)  # L^-1 E_N
+    R = torch.linalg.solve_triangular(L.transpose(-1, -2), Y, upper=True).transpose(-1, -2)  # (C^-1)[N, :]
+    w = (R @ c.unsqueeze(-1)).squeeze(-1)  # (C^-1 c)_N
+    Dw = w @ sde.noise_block  # D_NN w (D_NN symmetric)
+    den = (w * Dw).sum(-1)
+    Dn = noised_columns(sde)
+    return {
+        "tau": co.tau,
+        "c": c,
+        "M": sde.drift_matrix + score_weight * (Dn @ R),
+        "b": score_weight * (w @ Dn.T),
+        "score_coef": Dw / den[..., None],
+        "state_coef": (Dw.unsqueeze(-2) @ R).squeeze(-2) / den[..., None],
+        "den": den,
+        "lam": co.lam,
+    }
 
 
-def _rate(K: Tensor) -> Tensor:
+def _poly_value(poly: str, t: Tensor, tau: Tensor, lam: Tensor) -> Tensor:
+    """The polynomial variable x(t): t (gDDIM, DEIS tAB), log tau, or lambda (DPM-Solver++)."""
+    if poly == "t":
+        return t
+    if poly == "logtau":
+        return torch.log(tau)
+    return lam
+
+
+def _spectral_radius(K: Tensor) -> Tensor:
     """Spectral radius of K (..., k, k): the scale-free rate of dY/ds = -Y K (K is far from normal
     in the raw coordinates, but only up to a diagonal similarity, to which RK4 is invariant)."""
     return torch.linalg.eigvals(K).abs().amax(-1)
@@ -68,197 +115,201 @@ def _u_of_v(v: Tensor, alpha: float, lo: Tensor, hi: Tensor) -> Tensor:
     return torch.exp(0.5 * (lo + hi))
 
 
-def _integrate(sde, coeffs, t, log_u, dv, alpha, gx, hstep, xv, idx, m, hh, g2, eta, k):
+def _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx, m, eta):
     """For the steps idx (n,), each split into m RK4 substeps uniform in v = log tau + alpha tau
     (logarithmic near 0, linear where the drift's own rate dominates): integrate H(u) = Psi(tau', u)
     (dH/dv = -H M du/dv, H(tau') = I) and, by Simpson's rule on the same nodes, I_p = int H b x^p du
-    (p = 1, 2) and P = eta^2 int H D H^T du. Returns F = H(tau), I1, I2, P."""
-    n = idx.shape[0]
-    J = 4 * m + 1  # RK4 nodes at even indices, midpoints at odd ones
-    frac = torch.arange(J, dtype=torch.float64)[None, :] / (4 * m)
+    (p = 1, 2; x the polynomial variable scaled to [-1, 0] over the step) and
+    P = eta^2 int H D H^T du. Returns F = H(tau), I1, I2, P."""
+    n, k = idx.shape[0], sde.order
+    nodes = 4 * m + 1  # RK4 nodes at even indices, midpoints at odd ones
+    frac = torch.arange(nodes, dtype=torch.float64)[None, :] / (4 * m)
     v_lo = log_u[idx + 1] + alpha * torch.exp(log_u[idx + 1])
-    v_nodes = v_lo[:, None] + frac * dv[idx, None]  # (n, J)
+    v_nodes = v_lo[:, None] + frac * dv[idx, None]  # (n, nodes)
     u_nodes = _u_of_v(v_nodes, alpha, log_u[idx + 1, None], log_u[idx, None])
     u_nodes[:, 0], u_nodes[:, -1] = torch.exp(log_u[idx + 1]), torch.exp(log_u[idx])
     t_nodes = sde.schedule.integral_inverse(u_nodes, sde.T).clamp(0.0, sde.T)
     t_nodes[:, 0], t_nodes[:, -1] = t[idx + 1], t[idx]
-    _, c, _, r, K = coeffs(t_nodes.reshape(-1))
-    dudv = u_nodes / (1.0 + alpha * u_nodes)  # (n, J)
-    K = K.reshape(n, J, k, k) / (1.0 + alpha * u_nodes)[..., None, None]  # u M du/ds -> M du/dv
+    ref = ref_at(t_nodes.reshape(-1))
+    dudv = u_nodes / (1.0 + alpha * u_nodes)  # (n, nodes)
+    Mv = ref["M"].reshape(n, nodes, k, k) * dudv[..., None, None]  # M du/dv
     dh = (dv[idx] / (2 * m))[:, None, None]  # RK4 step in v (between even nodes)
     H = torch.eye(k, dtype=torch.float64).expand(n, k, k).clone()
     Hs = [H]
-    for a in range(0, J - 1, 2):
-        Ka, Kb, Kc = K[:, a], K[:, a + 1], K[:, a + 2]
+    for a in range(0, nodes - 1, 2):
+        Ka, Kb, Kc = Mv[:, a], Mv[:, a + 1], Mv[:, a + 2]
         k1 = -H @ Ka
         k2 = -(H + 0.5 * dh * k1) @ Kb
         k3 = -(H + 0.5 * dh * k2) @ Kb
         k4 = -(H + dh * k3) @ Kc
         H = H + dh / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
         Hs.append(H)
-    Hk = torch.stack(Hs, dim=1)[..., -1]  # (n, 2m + 1, k): Psi(tau', u) e_k at the even nodes
-    E = 2 * m + 1
-    w = torch.full((E,), 2.0, dtype=torch.float64)
-    w[1::2] = 4.0
-    w[0] = w[-1] = 1.0
-    w = w[None, :] * dh[:, :, 0] / 3.0  # (n, E) Simpson weights in s
-    ue = dudv[:, ::2]
-    dens = hh * g2 * (r.reshape(n, J, k)[:, ::2] * c.reshape(n, J, k)[:, ::2]).sum(-1) * ue  # b_k du/dv
-    xs = (xv(t_nodes[:, ::2]) - gx[idx, None]) / hstep[idx, None]  # (x(u) - x_i) / h_i in [-1, 0]
-    I1 = (w[..., None] * Hk * (dens * xs)[..., None]).sum(1)
-    I2 = (w[..., None] * Hk * (dens * xs**2)[..., None]).sum(1)
+    He = torch.stack(Hs, dim=1)  # (n, 2m + 1, k, k): Psi(tau', u) at the even nodes
+    even = 2 * m + 1
+    simpson = torch.full((even,), 2.0, dtype=torch.float64)
+    simpson[1::2] = 4.0
+    simpson[0] = simpson[-1] = 1.0
+    simpson = simpson[None, :] * dh[:, :, 0] / 3.0  # (n, even) Simpson weights in v
+    due = dudv[:, ::2]
+    b = ref["b"].reshape(n, nodes, k)[:, ::2]  # (n, even, k)
+    Hb = (He @ b.unsqueeze(-1)).squeeze(-1) * due[..., None]  # Psi(tau', u) b(u) du/dv
+    x_even = _poly_value(poly, t_nodes[:, ::2], ref["tau"].reshape(n, nodes)[:, ::2], ref["lam"].reshape(n, nodes)[:, ::2])
+    xs = (x_even - x_grid[idx, None]) / x_step[idx, None]  # in [-1, 0] over the step
+    I1 = (simpson[..., None] * Hb * xs[..., None]).sum(1)
+    I2 = (simpson[..., None] * Hb * (xs**2)[..., None]).sum(1)
     P = torch.zeros(n, k, k, dtype=torch.float64)
     if eta > 0:
-        P = eta**2 * g2 * ((w * ue)[..., None, None] * Hk[..., :, None] * Hk[..., None, :]).sum(1)
+        HG = He @ sde.diffusion_matrix  # Psi D Psi^T = (Psi G)(Psi G)^T
+        P = eta**2 * ((simpson * due)[..., None, None] * (HG @ HG.transpose(-1, -2))).sum(1)
     return H, I1, I2, P
 
 
-def _poly_variable(sde, poly: str):
-    if poly == "t":
-        return lambda tt: tt
-    if poly == "logtau":
-        return lambda tt: torch.log(sde.tau(tt))
-    if poly == "lambda":
-        def lam(tt):
-            c = sde.transition(torch.zeros_like(tt), tt)[..., 0, 0]
-            return 0.5 * torch.log(sde.covariance(tt)[..., 0, 0]) - torch.log(c.abs())
-        return lam
-    raise ValueError(f"ei: poly must be 't', 'logtau' or 'lambda', got {poly!r}")
+def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float = 0.5, ds: float = 0.02,
+         poly: str = "t") -> dict:
+    """Per-step float64 CPU coefficients of the exponential integrator on the grid ``ts`` (N steps).
 
-
-def plan(sde, ts: Tensor, *, order: int = 2, eta: float = 0.0, data_var: float = 0.0, ds: float = 0.02, poly: str = "t") -> dict:
-    """Per-step float64 CPU coefficients for the exponential integrator on the grid ``ts``.
-
-    Returns F (N, k, k), W (N, order, k) (zero-padded; W[i, j] multiplies the data prediction of
-    step i - j), P_chol (N, k, k) or None, and the data-prediction map mu = a_i s_k + v_i . z
-    (a (N,), v (N, k)).
+    Returns "transition" F (N, k, k); "data_weights" W (N, order, k) (zero-padded; W[i, j]
+    multiplies the data prediction of step i - j); "noise_chol" chol P (N, k, k) when eta > 0;
+    the data-prediction map mu_i = score_coef_i . s_N + state_coef_i . z ("score_coef" (N, m),
+    "state_coef" (N, k)); "t_score" (N,); and "substeps" (N,) (RK4 substeps per step).
     """
-    q = grid_quantities(sde, ts)
+    if poly not in POLY_VARIABLES:
+        raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {poly!r}")
+    q = step_sizes(sde, ts)
     t, tau = q["t"], q["tau"]
     N = t.shape[0] - 1
     k = sde.order
-    A = sde.drift_matrix
-    g2 = sde.g2
-    hh = 0.5 * (1.0 + eta**2)
-    ek = torch.zeros(k, dtype=torch.float64)
-    ek[-1] = 1.0
+    score_weight = 0.5 * (1.0 + eta**2)
 
-    def coeffs(tt: Tensor):
-        """c_u (.., k), C_u (.., k, k), r = C^-1 e_k, K = u (A + h g2 e_k r^T) (.., k, k), u = tau."""
-        u = sde.tau(tt)
-        c = sde.transition(torch.zeros_like(tt), tt)[..., :, 0]
-        C = sde.covariance(tt)
-        if data_var:
-            C = C + data_var * c[..., :, None] * c[..., None, :]
-        r, _ = _rows_cinv_ek(C)
-        K = A + hh * g2 * ek[:, None] * r[..., None, :]
-        return u, c, C, r, u[..., None, None] * K
+    def ref_at(tt: Tensor) -> dict:
+        parts = [_reference(sde, tt[j : j + _CHUNK_NODES], data_std, score_weight) for j in range(0, tt.numel(), _CHUNK_NODES)]
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
-    # step sizes: substeps per step from the scale-free rate at both ends
-    u_n, c_n, C_n, r_n, K_n = coeffs(t)
-    w_n = (r_n * c_n).sum(-1)  # (C^-1 c)_k at the nodes
-    if bool((w_n[:-1].abs() < 1e-300).any()) or not bool(torch.isfinite(w_n).all()):
-        raise ValueError("ei: (C^-1 c)_k vanishes on the grid: the last-block score carries no information on the data there")
-    alpha = float(torch.linalg.eigvals(A).abs().max())  # the drift's own rate per unit tau
-    rate = _rate(K_n) / (1.0 + alpha * u_n)  # rate per unit v = log tau + alpha tau
+    grid = ref_at(t)
+    den = grid["den"]
+    if bool((den[:-1].abs() < 1e-300).any()) or not bool(torch.isfinite(den).all()):
+        raise ValueError(
+            "ei: the noised-block score carries no information on the data on this grid ((C^-1 c)_N vanishes)"
+        )
+    alpha = float(torch.linalg.eigvals(sde.drift_matrix).abs().max())  # the drift's own rate per unit tau
+    rate = _spectral_radius(grid["tau"][:, None, None] * grid["M"]) / (1.0 + alpha * tau)  # per unit v
     log_u = torch.log(tau)
     v = log_u + alpha * tau
     dv = v[:-1] - v[1:]  # (N,) > 0
     rho = torch.maximum(rate[:-1], rate[1:]).clamp_min(1.0)
-    m = torch.ceil(dv * rho / ds).clamp(2, 16384).to(torch.int64)  # RK4 steps per step
-    # the polynomial variable x(t): t (gDDIM, DEIS tAB), log tau, or lambda (log noise-to-signal, DPM-Solver++)
-    xv = _poly_variable(sde, poly)
-    gx = xv(t)  # (N+1,)
-    hstep = gx[:-1] - gx[1:]  # (N,), > 0
+    substeps = torch.ceil(dv * rho / ds).clamp(2, 16384).to(torch.int64)  # RK4 steps per step
+    x_grid = _poly_value(poly, t, tau, grid["lam"])  # (N+1,)
+    x_step = x_grid[:-1] - x_grid[1:]  # (N,), > 0
 
-    # steps are grouped in buckets of similar substep counts (m rounded up to a power of two) so
-    # that work stays ~ sum_i m_i; inside a bucket every step uses the same number of nodes
+    # steps are grouped in buckets of similar substep counts (rounded up to a power of two) so that
+    # work stays ~ sum_i substeps_i; inside a bucket every step uses the same number of nodes, and
+    # a bucket is processed in chunks of at most _CHUNK_NODES time nodes
     F = torch.empty(N, k, k, dtype=torch.float64)
     I1 = torch.empty(N, k, dtype=torch.float64)
     I2 = torch.empty(N, k, dtype=torch.float64)
     P = torch.zeros(N, k, k, dtype=torch.float64)
-    bucket = torch.ceil(torch.log2(m.to(torch.float64))).to(torch.int64)
+    bucket = torch.ceil(torch.log2(substeps.to(torch.float64))).to(torch.int64)
     for b in bucket.unique().tolist():
-        idx = (bucket == b).nonzero().squeeze(-1)
-        Fi, I1i, I2i, Pi = _integrate(sde, coeffs, t, log_u, dv, alpha, gx, hstep, xv, idx, 2**b, hh, g2, eta, k)
-        F[idx], I1[idx], I2[idx], P[idx] = Fi, I1i, I2i, Pi
-    c_lo, c_hi = c_n[1:], c_n[:-1]
-    I0 = c_lo - (F @ c_hi.unsqueeze(-1)).squeeze(-1)  # exact: int Psi b du = c_tau' - F c_tau
-    Ip = torch.stack([I0, I1, I2], dim=1)  # (N, 3, k)
+        idx_all = (bucket == b).nonzero().squeeze(-1)
+        per = max(1, _CHUNK_NODES // (4 * 2**b + 1))
+        for j in range(0, idx_all.numel(), per):
+            idx = idx_all[j : j + per]
+            F[idx], I1[idx], I2[idx], P[idx] = _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx,
+                                                          2**b, eta)
+    c = grid["c"]
+    I0 = c[1:] - (F @ c[:-1].unsqueeze(-1)).squeeze(-1)  # exact: int Psi b du = c_tau' - F c_tau
+    moments = torch.stack([I0, I1, I2], dim=1)  # (N, 3, k)
 
-    # Lagrange weights through t_i, t_{i-1}, ..., t_{i-q+1} (q = min(order, i + 1)), in x = (t - t_i)/h_i
+    # Lagrange weights through x_i, x_{i-1}, ..., x_{i-q+1} (q = min(order, i + 1)), in (x - x_i) / step_i
     W = torch.zeros(N, order, k, dtype=torch.float64)
-    for i in range(N):
-        qn = min(order, i + 1)
-        x_nodes = (gx[i - torch.arange(qn)] - gx[i]) / hstep[i]  # (qn,)
-        V = x_nodes[:, None] ** torch.arange(qn, dtype=torch.float64)[None, :]  # V[l, p]
-        a = torch.linalg.inv(V).T  # a[j, p]: l_j(x) = sum_p a[j, p] x^p
-        W[i, :qn] = a @ Ip[i, :qn]
+    for i in range(min(order - 1, N)):  # the first steps: lower orders
+        W[i, : i + 1] = _lagrange(x_grid, x_step, torch.tensor([i]), i + 1, moments)[0]
+    if N >= order:
+        idx = torch.arange(order - 1, N)
+        W[idx] = _lagrange(x_grid, x_step, idx, order, moments)
 
-    P_chol = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2))) if eta > 0 else None
-    a_map = 1.0 / w_n[:-1]
-    v_map = r_n[:-1] / w_n[:-1, None]
-    return {"F": F, "W": W, "P_chol": P_chol, "a": a_map, "v": v_map, "substeps": m}
+    out = {
+        "transition": F,
+        "data_weights": W,
+        "score_coef": grid["score_coef"][:-1],
+        "state_coef": grid["state_coef"][:-1],
+        "t_score": t[:-1],
+        "substeps": substeps,
+    }
+    if eta > 0:
+        out["noise_chol"] = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
+    return out
+
+
+def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, q: int, moments: Tensor) -> Tensor:
+    """W[i, j] = sum_p a[j, p] moments[i, p] for the steps idx, with l_j(x) = sum_p a[j, p] x^p the
+    Lagrange basis through the q nodes (x_{i-j} - x_i) / step_i, j < q. Returns (len(idx), q, k)."""
+    lags = torch.arange(q)
+    nodes = (x_grid[idx[:, None] - lags] - x_grid[idx, None]) / x_step[idx, None]  # (n, q)
+    V = nodes[..., None] ** torch.arange(q, dtype=torch.float64)  # V[l, p]
+    a = torch.linalg.inv(V).transpose(-1, -2)  # a[j, p]
+    return a @ moments[idx, :q]
 
 
 @register
-class ExponentialIntegrator(Solver):
+class ExponentialIntegrator(FixedGridSolver):
     """gDDIM-style exponential integrator. Options: ``order`` (1, 2, 3: multistep in ``poly``, default 3),
-    ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_var``
-    (sigma_d^2 of the reference Gaussian for which every step is exact; default 0.25 = EDM's
-    sigma_data^2 for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
+    ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_std``
+    (sigma_d, the std of the Gaussian reference for which every step is exact; default 0.5 = EDM's
+    sigma_data for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
     polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda"), ``ds`` (RK4 step in log tau times the
     rate, for the coefficients)."""
 
     name = "ei"
-    order = 3
-    stochastic = False
-    defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_var": 0.25, "ds": 0.02, "poly": "t"}
+    defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t"}
 
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
         if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3):
             raise ValueError(f"ei: order must be 1, 2 or 3, got {o['order']!r}")
-        eta = float(o["eta"])
-        if o["stochastic"] and eta == 0.0:
-            eta = 1.0
-        if not math.isfinite(eta) or eta < 0:
-            raise ValueError(f"ei: eta must be a finite number >= 0, got {o['eta']!r}")
-        dv = float(o["data_var"])
-        if not math.isfinite(dv) or dv < 0:
-            raise ValueError(f"ei: data_var must be a finite number >= 0, got {o['data_var']!r}")
-        ds = float(o["ds"])
-        if not (0 < ds <= 1):
+        self.eta = _number("eta", o["eta"])
+        if o["stochastic"] and self.eta == 0.0:
+            self.eta = 1.0
+        self.data_std = _number("data_std", o["data_std"])
+        self.ds = _number("ds", o["ds"])
+        if not (0 < self.ds <= 1):
             raise ValueError(f"ei: ds must lie in (0, 1], got {o['ds']!r}")
-        self.eta, self.data_var, self.ds = eta, dv, ds
-        self.order = int(o["order"])
-        self.stochastic = eta > 0
+        if o["poly"] not in POLY_VARIABLES:
+            raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {o['poly']!r}")
+
+    @property
+    def order(self) -> int:
+        return int(self.options["order"])
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
 
     def plan(self, sde, ts):
-        return plan(sde, ts, order=self.order, eta=self.eta, data_var=self.data_var, ds=self.ds, poly=self.options["poly"])
+        return plan(sde, ts, order=self.order, eta=self.eta, data_std=self.data_std, ds=self.ds, poly=self.options["poly"])
 
-    def run(self, sde, score, z, ts, *, generator=None, callback=None):
-        p = self.plan(sde, ts)
-        dev, dt = z.device, z.dtype
-        F, W, a, v = (p[key].to(dev, dt) for key in ("F", "W", "a", "v"))
-        Pc = p["P_chol"].to(dev, dt) if p["P_chol"] is not None else None
-        tt = ts.to(dev, dt)
-        n, k = z.shape[0], sde.order
-        zf = z.reshape(n, k, -1)
-        hist: list[Tensor] = []
-        N = len(ts) - 1
-        for i in range(N):
-            s = score(zf.reshape(z.shape), tt[i].expand(n)).reshape(n, -1)
-            mu = a[i] * s + torch.einsum("j,bjd->bd", v[i], zf)
-            hist.insert(0, mu)
-            del hist[self.order :]
-            new = torch.einsum("ij,bjd->bid", F[i], zf)
-            for j, m_j in enumerate(hist):
-                new = new + W[i, j][None, :, None] * m_j[:, None, :]
-            if Pc is not None:
-                new = new + torch.einsum("ij,bjd->bid", Pc[i], noise_like(zf, generator))
-            zf = new
-            if callback is not None:
-                callback({"step": i, "t": float(ts[i + 1]), "z": zf.reshape(z.shape)})
-        return zf.reshape(z.shape), N
+    def step(self, i, z, plan, score, noise, state):
+        s = score(z, plan["t_score"][i])
+        mu = (mix(plan["score_coef"][i : i + 1], s) + mix(plan["state_coef"][i : i + 1], z))[:, 0]
+        history = state.setdefault("data", [])  # data predictions, newest first
+        history.insert(0, mu)
+        del history[self.order :]
+        W = plan["data_weights"][i]
+        new = mix(plan["transition"][i], z)
+        for j, mu_j in enumerate(history):
+            new = new + W[j][None, :, None] * mu_j[:, None, :]
+        if "noise_chol" in plan:
+            new = new + mix(plan["noise_chol"][i], noise(z.shape[1]))
+        return new
+
+
+def _number(name: str, value) -> float:
+    """A finite float >= 0 named in the error."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"ei: {name} must be a finite number >= 0, got {value!r}")
+    return v

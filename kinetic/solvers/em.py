@@ -1,53 +1,60 @@
-"""Euler-Maruyama on the reverse SDE (Song et al. 2021, papers.md 3.3): the baseline.
+"""Euler-Maruyama on the reverse SDE (Song et al. 2021, "Score-Based Generative Modeling through
+Stochastic Differential Equations", Eq. 6 and App. E): the baseline.
 
-In forward time t, from t_i down to t_{i+1} = t_i - h:
+In forward time t, from t_i down to t_{i+1} = t_i - h, with s_N the score of the noised blocks N:
 
-    z <- z - h beta (A kron I) z + h beta g^2 e_k score(z, t_i) + sqrt(h beta g^2) e_k xi
+    z <- z - h beta (A kron I) z + h beta (D[:, N] kron I) s_N(z, t_i) + sqrt(h beta) (E kron I) xi
 
-(``probability_flow=True``: the Euler step of the probability-flow ODE, score weight 1/2, no noise).
-Weak order 1; one score evaluation per step.
+(E E^T = D = G G^T, xi standard normal on the m = len(N) noised blocks; for one noised block
+this is the score and the noise on that block alone). ``probability_flow=True``: the Euler step of
+the probability-flow ODE (score weight 1/2, no noise). Weak order 1; one score evaluation per step.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import Solver, grid_quantities, last_block_noise, register
+from . import register
+from .base import FixedGridSolver, mix, noise_factor, noised_columns, step_sizes
+
+
+def euler_plan(sde, ts, stochastic: bool) -> dict:
+    """Per step i: "linear" I - h beta A (N, k, k), "score" c h beta D[:, N] (N, k, m) with c = 1 (SDE)
+    or 1/2 (ODE), and "noise" sqrt(h beta) E (N, k, m) (stochastic only); beta at t_i."""
+    q = step_sizes(sde, ts)
+    hb = q["h"] * q["beta"][:-1]  # (N,)
+    k = sde.order
+    plan = {
+        "linear": torch.eye(k, dtype=torch.float64) - hb[:, None, None] * sde.drift_matrix,
+        "score": (1.0 if stochastic else 0.5) * hb[:, None, None] * noised_columns(sde),
+        "t_score": q["t"][:-1],
+    }
+    if stochastic:
+        plan["noise"] = hb.sqrt()[:, None, None] * noise_factor(sde)
+    return plan
+
+
+def euler_step(i: int, z, plan: dict, score, noise):
+    """One Euler(-Maruyama) step with the `euler_plan` coefficients; z (n, k, d)."""
+    s = score(z, plan["t_score"][i])
+    z = mix(plan["linear"][i], z) + mix(plan["score"][i], s)
+    if "noise" in plan:
+        E = plan["noise"][i]
+        z = z + mix(E, noise(E.shape[-1]))
+    return z
 
 
 @register
-class EulerMaruyama(Solver):
+class EulerMaruyama(FixedGridSolver):
     name = "em"
-    order = 1
-    stochastic = True
     defaults = {"probability_flow": False}
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self.stochastic = not bool(self.options["probability_flow"])
+    @property
+    def stochastic(self) -> bool:
+        return not bool(self.options["probability_flow"])
 
-    def run(self, sde, score, z, ts, *, generator=None, callback=None):
-        q = grid_quantities(sde, ts)
-        A = sde.drift_matrix
-        k = sde.order
-        hb = q["h"] * q["beta"][:-1]  # (N,)
-        M = torch.eye(k, dtype=torch.float64) - hb[:, None, None] * A  # (N, k, k)
-        c = 1.0 if self.stochastic else 0.5
-        a = c * sde.g2 * hb
-        b = torch.sqrt(sde.g2 * hb) if self.stochastic else torch.zeros_like(hb)
-        dev, dt = z.device, z.dtype
-        M, a, b = M.to(dev, dt), a.to(dev, dt), b.to(dev, dt)
-        tt = ts.to(dev, dt)
-        n = z.shape[0]
-        zf = z.reshape(n, k, -1)
-        for i in range(len(ts) - 1):
-            s = score(z, tt[i].expand(n))
-            zf = torch.einsum("ij,bjd->bid", M[i], zf)
-            last = zf[:, -1] + a[i] * s.reshape(n, -1)
-            if self.stochastic:
-                last = last + b[i] * last_block_noise(z, generator).reshape(n, -1)
-            zf = torch.cat([zf[:, :-1], last[:, None]], dim=1)
-            z = zf.reshape(z.shape)
-            if callback is not None:
-                callback({"step": i, "t": float(ts[i + 1]), "z": z})
-        return z, len(ts) - 1
+    def plan(self, sde, ts):
+        return euler_plan(sde, ts, self.stochastic)
+
+    def step(self, i, z, plan, score, noise, state):
+        return euler_step(i, z, plan, score, noise)

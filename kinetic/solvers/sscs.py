@@ -1,16 +1,19 @@
-"""Symmetric splitting sampler (SSCS, Dockhorn et al. 2022, papers.md 2.7) for any order k.
+"""Symmetric splitting sampler (SSCS; Dockhorn, Vahdat & Kreis 2022, "Score-Based Generative Modeling
+with Critically-Damped Langevin Diffusion", Eq. 10 and App. D) for any linear SDE.
 
-In reverse time the SDE's drift -beta A z + beta g^2 e_k s_k splits into a linear part solved
-exactly (a proper, stable OU process with the SDE's noise D) and a score part taken by Euler:
+In reverse time the SDE's drift -beta A z + beta (D[:, N] kron I) s_N splits into a linear part
+solved exactly (a proper, stable OU process with the SDE's noise D) and a score part taken by Euler:
 
     A_rev = -A - D S_inf^-1          (the drift of the time-reversed STATIONARY process: Hurwitz, with
                                       stationary law N(0, S_inf); when S_inf is diagonal this flips the
-                                      sign of the last diagonal entry of -A: the reversed friction)
-    score part:  dz_k = beta g^2 [s_k(z) + (S_inf^-1 z)_k] ds  (the score minus the prior's score)
+                                      sign of the noised diagonal entries of -A: the reversed friction)
+    score part:  dz = beta D[:, N] [s_N(z) + kappa z] ds,   kappa = (S_inf^-1)[N, :]
+                                     (the score minus the prior's score, on the noised blocks)
 
-For CLD, S_inf = diag(1, M) gives A_rev = [[0, -1/M], [1, -Gamma/M]] and the score part
-2 Gamma beta [s + v / M]: exactly Dockhorn et al.'s H + O and S. Without a stationary law (VE)
-A_rev = -A + 2 A_kk e_k e_k^T (for VE: 0, pure Brownian noise) and the score part beta g^2 s_k.
+(D S_inf^-1 z = D[:, N] (S_inf^-1 z)_N since D vanishes outside the noised blocks.) For CLD,
+S_inf = diag(1, M) gives A_rev = [[0, -1/M], [1, -Gamma/M]] and the score part 2 Gamma beta [s + v / M]:
+exactly Dockhorn et al.'s H + O and S. Without a stationary law (VE) kappa = -2 D_NN^-1 diag(A)_N
+(for VE: 0, pure Brownian noise; A_rev = -A with the sign of the noised diagonal entries flipped).
 
 SSCS step (t_i -> t_{i+1}, h = t_i - t_{i+1}): exact linear half step over [t_i - h/2, t_i], Euler
 score step over the whole step (score at t_i as in the paper's code, or at the midpoint with
@@ -23,22 +26,26 @@ from __future__ import annotations
 import torch
 
 from .. import linalg
-from . import Solver, grid_quantities, noise_like, register
+from . import register
+from .base import FixedGridSolver, mix, noised_columns, step_sizes
+
+__all__ = ["SSCS", "reversed_linear_part", "linear_steps", "splitting_plan"]
 
 
 def reversed_linear_part(sde) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A_rev (k, k), kappa (k,)): reverse drift = beta A_rev z + beta g^2 e_k (s_k + kappa . z)."""
+    """(A_rev (k, k), kappa (m, k)): reverse drift = beta A_rev z + beta D[:, N] (s_N + kappa z).
+    For one noised block kappa is returned as a (k,) row."""
     A = sde.drift_matrix
-    k = sde.order
+    N = list(sde.noised_blocks)
     S_inf = sde.stationary_cov
     if S_inf is not None:
-        kappa = torch.linalg.inv(S_inf)[-1]
+        kappa = torch.linalg.inv(S_inf)[N]
     else:
-        kappa = torch.zeros(k, dtype=torch.float64)
-        kappa[-1] = -2.0 * float(A[-1, -1]) / sde.g2
-    A_rev = -A.clone()
-    A_rev[-1] -= sde.g2 * kappa
-    return A_rev, kappa
+        diagA = torch.zeros(len(N), sde.order, dtype=torch.float64)
+        diagA[range(len(N)), N] = torch.diagonal(A)[N]
+        kappa = -2.0 * torch.linalg.solve(sde.noise_block, diagA)
+    A_rev = -A - noised_columns(sde) @ kappa
+    return A_rev, (kappa[0] if len(N) == 1 else kappa)
 
 
 def linear_steps(sde, dtau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,41 +55,46 @@ def linear_steps(sde, dtau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return phi, linalg.safe_cholesky(Q)
 
 
-class _Splitting(Solver):
-    stochastic = True
+def splitting_plan(sde, ts: torch.Tensor, halves: bool, score_time: str = "start") -> dict:
+    """Float64 coefficients of the splitting samplers for the grid ts (N steps):
 
-    def _coefficients(self, sde, ts, dev, dt, halves: bool):
-        q = grid_quantities(sde, ts)
-        _, kappa = reversed_linear_part(sde)
-        t = q["t"]
-        if halves:
-            tm = 0.5 * (t[:-1] + t[1:])
-            taum = sde.tau(tm)
-            d1, d2 = q["tau"][:-1] - taum, taum - q["tau"][1:]
-            phi, L = linear_steps(sde, torch.cat([d1, d2]))
-            N = len(d1)
-            lin = (phi[:N], L[:N], phi[N:], L[N:])
-        else:
-            phi, L = linear_steps(sde, q["dtau"])
-            lin = (phi, L)
-        lin = tuple(x.to(dev, dt) for x in lin)
-        return q, lin, kappa.to(dev, dt)
+    "score" dtau_i D[:, N] (N, k, m), "kappa" (m, k), "t_score" (N,) and the exact linear steps:
+    with ``halves`` "lin1"/"noise1" over [t_i - h/2, t_i] and "lin2"/"noise2" over
+    [t_{i+1}, t_i - h/2] (transition and noise factor, (N, k, k)); otherwise "lin"/"noise" over
+    the whole step."""
+    q = step_sizes(sde, ts)
+    _, kappa = reversed_linear_part(sde)
+    t = q["t"]
+    plan = {
+        "score": q["dtau"][:, None, None] * noised_columns(sde),  # Euler in tau: dtau = int beta dt
+        "kappa": kappa.reshape(len(sde.noised_blocks), sde.order),
+        "t_score": t[:-1] if score_time == "start" else 0.5 * (t[:-1] + t[1:]),
+    }
+    if halves:
+        taum = sde.tau(0.5 * (t[:-1] + t[1:]))
+        d1, d2 = q["tau"][:-1] - taum, taum - q["tau"][1:]
+        phi, L = linear_steps(sde, torch.cat([d1, d2]))
+        n = len(d1)
+        plan.update(lin1=phi[:n], noise1=L[:n], lin2=phi[n:], noise2=L[n:])
+    else:
+        plan["lin"], plan["noise"] = linear_steps(sde, q["dtau"])
+    return plan
 
 
-def _apply(M: torch.Tensor, zf: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjd->bid", M, zf)
+def linear_step(z: torch.Tensor, P: torch.Tensor, L: torch.Tensor, noise) -> torch.Tensor:
+    """The exact linear sub-step: P z + L xi (P, L (k, k); z (n, k, d))."""
+    return mix(P, z) + mix(L, noise(z.shape[1]))
 
 
-def _score_step(zf: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-    """Euler step of the score part on the last block: a_k += coef (s_k + kappa . z); zf (n, k, d)."""
-    last = zf[:, -1] + coef * (s + torch.einsum("j,bjd->bd", kappa, zf))
-    return torch.cat([zf[:, :-1], last[:, None]], dim=1)
+def score_step(z: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """Euler step of the score part: z += coef (s_N + kappa z), coef = dtau D[:, N] (k, m),
+    kappa (m, k), s (n, m, d)."""
+    return z + mix(coef, s + mix(kappa, z))
 
 
 @register
-class SSCS(_Splitting):
+class SSCS(FixedGridSolver):
     name = "sscs"
-    order = 1
     defaults = {"score_time": "start"}
 
     def __init__(self, **options):
@@ -90,21 +102,14 @@ class SSCS(_Splitting):
         if self.options["score_time"] not in ("start", "mid"):
             raise ValueError(f"sscs: score_time must be 'start' or 'mid', got {self.options['score_time']!r}")
 
-    def run(self, sde, score, z, ts, *, generator=None, callback=None):
-        dev, dt = z.device, z.dtype
-        q, (P1, L1, P2, L2), kappa = self._coefficients(sde, ts, dev, dt, halves=True)
-        t = q["t"]
-        t_eval = t[:-1] if self.options["score_time"] == "start" else 0.5 * (t[:-1] + t[1:])
-        coef = (q["dtau"] * sde.g2).to(dev, dt)  # Euler in tau: dtau = int beta dt over the step
-        t_eval = t_eval.to(dev, dt)
-        n, k = z.shape[0], sde.order
-        zf = z.reshape(n, k, -1)
-        N = len(ts) - 1
-        for i in range(N):
-            zf = _apply(P1[i], zf) + _apply(L1[i], noise_like(zf, generator))
-            s = score(zf.reshape(z.shape), t_eval[i].expand(n)).reshape(n, -1)
-            zf = _score_step(zf, s, coef[i], kappa)
-            zf = _apply(P2[i], zf) + _apply(L2[i], noise_like(zf, generator))
-            if callback is not None:
-                callback({"step": i, "t": float(ts[i + 1]), "z": zf.reshape(z.shape)})
-        return zf.reshape(z.shape), N
+    @property
+    def stochastic(self) -> bool:
+        return True
+
+    def plan(self, sde, ts):
+        return splitting_plan(sde, ts, halves=True, score_time=self.options["score_time"])
+
+    def step(self, i, z, plan, score, noise, state):
+        z = linear_step(z, plan["lin1"][i], plan["noise1"][i], noise)
+        z = score_step(z, score(z, plan["t_score"][i]), plan["score"][i], plan["kappa"])
+        return linear_step(z, plan["lin2"][i], plan["noise2"][i], noise)

@@ -4,14 +4,17 @@ Uses `LinearSDE.to_torchsde` (see `kinetic.torchsde_adapter`): flat states, reve
 from 0 to T - t_eps, fixed step dt = (T - t_eps) / steps on a uniform grid. Option ``method``: any
 torchsde method (euler, milstein, srk for Ito; midpoint, heun, euler_heun, reversible_heun, log_ode
 for Stratonovich: the noise is additive, so both readings give the same SDE). The Brownian motion
-is a `torchsde.BrownianInterval` seeded from ``generator``. NFE counts score evaluations.
+is a `torchsde.BrownianInterval` seeded from ``generator`` (a ``noise_sampler`` cannot drive it).
+NFE counts score evaluations. The noised blocks may be any set: the adapter picks torchsde's
+diagonal or additive noise type (`kinetic.torchsde_adapter`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import Solver, register
+from . import register
+from .base import Solver, checked
 
 _ITO = {"euler": 1, "milstein": 1, "srk": 2}
 _STRAT = {"midpoint": 1, "heun": 1, "euler_heun": 1, "reversible_heun": 1, "log_ode": 1}
@@ -21,26 +24,37 @@ _LEVY = {"srk": "space-time", "log_ode": "foster"}
 @register
 class TorchsdeSolver(Solver):
     name = "torchsde"
-    order = 1
-    stochastic = True
     defaults = {"method": "euler"}
+    default_grid = "uniform"  # torchsde steps with a fixed dt
 
     def __init__(self, **options):
         super().__init__(**options)
         m = self.options["method"]
         if m not in _ITO and m not in _STRAT:
             raise ValueError(f"torchsde: unknown method {m!r}; valid methods: {', '.join([*_ITO, *_STRAT])}")
-        self.order = {**_ITO, **_STRAT}[m]
+
+    @property
+    def order(self) -> int:
+        return {**_ITO, **_STRAT}[self.options["method"]]
+
+    @property
+    def stochastic(self) -> bool:
+        return True
 
     def check(self, sde, ts):
         uni = torch.linspace(float(ts[0]), float(ts[-1]), len(ts), dtype=torch.float64)
         if not torch.allclose(ts, uni, rtol=0, atol=1e-9 * sde.T):
             raise ValueError("torchsde steps with a fixed dt: use grid='uniform' with the torchsde solver")
 
-    def run(self, sde, score, z, ts, *, generator=None, callback=None):
+    def run(self, sde, score, z, ts, *, generator=None, noise_sampler=None, callback=None, plan=None):
         import torchsde
 
-        self.check(sde, ts)
+        if noise_sampler is not None:
+            raise ValueError("torchsde draws its own Brownian motion: seed it with generator, not noise_sampler")
+        if plan is None:
+            self.check(sde, ts)
+        score = checked(score, sde)
+        nfe0 = score.nfe
         method = self.options["method"]
         T, t_eps = float(ts[0]), float(ts[-1])
         data_shape = tuple(z.shape[2:])
@@ -61,5 +75,5 @@ class TorchsdeSolver(Solver):
                              method=method, dt=s1 / steps, options=options)
         out = obj.unflatten(ys[-1])
         if callback is not None:
-            callback({"step": steps - 1, "t": t_eps, "z": out})
-        return out, obj.nfe
+            callback({"step": steps - 1, "t": t_eps, "z": out, "nfe": score.nfe - nfe0})
+        return out, score.nfe - nfe0
