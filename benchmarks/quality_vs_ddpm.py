@@ -632,8 +632,9 @@ def evaluate_run(run: RunDir, method: Method, settings: Settings, plan, referenc
 
 
 def run_study(settings: Settings, methods: list[Method], runs_root: Path, table: dict, *, overwrite: bool = False,
-              log: Callable[[str], None] = print) -> dict:
-    """Train (or reuse) every (method, seed), evaluate, and return the results (plain data)."""
+              log: Callable[[str], None] = print, train_only: bool = False) -> dict:
+    """Train (or reuse) every (method, seed), evaluate, and return the results (plain data).
+    ``train_only``: stop after training (the cache then serves a later evaluation)."""
     settings.validate()
     if "ddpm" not in [m.name for m in methods]:
         methods = [METHODS[0], *methods]  # the wall-clock budgets come from the baseline
@@ -671,6 +672,8 @@ def run_study(settings: Settings, methods: list[Method], runs_root: Path, table:
                     snaps, extra = train_adapter(method, settings, seed, walls, log)
                 rec = run.save_training(key, snaps, extra, walls)
             records[(method.name, seed)] = rec
+    if train_only:
+        return results
     # 2. equal-steps evaluations, 3. the best sampler per NFE, 4. equal-wall evaluations
     step_tags = list(settings.budgets())
     for method in methods:
@@ -1047,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="retrain runs cached with other settings")
+    p.add_argument("--train-only", action="store_true", help="only train (and cache) the runs; evaluate later")
     a = p.parse_args(argv)
     try:
         settings = Settings.quick() if a.quick else Settings.full()
@@ -1083,10 +1087,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
     try:
-        results = run_study(settings, methods, runs, table, overwrite=a.overwrite, log=log)
+        results = run_study(settings, methods, runs, table, overwrite=a.overwrite, log=log, train_only=a.train_only)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if a.train_only:
+        print(f"trained and cached every run in {runs} in {time.perf_counter() - t0:.0f} s")
+        return 0
     results["seconds"] = time.perf_counter() - t0
     command = "python benchmarks/quality_vs_ddpm.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results["command"] = command.strip()
