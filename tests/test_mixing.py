@@ -9,7 +9,6 @@ import scipy.linalg
 import torch
 
 import kinetic as kn
-from kinetic.analytic import GaussianMixture
 from kinetic.bench import mixing as mx
 from kinetic.divergence import gaussian_kl, mixture_kl
 

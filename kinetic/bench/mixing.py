@@ -39,7 +39,7 @@ from kinetic.analytic import GaussianData, GaussianMixture
 from kinetic.divergence import gaussian_kl, gaussian_w2, mixture_kl
 from kinetic.schedules import ConstantSchedule
 
-from .report import bench_parser, machine_info, parse, write_outputs
+from .report import machine_info, md_table, standard_cli, write_outputs
 
 __all__ = [
     "Dataset",
@@ -530,26 +530,19 @@ def to_markdown(res: dict) -> str:
                 sep += "---|"
         lines.append(head)
         lines.append(sep)
-        for s in names:
-            row = f"| {s} | {res['kl_at_T'][dname][s]:.3g} |"
-            for how in NORMALISATIONS:
-                for tol in res["tolerances"]:
-                    t = per[s][how][str(tol)]
-                    r = res["ratios"][dname][how][s][str(tol)]["vs_ou"]
-                    row += f" {t:.3g} ({r:.2f}) |"
-            lines.append(row)
+        lines += [
+            f"| {s} | {res['kl_at_T'][dname][s]:.3g} |" + "".join(
+                f" {per[s][how][str(tol)]:.3g} ({res['ratios'][dname][how][s][str(tol)]['vs_ou']:.2f}) |"
+                for how in NORMALISATIONS for tol in res["tolerances"])
+            for s in names
+        ]
         lines.append("")
     if res.get("w2_tau_star"):
-        lines.append("W2 (full state) tolerance times under (c), in units of 1/rate:")
-        lines.append("")
-        lines.append("| data | " + " | ".join(names) + " |")
-        lines.append("|---|" + "---|" * len(names))
-        for dname, per in res["w2_tau_star"].items():
-            for tol in res["w2_tolerances"]:
-                row = f"| {dname} W2 <= {tol:g} |"
-                for s in names:
-                    row += f" {per[s][str(tol)] * res['sdes'][s]['rate_tau']:.3g} |"
-                lines.append(row)
+        lines += ["W2 (full state) tolerance times under (c), in units of 1/rate:", ""]
+        lines += md_table(["data", *names], [
+            [f"{dname} W2 <= {tol:g}", *(f"{per[s][str(tol)] * res['sdes'][s]['rate_tau']:.3g}" for s in names)]
+            for dname, per in res["w2_tau_star"].items() for tol in res["w2_tolerances"]
+        ])
         lines.append("")
     if res.get("mixture_checks"):
         lines.append("| mixture | SDE | tau | exact KL | negentropy part | Gaussian part | convexity bound | MC (+- se) |")
@@ -579,12 +572,10 @@ def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Call
 
 def cli(argv: Sequence[str] | None = None) -> None:
     """``python benchmarks/mixing.py [--full] [--out DIR] [--threads N]``."""
-    p = bench_parser("Mixing time of VP/CLD/HOLD/langevin(k): KL of the full state to the prior.",
-                     full_help="denser curves, more MC samples, two W2 tolerances",
-                     out_help="writes OUT/figures/mixing_*.{png,json,md}")
-    a = parse(p, argv)
-    res = main(a.full, a.out, progress=lambda s: print(f"[mixing] {s}", flush=True))
-    print(to_markdown(res))
+    res = standard_cli(argv, main, to_markdown, tag="mixing",
+                       description="Mixing time of VP/CLD/HOLD/langevin(k): KL of the full state to the prior.",
+                       full_help="denser curves, more MC samples, two W2 tolerances",
+                       out_help="writes OUT/figures/mixing_*.{png,json,md}")
     print(f"wall {res['wall_s']:.1f} s (compute {res['compute_s']:.1f} s)")
 
 

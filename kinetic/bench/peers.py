@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-import kinetic as kn
 
 from . import fewstep
 from . import problems as pb

@@ -19,7 +19,8 @@ import torch
 
 from ..fileio import atomic_write_text
 
-__all__ = ["machine_info", "machine_line", "bench_parser", "parse", "command_line", "write_outputs", "replace_section"]
+__all__ = ["machine_info", "machine_line", "bench_parser", "parse", "standard_cli", "command_line", "write_outputs",
+           "replace_section", "md_table"]
 
 
 def machine_info() -> dict:
@@ -68,6 +69,20 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
         p.error(f"--threads must be >= 1, got {a.threads}")
     torch.set_num_threads(a.threads)
     return a
+
+
+def standard_cli(argv, main, to_markdown, *, description: str, full_help: str, out_help: str, tag: str) -> dict:
+    """The CLI of a benchmark whose ``main(full, out_dir, progress)`` returns a result for ``to_markdown``:
+    --full/--out/--threads, progress lines "[tag] ...", the tables printed at the end."""
+    a = parse(bench_parser(description, full_help=full_help, out_help=out_help), argv)
+    res = main(a.full, a.out, progress=lambda s: print(f"[{tag}] {s}", flush=True))
+    print(to_markdown(res))
+    return res
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table as lines: ``| h1 | h2 |``, ``|---|---|``, then one line per row."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:

@@ -1,15 +1,22 @@
-"""Solver accuracy benchmark: error against NFE with exact scores, and the sampler's own overhead.
+"""Solver accuracy benchmark: error against NFE with exact scores, few-step sampling, and the sampler's own overhead.
 
-    python benchmarks/solver_accuracy.py            # reduced sizes (~4 CPU-minutes)
-    python benchmarks/solver_accuracy.py --full     # all NFE levels and larger samples
+    python benchmarks/solver_accuracy.py                  # reduced sizes
+    python benchmarks/solver_accuracy.py --few-step-only  # only the few-step part (issue 12)
+    python benchmarks/solver_accuracy.py --full           # all NFE levels, every configuration, larger samples
 
-For VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a 64-dimensional
-Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at a set of NFE budgets.
-Errors: W2 between the Gaussian fitted to the samples and the true law (Gaussian data); sliced W2
-against a fresh data sample of the same size (mixture). The Monte Carlo floor is the same metric
-between two fresh data samples of the same size. Writes ``<out_dir>/benchmarks_solvers.md`` (text
-after the ``<!-- notes -->`` marker of an existing file is kept) and
-``<out_dir>/figures/solver_accuracy.png``.
+Accuracy (issue 4): for VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
+64-dimensional Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at NFE
+10 ... 100 (1000 full). Errors: W2 between the Gaussian fitted to the samples and the true law
+(Gaussian data); sliced W2 against a fresh data sample of the same size (mixture). The Monte Carlo
+floor is the same metric between two fresh data samples of the same size.
+
+Few-step (issue 12, `kinetic.bench.fewstep`): every preset, sampler and time grid at NFE 3, 5, 8, 10
+(20, 50, 100 full) on `mixture4` and `gauss64` (n = 20000): the distribution error against the
+exact law with its floor, and the pathwise error against the exact probability-flow map.
+
+Writes ``<out_dir>/benchmarks_solvers.md`` (two generated blocks; the text after its
+``<!-- notes -->`` marker is kept), ``<out_dir>/figures/solver_accuracy.png``,
+``<out_dir>/figures/fewstep_kinetic.{json,png}`` and the few-step block of ``<out_dir>/benchmarks.md``.
 """
 
 from __future__ import annotations

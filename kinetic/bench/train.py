@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .report import bench_parser, machine_info, machine_line, parse, write_outputs
+from .report import machine_info, machine_line, standard_cli, write_outputs
 
 __all__ = ["main", "cli", "measure", "study", "to_markdown"]
 
@@ -285,12 +285,10 @@ def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Call
 
 def cli(argv: Sequence[str] | None = None) -> None:
     """``python benchmarks/train_throughput.py [--full] [--out DIR] [--threads N]``."""
-    p = bench_parser("Training throughput (examples/s) on CPU: VP vs HOLD, small U-Net, 8x8 digits.",
-                     full_help="also CLD and langevin(4), batch 128, more rounds, the objective study",
-                     out_help="writes OUT/benchmarks_train.md and OUT/figures/train_throughput.json")
-    a = parse(p, argv)
-    res = main(a.full, a.out, progress=lambda s: print(f"[train] {s}", flush=True))
-    print(to_markdown(res))
+    standard_cli(argv, main, to_markdown, tag="train",
+                 description="Training throughput (examples/s) on CPU: VP vs HOLD, small U-Net, 8x8 digits.",
+                 full_help="also CLD and langevin(4), batch 128, more rounds, the objective study",
+                 out_help="writes OUT/benchmarks_train.md and OUT/figures/train_throughput.json")
 
 
 if __name__ == "__main__":
