@@ -34,7 +34,7 @@ from . import problems as pb
 __all__ = [
     "PRESETS", "GRIDS", "Config", "CONFIGS", "REDUCED", "NFES", "ei_data_scale",
     "distribution_error", "floor", "Reference", "reference", "run_config", "run", "best",
-    "to_markdown", "best_table", "plot",
+    "to_markdown", "best_table", "cell", "config_name", "plot",
 ]
 
 F64 = torch.float64
@@ -256,11 +256,16 @@ def best(res: dict, problem: str, sde: str, target: int, key: str = "error", lab
     return found
 
 
-def _cell(v: float | None, fl: float | None = None) -> str:
+def cell(v: float | None, fl: float | None = None) -> str:
     if v is None:
         return "-"
     s = f"{v:.3g}" if v < 100 else f"{v:.0f}"
     return s + (f" ({v / fl:.1f}x)" if fl else "")
+
+
+def config_name(b: dict) -> str:
+    """"label, grid" of a `best` result ("kn.sample default" has no grid of its own)."""
+    return b["label"] if b["grid"] == "None" else f"{b['label']}, {b['grid']}"
 
 
 def best_table(res: dict, problem: str, key: str = "error") -> list[str]:
@@ -272,7 +277,7 @@ def best_table(res: dict, problem: str, key: str = "error") -> list[str]:
         cells = []
         for s in sdes:
             b = best(res, problem, s, target, key)
-            cells.append("-" if b is None else f"{_cell(b['value'], fl)}: {b['label']}, {b['grid']}")
+            cells.append("-" if b is None else f"{cell(b['value'], fl)}: {config_name(b)}")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     return lines
 
@@ -307,7 +312,7 @@ def to_markdown(res: dict) -> str:
                             cells.append("-")
                             paths.append("-")
                             continue
-                        cells.append(_cell(r["error"], res["floor"][p]) + ("" if r["nfe"] == t else f" @{r['nfe']}"))
+                        cells.append(cell(r["error"], res["floor"][p]) + ("" if r["nfe"] == t else f" @{r['nfe']}"))
                         paths.append("-" if r["path_error"] is None else f"{r['path_error']:.2g}")
                     path = ", ".join(paths) if res["deterministic"].get(label) else "(stochastic)"
                     lines.append(f"| {label} | {grid if grid != 'None' else 'default'} | " + " | ".join(cells)
@@ -316,8 +321,21 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(res: dict, path: str, key: str = "error") -> None:
-    """Error against NFE, one panel per (problem, SDE), one line per sampler (its best grid at each NFE)."""
+def nfe_axis(ax, nfes) -> None:
+    """Log-log axes with the NFE budgets as the x ticks."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(list(nfes))
+    ax.set_xticklabels([str(t) for t in nfes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("NFE (score calls)")
+
+
+def plot(res: dict, path: str, top: float = 10.0) -> None:
+    """Error against NFE: a row per (problem, distribution / pathwise error), a column per SDE, one
+    line per sampler (its best grid at each NFE; dashed: stochastic). Errors above ``top`` are off the chart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,25 +343,33 @@ def plot(res: dict, path: str, key: str = "error") -> None:
 
     probs = list(res["results"])
     sdes = list(next(iter(res["results"].values())))
-    fig, axes = plt.subplots(len(probs), len(sdes), figsize=(4.0 * len(sdes), 3.4 * len(probs)), squeeze=False)
+    rows = [(p, key) for p in probs for key in ("error", "path_error")]
+    fig, axes = plt.subplots(len(rows), len(sdes), figsize=(3.8 * len(sdes), 3.0 * len(rows)), squeeze=False)
     labels = list(res["deterministic"])
     cmap = plt.get_cmap("tab10")
-    for i, p in enumerate(probs):
+    color = {label: cmap(i % 10) for i, label in enumerate(labels)}
+    for i, (p, key) in enumerate(rows):
         for j, s in enumerate(sdes):
             ax = axes[i][j]
-            for c, label in enumerate(labels):
+            for label in labels:
+                if key == "path_error" and not res["deterministic"][label]:
+                    continue
                 pts = [(t, best(res, p, s, t, key, labels=[label])) for t in res["nfes"]]
                 pts = [(t, b["value"]) for t, b in pts if b is not None]
                 if pts:
-                    ax.loglog(*zip(*pts), marker="o", ms=3, color=cmap(c % 10), label=label,
-                              ls="-" if res["deterministic"][label] else "--")
+                    ax.plot(*zip(*pts), marker="o", ms=3, color=color[label], label=label,
+                            ls="-" if res["deterministic"][label] else "--")
             if key == "error":
                 ax.axhline(res["floor"][p], color="gray", lw=1, ls="-.", label="floor (exact samples)")
-            ax.set_title(f"{s} / {p}", fontsize=9)
-            ax.set_xlabel("NFE")
-            ax.set_ylabel("distribution error" if key == "error" else "pathwise error")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, loc="center right")
+            nfe_axis(ax, res["nfes"])
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, min(hi, top))
+            ax.set_title(f"{s} / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=8)
+    handles, names = {}, {}
+    for ax in axes.reshape(-1):
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(n, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
     fig.tight_layout(rect=(0, 0, 0.85, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -35,8 +35,8 @@ from torch import Tensor
 from . import fewstep
 from . import problems as pb
 
-__all__ = ["Peer", "PEERS", "NFES", "exact_betas", "default_betas", "schedule_mismatch", "sample_peer", "run",
-           "to_markdown", "plot"]
+__all__ = ["Peer", "PEERS", "NFES", "SIZES", "exact_betas", "default_betas", "schedule_mismatch", "sample_peer", "run",
+           "to_markdown", "docs_block", "plot", "main", "cli"]
 
 F64 = torch.float64
 NFES = (3, 5, 8, 10, 20, 50)
@@ -259,12 +259,12 @@ def to_markdown(res: dict) -> str:
                 lines += ["", f"#### {p}: {title}", "", "| method | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",
                           "|---|" + "---:|" * len(res["nfes"])]
             for label, rows in per_peer.items():
-                lines.append(f"| {label} | " + " | ".join(fewstep._cell(r[key], fl if key == "error" else None)
+                lines.append(f"| {label} | " + " | ".join(fewstep.cell(r[key], fl if key == "error" else None)
                                                           + ("" if r["nfe"] == r["target"] else f" @{r['nfe']}")
                                                           for r in rows) + " |")
             kb = [_kinetic_best(res, p, t, key) for t in res["nfes"]]
             lines.append("| **kinetic, best** | " + " | ".join(
-                "-" if b is None else f"{fewstep._cell(b['value'], fl if key == 'error' else None)}: {b['label']}, {b['grid']}"
+                "-" if b is None else f"{fewstep.cell(b['value'], fl if key == 'error' else None)}: {fewstep.config_name(b)}"
                 for b in kb) + " |")
             best_peer = []
             for j, t in enumerate(res["nfes"]):
@@ -287,14 +287,18 @@ def _wins(res: dict, p: str) -> str:
             vals = {lab: rows[j][key] for lab, rows in res["peers"][p].items() if rows[j]["nfe"] <= t}
             lab = min(vals, key=vals.get)
             if kb is not None and vals[lab] < kb["value"]:
-                wins.append(f"NFE {t}: {lab} ({kb['value'] / vals[lab]:.2f}x smaller)")
+                at_floor = key == "error" and kb["value"] < 1.2 * res["kinetic"]["floor"][p]
+                wins.append(f"NFE {t}: {lab} ({kb['value'] / vals[lab]:.2f}x smaller"
+                            + ("; both at the Monte Carlo floor, so within noise)" if at_floor else ")"))
         out.append(f"Peers win on the {what} at " + "; ".join(wins) + "." if wins
                    else f"No peer beats kinetic's best on the {what} at any NFE.")
     return f"{p}: " + " ".join(out)
 
 
 def plot(res: dict, path: str) -> None:
-    """Error against NFE, one line per method: per problem, the distribution and the pathwise error."""
+    """Error against NFE, one line per method: kinetic's best of all its samplers and grids (black),
+    its deterministic samplers at their best grid (solid), each peer (dashed); per problem, the
+    distribution and the pathwise error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,35 +307,51 @@ def plot(res: dict, path: str) -> None:
     probs = list(res["peers"])
     fig, axes = plt.subplots(len(probs), 2, figsize=(11, 3.8 * len(probs)), squeeze=False)
     kin = res["kinetic"]
+    kin_labels = [lab for lab, det in kin["deterministic"].items() if det]
+    peer_labels = list(next(iter(res["peers"].values())))
     cmap = plt.get_cmap("tab20")
+    color = {lab: cmap(i % 20) for i, lab in enumerate(kin_labels + peer_labels)}
     for i, p in enumerate(probs):
         for j, key in enumerate(("error", "path_error")):
             ax = axes[i][j]
-            c = 0
-            for label in kin["deterministic"]:
-                if key == "path_error" and not kin["deterministic"][label]:
-                    continue
+            b = [(t, fewstep.best(kin, p, "vp", t, key)) for t in res["nfes"]]
+            ax.plot([t for t, v in b if v], [v["value"] for t, v in b if v], "-", color="k", lw=2.5, marker="o",
+                    ms=4, label="kinetic, best of all samplers and grids")
+            for label in kin_labels:
                 pts = [(t, fewstep.best(kin, p, "vp", t, key, labels=[label])) for t in res["nfes"]]
-                pts = [(t, b["value"]) for t, b in pts if b is not None]
-                if pts:
-                    ax.loglog(*zip(*pts), "-", marker="o", ms=3, lw=1.6, color=cmap(c % 20), label=f"kinetic {label}")
-                c += 1
+                pts = [(t, v["value"]) for t, v in pts if v is not None]
+                ax.plot(*zip(*pts), "-", marker="o", ms=3, lw=1.2, color=color[label], label=f"kinetic {label}")
             for label, rows in res["peers"][p].items():
-                ax.loglog([r["nfe"] for r in rows], [r[key] for r in rows], "--", marker="s", ms=3, lw=1.2,
-                          color=cmap(c % 20), label=label)
-                c += 1
+                ax.plot([r["nfe"] for r in rows], [r[key] for r in rows], "--", marker="s", ms=3, lw=1.2,
+                        color=color[label], label=label)
             if key == "error":
                 ax.axhline(kin["floor"][p], color="gray", lw=1, ls="-.", label="floor (exact samples)")
+            fewstep.nfe_axis(ax, res["nfes"])
             ax.set_title(f"VP / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=9)
-            ax.set_xlabel("NFE (score calls)")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 0.74, 1))
-    fig.savefig(path, dpi=110)
+    handles = {}
+    for ax in axes.reshape(-1):
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(n, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.72, 1))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 # ------------------------------------------------------------------ entry points
+def docs_block(res: dict) -> str:
+    """The block of docs/benchmarks.md: command, machine, the figure and `to_markdown`."""
+    from .report import machine_line
+
+    v = res.get("diffusers", "?")
+    return (f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min). Machine: {machine_line(res['machine'])}, "
+            f"float64 state; diffusers {v}. VP only; the same problems, prior draws (seed 0), exact score and error "
+            "measures as the kinetic tables above; kinetic's side is the best of all its samplers and grids at each "
+            "NFE (pathwise: the deterministic ones). The peers' pathwise errors are limited by diffusers' float32 "
+            "schedule (1 - alpha_bar near t = 0 has about 4 digits), far below the errors at these NFE.\n\n"
+            "![peers against kinetic on VP](figures/peer_samplers.png)\n\n" + to_markdown(res))
+
+
 SIZES = {
     False: {"nfes": NFES, "n": 20_000, "n_path": 500, "rtol": 1e-10},
     True: {"nfes": (*NFES, 100), "n": 20_000, "n_path": 2000, "rtol": 1e-10},
@@ -344,23 +364,17 @@ def main(full: bool = False, out_dir: str | None = "docs", log=None, command: st
     for the pathwise error; full: also NFE 100 and 2000 pathwise samples."""
     import os
 
-    from .report import machine_info, machine_line, replace_section, write_outputs
+    import diffusers
+
+    from .report import machine_info, replace_section, write_outputs
 
     res = run(log=log, **SIZES[bool(full)])
     command = command or "python benchmarks/peer_samplers.py" + (" --full" if full else "")
-    res["machine"], res["command"] = machine_info(), command
+    res["machine"], res["command"], res["diffusers"] = machine_info(), command, diffusers.__version__
     if out_dir is not None:
         write_outputs(out_dir, {"figures/peer_samplers.json": res})
         plot(res, os.path.join(out_dir, "figures", "peer_samplers.png"))
-        import diffusers
-
-        head = (f"Command: `{command}` ({res['seconds'] / 60:.1f} min). Machine: {machine_line(res['machine'])}, "
-                f"float64 state; diffusers {diffusers.__version__}. VP only; the same problems, prior draws "
-                "(seed 0), exact score and error measures as the kinetic tables above; kinetic's side is the best "
-                "of all its samplers and grids at each NFE (pathwise: the deterministic ones). The peers' "
-                "pathwise errors are limited by diffusers' float32 schedule (1 - alpha_bar near t = 0 has about "
-                "4 digits), far below the errors at these NFE.\n\n![peers against kinetic on VP](figures/peer_samplers.png)\n")
-        replace_section(os.path.join(out_dir, "benchmarks.md"), "few-step-peers", head + "\n" + to_markdown(res),
+        replace_section(os.path.join(out_dir, "benchmarks.md"), "few-step-peers", docs_block(res),
                         title="### Peers on VP: diffusers' multistep schedulers")
     return res
 

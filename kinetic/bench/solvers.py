@@ -1,8 +1,8 @@
 """Solver accuracy benchmark: error against NFE with exact scores, few-step sampling, and the sampler's own overhead.
 
-    python benchmarks/solver_accuracy.py                  # reduced sizes
-    python benchmarks/solver_accuracy.py --few-step-only  # only the few-step part (issue 12)
-    python benchmarks/solver_accuracy.py --full           # all NFE levels, every configuration, larger samples
+    python benchmarks/solver_accuracy.py                                 # reduced sizes (~6 CPU-minutes)
+    python benchmarks/solver_accuracy.py --few-step-only --few-step issue  # the few-step tables of docs/benchmarks.md
+    python benchmarks/solver_accuracy.py --full                          # every NFE level and configuration
 
 Accuracy (issue 4): for VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
 64-dimensional Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at NFE
@@ -10,9 +10,9 @@ Accuracy (issue 4): for VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gau
 (Gaussian data); sliced W2 against a fresh data sample of the same size (mixture). The Monte Carlo
 floor is the same metric between two fresh data samples of the same size.
 
-Few-step (issue 12, `kinetic.bench.fewstep`): every preset, sampler and time grid at NFE 3, 5, 8, 10
-(20, 50, 100 full) on `mixture4` and `gauss64` (n = 20000): the distribution error against the
-exact law with its floor, and the pathwise error against the exact probability-flow map.
+Few-step (issue 12, `kinetic.bench.fewstep`, sizes in `FEW_STEP`): each preset, sampler and time
+grid at NFE 3, 5, 8, 10 (20, 50, 100 full) on `mixture4` and `gauss64`: the distribution error
+against the exact law with its floor, and the pathwise error against the exact probability-flow map.
 
 Writes ``<out_dir>/benchmarks_solvers.md`` (two generated blocks; the text after its
 ``<!-- notes -->`` marker is kept), ``<out_dir>/figures/solver_accuracy.png``,
@@ -309,10 +309,17 @@ def _markdown(acc: dict, ovh: dict | None, command: str, seconds: float, focus: 
 
 
 FEW_STEP = {
-    # reduced: the issue-12 problems at the issue's sizes, the main samplers, NFE up to 20
-    False: {"nfes": (3, 5, 8, 10), "n": 20_000, "n_path": 500, "rtol": 1e-6, "configs": fewstep.REDUCED},
-    True: {"nfes": (3, 5, 8, 10, 20, 50, 100), "n": 20_000, "n_path": 2000, "rtol": 1e-10, "configs": None},
+    # the default run: order 1 against order 3, small samples (about 2 CPU-minutes)
+    "reduced": {"presets": ("vp", "hold"), "nfes": (3, 5, 8, 10), "n": 4_000, "n_path": 500, "rtol": 1e-6,
+                "configs": fewstep.REDUCED},
+    # the issue-12 tables of docs/benchmarks.md: every preset, n = 20000 (about 12 CPU-minutes)
+    "issue": {"presets": None, "nfes": (3, 5, 8, 10), "n": 20_000, "n_path": 500, "rtol": 1e-6,
+              "configs": fewstep.REDUCED},
+    # every configuration up to NFE 100 and a tight reference (hours)
+    "full": {"presets": None, "nfes": (3, 5, 8, 10, 20, 50, 100), "n": 20_000, "n_path": 2000, "rtol": 1e-10,
+             "configs": None},
 }
+"""Sizes of the few-step part (``--few-step``)."""
 _SKELETON = "<!-- accuracy:begin -->\n<!-- accuracy:end -->\n\n<!-- few-step:begin -->\n<!-- few-step:end -->\n\n<!-- notes -->\n"
 
 
@@ -348,15 +355,15 @@ def few_step_summary(few: dict, command: str, seconds: float) -> str:
 
 def main(full: bool = False, out_dir: str = "docs", overhead: bool = True, log=None, n: int | None = None,
          all_configs: bool | None = None, command: str | None = None, accuracy: bool = True,
-         few_step: bool = True) -> dict:
+         few_step: str | None = None) -> dict:
     """Run the benchmark; write ``<out_dir>/benchmarks_solvers.md`` (its generated blocks; the notes after
     ``<!-- notes -->`` stay), ``<out_dir>/figures/solver_accuracy.png``, and for the few-step part
     ``<out_dir>/figures/fewstep_kinetic.{json,png}`` and its block in ``<out_dir>/benchmarks.md``.
 
     Reduced (default): NFE 10, 20, 50, 100, n = 2000, the main configurations (4 CPU-minutes), and
-    the few-step part (`FEW_STEP`). Full: NFE 10 ... 1000, n = 10000, every configuration, and the
-    few-step part with every configuration up to NFE 100 (hours on 2 cores). ``log``: a callable
-    receiving one progress line per configuration (the script passes print).
+    the few-step part at ``few_step`` size (`FEW_STEP`: "reduced" by default, "full" with full;
+    "none" skips it). Full: NFE 10 ... 1000, n = 10000, every configuration (hours on 2 cores).
+    ``log``: a callable receiving one progress line per configuration (the script passes print).
     """
     t0 = time.perf_counter()
     command = command or "python benchmarks/solver_accuracy.py" + (" --full" if full else "")
@@ -376,9 +383,12 @@ def main(full: bool = False, out_dir: str = "docs", overhead: bool = True, log=N
         replace_section(path, "accuracy", _markdown(acc, ovh, command, seconds, focus))
         _plot(acc, os.path.join(out_dir, "figures", "solver_accuracy.png"))
         out.update({"accuracy": acc, "focus": focus, "overhead": ovh})
-    if few_step:
+    few_step = few_step or ("full" if full else "reduced")
+    if few_step not in (*FEW_STEP, "none"):
+        raise ValueError(f"few_step must be one of {', '.join(FEW_STEP)} or none, got {few_step!r}")
+    if few_step != "none":
         t1 = time.perf_counter()
-        few = fewstep.run(log=log, **FEW_STEP[bool(full)])
+        few = fewstep.run(log=log, **FEW_STEP[few_step])
         seconds = time.perf_counter() - t1
         few["machine"], few["command"], few["seconds"] = machine_info(), command, seconds
         write_outputs(out_dir, {"figures/fewstep_kinetic.json": few})
@@ -400,9 +410,13 @@ def cli(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-overhead", action="store_true", help="skip the sampler-overhead timing")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000 reduced, 10000 full)")
     p.add_argument("--all-configs", action="store_true", help="every solver configuration (default only with --full)")
-    p.add_argument("--few-step-only", action="store_true", help="only the few-step part (issue 12)")
-    p.add_argument("--no-few-step", action="store_true", help="skip the few-step part")
+    p.add_argument("--few-step", choices=[*FEW_STEP, "none"], default=None,
+                   help="size of the few-step part (issue 12): reduced (default), issue (the tables of "
+                        "docs/benchmarks.md), full (default with --full) or none")
+    p.add_argument("--few-step-only", action="store_true", help="only the few-step part")
     a = parse(p, argv)
+    if a.few_step_only and a.few_step == "none":
+        p.error("--few-step-only and --few-step none leave nothing to run")
     main(full=a.full, out_dir=a.out, overhead=not a.no_overhead, n=a.n, all_configs=a.all_configs or None,
-         command=command_line("solver_accuracy.py", argv), accuracy=not a.few_step_only, few_step=not a.no_few_step,
+         command=command_line("solver_accuracy.py", argv), accuracy=not a.few_step_only, few_step=a.few_step,
          log=lambda line: print(line, flush=True))
