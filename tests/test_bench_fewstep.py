@@ -104,7 +104,7 @@ def test_ei_data_scale_names_eis_option():
     assert value == pytest.approx(0.25 if key == "data_var" else 0.5)
 
 
-def test_run_tables_and_budgets():
+def test_run_tables_and_budgets(tmp_path):
     res = fs.run(presets=["vp", "cld"], nfes=(3, 5), n=300, n_path=20, rtol=1e-6,
                  configs=("kn.sample default", "ei-3", "pc", "em"))
     assert set(res["results"]) == {"mixture4", "gauss64"} and res["floor"]["mixture4"] > 0
@@ -120,3 +120,5 @@ def test_run_tables_and_budgets():
     md = fs.to_markdown(res)
     assert "Best of all kinetic samplers and grids" in md and "| pc | quadratic |" in md and "(stochastic)" in md
     assert "#### gauss64 / cld" in md and "| pc |" not in md.split("#### gauss64 / cld")[1]
+    fs.plot(res, str(tmp_path / "few.png"))
+    assert (tmp_path / "few.png").stat().st_size > 10_000

@@ -65,7 +65,7 @@ def test_default_betas_end_at_diffusers_sigma_min():
     assert r["nfe"] == 5 and r["t_end"] == pytest.approx(9.17e-4, rel=1e-3)  # sigma/alpha 0.0100 < 0.01049 at 1e-3
 
 
-def test_run_and_markdown():
+def test_run_and_markdown(tmp_path):
     res = pr.run(nfes=(3, 8), n=200, n_path=16, peers=["UniPC-3 (bh2)", "DEIS-2"], kinetic_configs=("ei-3", "em"),
                  rtol=1e-8)
     md = pr.to_markdown(res)
@@ -74,3 +74,5 @@ def test_run_and_markdown():
         rows = res["peers"][p]["UniPC-3 (bh2)"]
         assert [r["nfe"] for r in rows] == [3, 8] and all(r["path_error"] > 0 for r in rows)
         assert ("Peers win" in md) or ("No peer beats" in md)
+    pr.plot(res, str(tmp_path / "peers.png"))
+    assert (tmp_path / "peers.png").stat().st_size > 10_000

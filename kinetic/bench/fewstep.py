@@ -34,7 +34,7 @@ from . import problems as pb
 __all__ = [
     "PRESETS", "GRIDS", "Config", "CONFIGS", "REDUCED", "NFES", "ei_data_scale",
     "distribution_error", "floor", "Reference", "reference", "run_config", "run", "best",
-    "to_markdown", "best_table", "cell", "config_name", "plot",
+    "to_markdown", "best_table", "cell", "config_name", "nfe_axis", "save_figure", "plot",
 ]
 
 F64 = torch.float64
@@ -333,6 +333,20 @@ def nfe_axis(ax, nfes) -> None:
     ax.set_xlabel("NFE (score calls)")
 
 
+def save_figure(fig, axes, path: str, right: float) -> None:
+    """One legend for all panels (each label once) at the right of ``right`` (a fraction), saved and closed."""
+    import matplotlib.pyplot as plt
+
+    handles = {}
+    for ax in axes.reshape(-1):
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(n, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, right, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot(res: dict, path: str, top: float = 10.0) -> None:
     """Error against NFE: a row per (problem, distribution / pathwise error), a column per SDE, one
     line per sampler (its best grid at each NFE; dashed: stochastic). Errors above ``top`` are off the chart."""
@@ -365,11 +379,4 @@ def plot(res: dict, path: str, top: float = 10.0) -> None:
             lo, hi = ax.get_ylim()
             ax.set_ylim(lo, min(hi, top))
             ax.set_title(f"{s} / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=8)
-    handles, names = {}, {}
-    for ax in axes.reshape(-1):
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(n, h)
-    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 0.85, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, axes, path, 0.85)

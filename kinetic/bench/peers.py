@@ -328,14 +328,7 @@ def plot(res: dict, path: str) -> None:
                 ax.axhline(kin["floor"][p], color="gray", lw=1, ls="-.", label="floor (exact samples)")
             fewstep.nfe_axis(ax, res["nfes"])
             ax.set_title(f"VP / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=9)
-    handles = {}
-    for ax in axes.reshape(-1):
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(n, h)
-    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 0.72, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fewstep.save_figure(fig, axes, path, 0.72)
 
 
 # ------------------------------------------------------------------ entry points
