@@ -122,3 +122,15 @@ def test_run_tables_and_budgets(tmp_path):
     assert "#### gauss64 / cld" in md and "| pc |" not in md.split("#### gauss64 / cld")[1]
     fs.plot(res, str(tmp_path / "few.png"))
     assert (tmp_path / "few.png").stat().st_size > 10_000
+
+
+def test_a_preset_is_one_line_and_unsupported_samplers_are_skipped(monkeypatch):
+    """A new preset (here noise on two blocks, like PSLD) joins with one entry; samplers that cannot
+    run it yet give skipped rows, and the exact flow of the reference still works."""
+    two = lambda: kn.LinearSDE([[0.0, 4.0], [-1.0, -4.0]], [[0.1, 0.0], [0.0, 2.0]], aux_cov=0.04, name="two")  # noqa: E731
+    monkeypatch.setitem(fs.PRESETS, "two", two)
+    res = fs.run(problems=("mixture4",), presets=["two"], nfes=(3,), n=50, n_path=5, rtol=1e-5, configs=("em", "ei-3"))
+    assert res["reference"]["two"]["nfe"] > 0
+    for label in ("em", "ei-3"):
+        for rows in res["results"]["mixture4"]["two"][label].values():
+            assert all(("skipped" in r) or r["error"] > 0 for r in rows)

@@ -148,6 +148,10 @@ def _sample(sde, score, n: int, d: int, cfg: Config, grid, steps: int, seed: int
                      generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
+_CANNOT_RUN = (ValueError, AttributeError, NotImplementedError)
+"""What a sampler raises for an SDE it does not support yet (e.g. noise on several blocks): the row is skipped."""
+
+
 def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Reference | None,
                seed: int = 0) -> dict[str, list[dict]]:
     """One configuration on one grid at every NFE budget.
@@ -159,7 +163,7 @@ def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Ref
     """
     try:
         path = ref is not None and cfg.deterministic()
-    except ValueError as err:
+    except _CANNOT_RUN as err:
         return {p: [{"skipped": str(err).splitlines()[0]}] for p in errors}
     out: dict[str, list[dict]] = {p: [] for p in errors}
     per = None
@@ -174,9 +178,9 @@ def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Ref
                 if nfe > target and steps > 1:  # more than one NFE a step: the largest step count in budget
                     score = _FirstCall(law.score_fn(sde))
                     z, nfe = _sample(sde, score, n, law.dim, cfg, grid, max(1, int(target // per)), seed)
-        except ValueError as err:  # an SDE the solver cannot run, a grid with repeated times, non-finite samples
+        except _CANNOT_RUN as err:  # an SDE the solver cannot run, a grid with repeated times, non-finite samples
             for rows in out.values():
-                rows.append({"target": target, "skipped": str(err).splitlines()[0]})
+                rows.append({"target": target, "skipped": f"{type(err).__name__}: {str(err).splitlines()[0]}"})
             continue
         if path:
             z_first, t_first = score.first
