@@ -2,7 +2,7 @@
 
     python benchmarks/mixing.py [--full] [--out docs]
 """
-from kinetic.bench.mixing import _cli
+from kinetic.bench.mixing import cli
 
 if __name__ == "__main__":
-    _cli()
+    cli()

@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--full] [--out docs] [--threads 1]
 """
-from kinetic.bench.train import _cli
+from kinetic.bench.train import cli
 
 if __name__ == "__main__":
-    _cli()
+    cli()

@@ -6,15 +6,16 @@ perturbation (the least any library can do), and the k x k maths for many time p
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import time
-from pathlib import Path
+from typing import Sequence
 
 import torch
 
 import kinetic as kn
+
+from .report import bench_parser, machine_info, machine_line, parse, write_outputs
+
+__all__ = ["run", "to_markdown", "main", "cli"]
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -59,14 +60,14 @@ def run(full: bool = False) -> dict:
         res[f"{name}_cov_{n_t}_s"] = _best_of(lambda: sde.covariance(tt), 3)
         res[f"{name}_chol_{n_t}_s"] = _best_of(lambda: sde.cholesky(tt), 3)
     res["n_times"] = n_t
-    res["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    res["machine"] = machine_info()
     return res
 
 
 def to_markdown(res: dict) -> str:
     n = res["n_times"]
     lines = [
-        f"Batch {res['batch']} x {tuple(res['data_shape'])}, float32, best of several runs; machine: {res['machine']}.",
+        f"Batch {res['batch']} x {tuple(res['data_shape'])}, float32, best of several runs; machine: {machine_line(res['machine'])}.",
         "",
         "| SDE | perturb (ms) | / VP floor (total) | / VP floor per data element |",
         "|---|---|---|---|",
@@ -84,20 +85,20 @@ def to_markdown(res: dict) -> str:
 
 
 def main(full: bool = False, out_dir: str | None = None) -> dict:
+    """Run the benchmark; with out_dir, write out_dir/bench_kernels.{json,md}."""
     res = run(full)
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_kernels.json").write_text(json.dumps(res, indent=2))
-        (out / "bench_kernels.md").write_text(to_markdown(res))
+        write_outputs(out_dir, {"bench_kernels.json": res, "bench_kernels.md": to_markdown(res)})
     return res
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--full", action="store_true")
-    p.add_argument("--out", default=None)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python benchmarks/kernels.py [--full] [--out DIR] [--threads N]``."""
+    p = bench_parser(__doc__.splitlines()[0], full_help="more repeats and 100,000 time points",
+                     out_default=None, out_help="directory for bench_kernels.{json,md}")
+    a = parse(p, argv)
     print(to_markdown(main(a.full, a.out)))
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,52 +3,29 @@
 The question behind issue 6 and HOLD's claim that third-order dynamics "reduce the mixing time by
 two orders of magnitude": the distance KL(p_t || prior) between the forward marginal of the full
 state z_t = (x_t, v_t, a_t, ...) (data pushed forward, auxiliaries started from ``aux_cov``) and the
-prior N(0, P kron I), P = ``sde.prior_cov``, as a function of t, and the time to reach a tolerance.
+prior N(0, P kron I), P = ``sde.stationary_cov``, as a function of t, and the time to reach a tolerance.
+The exact KL and W2 (Gaussian data of any d, mixtures with d <= 2) are `kinetic.divergence`; this
+module is the study around them: the datasets, the clocks, tolerance times, checks, figures, tables.
 
-Gaussian data N(mu, S) (exact, any d). The marginal of z_t is Gaussian,
-
-    z_t ~ N(u kron mu, Sigma(t) kron I + (u u^T) kron S),      u = Phi(0, t) e_1 = expm(tau A) e_1,
-
-and because the SDE acts as (A kron I), rotating the data coordinates to the eigenbasis of S
-(eigenvalues s_i, mean coordinates m_i) splits the KL into d independent k-dimensional problems:
-
-    KL = sum_i 1/2 [ sum_j (e_ij - log(1 + e_ij)) + m_i^2 u^T P^-1 u ],
-    e_ij = eig_j P^-1/2 (C_i - P) P^-1/2,    C_i - P = Phi (S0 - P) Phi^T + s_i u u^T,
-
-written without cancellation (C_i - P is formed directly), so KL is accurate far below 1e-10.
-When Sigma(t) is well conditioned the rank-one structure gives a closed form in three scalars per
-time (no eigen-solve per direction), which makes d = 3072 as cheap as d = 2. W2 is closed form too.
-
-Mixture data sum_j w_j N(m_j, S_c) with a common component covariance (exact, d <= 2). With q
-Gaussian, KL(p || q) = KL(p || N_p) + KL(N_p || q) where N_p is the moment-matched Gaussian
-(E_p log q depends on the first two moments only). The first term, the negentropy J(p), is
-invariant under invertible affine maps: whitening each eigen-direction i with C_i^-1/2 and rotating
-R^k so that C_i^-1/2 u points along e_1 leaves a d-dimensional mixture sum_j w_j N(a * m_j, I_d)
-(a_i = sqrt(u^T C_i^-1 u)) times independent standard normals, whose negentropy is zero. So
-
-    KL(p_t || prior) = J( sum_j w_j N(a(t) * m_j, I_d) ) + KL_Gauss(mean m_bar, cov S_c + B),
-
-B the between-component covariance; J is a d-dimensional integral done by the trapezoid rule on a
-grid (spectrally accurate for these smooth integrands). Checked against a Monte Carlo estimate
-with the exact mixture density, and bounded above by joint convexity, KL <= sum_j w_j KL(N_j || q).
-
-Normalisations (what "equal footing" means; each is a change of clock, KL as a function of
-tau = B(t) is the same curve):
+Every curve is computed in tau = B(t), on the SDE's unit clock (the same A, G, aux_cov with beta = 1,
+`unit_clock`); each normalisation is a change of clock, so KL as a function of tau is one curve:
     time       the presets as they are (cld beta=4, hold beta=4, langevin(k) beta=8, VP linear beta);
-    noise      constant beta with beta g2 = 1: int_0^t beta g2 ds = t, equal total noise injected;
-    noise_rel  beta g2 / P[k,k] = 1: the noise measured in units of the stationary variance of the
-               noised block (invariant under rescaling the auxiliary variables);
+    noise      constant beta with beta tr(D) = 1: int_0^t beta tr(D) ds = t, equal total noise injected
+               (tr(D) = g2 for one noised block);
+    noise_rel  beta tr(P_NN^-1 D_NN) = 1: the noise measured in units of the stationary variance of the
+               noised blocks (invariant under rescaling the auxiliary variables; g2 / P[k,k] for one block);
     spectral   beta * (-max Re eig A) = 1: the same spectral abscissa (slowest exponential rate).
+
+The mixture KL is checked against a Monte Carlo estimate with the exact mixture density
+(`kinetic.analytic`) and bounded above by joint convexity, KL <= sum_j w_j KL(N_j || q).
 
     python benchmarks/mixing.py [--full] [--out docs]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,30 +35,34 @@ import torch
 from torch import Tensor
 
 import kinetic as kn
-from kinetic import linalg
+from kinetic.analytic import GaussianData, GaussianMixture
+from kinetic.divergence import gaussian_kl, gaussian_w2, mixture_kl
 from kinetic.schedules import ConstantSchedule
 
+from .report import machine_info, md_table, standard_cli, write_outputs
+
 __all__ = [
-    "GaussianData",
-    "MixtureData",
+    "Dataset",
     "NORMALISATIONS",
-    "gaussian_data",
     "digits_gaussian",
     "synthetic_gaussian",
-    "cifar_like_gaussian",
+    "cifar_like_spectrum",
     "gaussians8_mixture",
     "asymmetric_mixture",
-    "state_moments",
-    "gaussian_kl",
-    "gaussian_w2",
-    "mixture_kl",
+    "DATASETS",
+    "unit_clock",
+    "kl",
     "mixture_kl_bound",
     "mixture_kl_mc",
+    "clock_rate",
     "normalise",
+    "tau_of_t",
+    "t_of_tau",
     "time_to_tolerance",
     "default_sdes",
     "run",
     "main",
+    "cli",
     "to_markdown",
     "headline",
 ]
@@ -93,352 +74,148 @@ _NORM_LABEL = {
     "noise_rel": "(b') equal noise / stationary var of noised block",
     "spectral": "(c) equal spectral abscissa: -max Re eig(beta A) = 1",
 }
+F64 = torch.float64
+TAU_MAX = 1e6  # the unit clock's horizon: far beyond every tolerance time of the study
 
 
 # --------------------------------------------------------------------------- data
 
 
 @dataclass
-class GaussianData:
-    """N(mu, S) in the eigenbasis of S: ``var`` (d,) eigenvalues s_i >= 0, ``mean`` (d,) coordinates m_i."""
+class Dataset:
+    """A law of the study with its label: ``law`` is a `kinetic.analytic.GaussianData`, a spectrum
+    (variances (d,) >= 0, mean (d,) in the eigenbasis: see `kinetic.divergence.gaussian_kl`) or a
+    `kinetic.analytic.GaussianMixture` with one common std."""
 
     name: str
-    mean: Tensor
-    var: Tensor
+    law: object
     note: str = ""
 
     @property
-    def dim(self) -> int:
-        return int(self.var.numel())
-
-
-@dataclass
-class MixtureData:
-    """sum_j w_j N(m_j, S_c): ``weights`` (J,), ``means`` (J, d), ``comp_cov`` (d, d) shared by all components."""
-
-    name: str
-    weights: Tensor
-    means: Tensor
-    comp_cov: Tensor
-    note: str = ""
+    def is_mixture(self) -> bool:
+        return isinstance(self.law, GaussianMixture)
 
     @property
     def dim(self) -> int:
-        return int(self.means.shape[1])
-
-    def moment_matched(self) -> GaussianData:
-        """The Gaussian with the mixture's mean and covariance S_c + B (B: between components)."""
-        w = self.weights
-        mbar = w @ self.means
-        dm = self.means - mbar
-        B = dm.T @ (w[:, None] * dm)
-        return gaussian_data(f"{self.name}-moments", mbar, self.comp_cov + B)
-
-    def components(self) -> list[GaussianData]:
-        return [gaussian_data(f"{self.name}-{j}", m, self.comp_cov) for j, m in enumerate(self.means)]
+        return self.law.dim if isinstance(self.law, (GaussianData, GaussianMixture)) else int(self.law[0].numel())
 
 
-def gaussian_data(name: str, mean, cov, note: str = "") -> GaussianData:
-    """Rotate N(mean, cov) to the eigenbasis of cov (KL and W2 to N(0, P kron I) are invariant)."""
-    mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
-    cov = torch.as_tensor(cov, dtype=torch.float64)
-    d = mean.numel()
-    if cov.shape != (d, d):
-        raise ValueError(f"cov must be ({d}, {d}) to match mean, got {tuple(cov.shape)}")
+def _spectrum_of(mean, cov) -> tuple[Tensor, Tensor]:
+    """(eigenvalues clamped at 0, mean in the eigenbasis) of a positive semi-definite cov."""
     s, V = torch.linalg.eigh(0.5 * (cov + cov.T))
-    if float(s.min()) < -1e-9 * max(1.0, float(s.max())):
-        raise ValueError("cov must be positive semi-definite")
-    return GaussianData(name, V.T @ mean, s.clamp_min(0.0), note)
+    return s.clamp_min(0.0), V.T @ mean
 
 
-def digits_gaussian() -> GaussianData:
-    """Empirical mean and covariance of sklearn's 8x8 digits in [-1, 1], flattened to d = 64."""
+def digits_gaussian() -> tuple[Tensor, Tensor]:
+    """Spectrum of sklearn's 8x8 digits in [-1, 1] (d = 64), empirical mean and covariance. Four pixels
+    are constant, so the covariance is singular: a spectrum, not a `GaussianData` (which needs S > 0)."""
     from kinetic.data import load_digits
 
-    x = load_digits().reshape(-1, 64).to(torch.float64)
+    x = load_digits().reshape(-1, 64).to(F64)
     mean = x.mean(0)
     xc = x - mean
-    cov = xc.T @ xc / (x.shape[0] - 1)
-    return gaussian_data("digits64", mean, cov, "digits (1797 x 64) empirical mean/cov; 4 pixels have zero variance")
+    return _spectrum_of(mean, xc.T @ xc / (x.shape[0] - 1))
 
 
 def synthetic_gaussian() -> GaussianData:
     """d = 2: mean (1.5, -1), eigenvalues 3 and 0.01 rotated by 30 degrees (non-unit, far from the prior)."""
     c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
-    R = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-    cov = R @ torch.diag(torch.tensor([3.0, 0.01], dtype=torch.float64)) @ R.T
-    return gaussian_data("synthetic2", [1.5, -1.0], cov, "mean (1.5, -1), variances 3 and 0.01 (rotated)")
+    R = torch.tensor([[c, -s], [s, c]], dtype=F64)
+    return GaussianData([1.5, -1.0], R @ torch.diag(torch.tensor([3.0, 0.01], dtype=F64)) @ R.T)
 
 
-def cifar_like_gaussian(d: int = 3072, mean_pixel: float = -0.05, pixel_var: float = 0.25) -> GaussianData:
+def cifar_like_spectrum(d: int = 3072, mean_pixel: float = -0.05, pixel_var: float = 0.25) -> tuple[Tensor, Tensor]:
     """A CIFAR-like synthetic spectrum (no CIFAR needed): s_i proportional to 1/i (natural images'
     1/f^2 power spectrum), total variance d * pixel_var, top direction the constant (DC) image,
     mean mean_pixel in every pixel (so along the DC direction only)."""
-    i = torch.arange(1, d + 1, dtype=torch.float64)
+    i = torch.arange(1, d + 1, dtype=F64)
     s = 1.0 / i
     s = s * (d * pixel_var / float(s.sum()))
-    m = torch.zeros(d, dtype=torch.float64)
+    m = torch.zeros(d, dtype=F64)
     m[0] = mean_pixel * math.sqrt(d)
-    return GaussianData(
-        f"cifarlike{d}", m, s,
-        f"synthetic: s_i ~ 1/i, total var {d}x{pixel_var}, mean {mean_pixel}/pixel (top s_1 = {float(s[0]):.1f})",
-    )
+    return s, m
 
 
-def gaussians8_mixture() -> MixtureData:
+def gaussians8_mixture() -> GaussianMixture:
     """kinetic.data's gaussians8 toy: 8 N(mu_j, 0.1^2 I), radius sqrt(2 (1 - 0.01)), zero mean, unit variance."""
-    r = math.sqrt(2.0 * (1.0 - 0.01))
-    ang = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
-    means = r * torch.stack([torch.cos(ang), torch.sin(ang)], 1)
-    return MixtureData(
-        "gaussians8", torch.full((8,), 1 / 8, dtype=torch.float64), means,
-        0.01 * torch.eye(2, dtype=torch.float64), "the gaussians8 toy (8 components, std 0.1)",
-    )
+    return GaussianMixture.ring(8, math.sqrt(2.0 * (1.0 - 0.01)), 0.1)
 
 
-def asymmetric_mixture() -> MixtureData:
+def asymmetric_mixture() -> GaussianMixture:
     """Two unequal components with a nonzero overall mean: weights (0.3, 0.7), means (-1, 1), (1.5, 0.5), std 0.2."""
-    return MixtureData(
-        "asym2", torch.tensor([0.3, 0.7], dtype=torch.float64),
-        torch.tensor([[-1.0, 1.0], [1.5, 0.5]], dtype=torch.float64),
-        0.04 * torch.eye(2, dtype=torch.float64), "weights (0.3, 0.7), means (-1, 1), (1.5, 0.5), std 0.2",
+    return GaussianMixture([0.3, 0.7], [[-1.0, 1.0], [1.5, 0.5]], 0.2)
+
+
+def _cifar_note(d: int = 3072, pixel_var: float = 0.25, mean_pixel: float = -0.05) -> str:
+    top = float(cifar_like_spectrum(d, mean_pixel, pixel_var)[0][0])
+    return f"synthetic: s_i ~ 1/i, total var {d}x{pixel_var}, mean {mean_pixel}/pixel (top s_1 = {top:.1f})"
+
+
+DATASETS: dict[str, tuple[Callable[[], object], Callable[[], str]]] = {
+    "synthetic2": (synthetic_gaussian, lambda: "mean (1.5, -1), variances 3 and 0.01 (rotated)"),
+    "digits64": (digits_gaussian, lambda: "digits (1797 x 64) empirical mean/cov; 4 pixels have zero variance"),
+    "cifarlike3072": (cifar_like_spectrum, _cifar_note),
+    "gaussians8": (gaussians8_mixture, lambda: "the gaussians8 toy (8 components, std 0.1)"),
+    "asym2": (asymmetric_mixture, lambda: "weights (0.3, 0.7), means (-1, 1), (1.5, 0.5), std 0.2"),
+}
+"""name -> (law maker, note maker): the study's datasets."""
+
+
+def _datasets(names) -> dict[str, Dataset]:
+    return {n: Dataset(n, DATASETS[n][0](), DATASETS[n][1]()) for n in names}
+
+
+# --------------------------------------------------------------------------- clocks
+
+
+def _constant_beta(sde: kn.LinearSDE, beta: float, T: float, name: str, params: dict) -> kn.LinearSDE:
+    return kn.LinearSDE(
+        sde.drift_matrix, sde.diffusion_matrix, schedule=ConstantSchedule(beta),
+        aux_cov=sde.aux_cov if sde.order > 1 else None, T=T, name=name, params={**sde.params, **params},
     )
 
 
-# --------------------------------------------------------------------------- k x k kernels
+@functools.lru_cache(maxsize=64)
+def unit_clock(sde: kn.LinearSDE, T: float = TAU_MAX) -> kn.LinearSDE:
+    """The same A, G and aux_cov with beta = 1 on [0, T]: its time is the original's tau = B(t) (cached)."""
+    return _constant_beta(sde, 1.0, T, f"{sde.name}[tau]", {})
 
 
-def _tau(tau) -> Tensor:
-    tau = torch.as_tensor(tau, dtype=torch.float64).reshape(-1)
-    if not torch.isfinite(tau).all() or (tau < 0).any():
-        raise ValueError("tau must be finite and >= 0")
-    return tau
+def kl(sde: kn.LinearSDE, tau, data: Dataset) -> Tensor:
+    """KL(p_tau || prior) of the full state at tau (n,) for a study dataset: (n,) float64."""
+    u = unit_clock(sde)
+    tau = torch.as_tensor(tau, dtype=F64).reshape(-1)
+    return mixture_kl(u, tau, data.law)["kl"] if data.is_mixture else gaussian_kl(u, tau, data.law)
 
 
-def state_moments(sde: kn.LinearSDE, tau) -> tuple[Tensor, Tensor, Tensor]:
-    """u = expm(tau A) e_1 (n, k), Sigma(tau) (n, k, k) and Delta = Sigma - P (n, k, k), float64.
-
-    Sigma is the covariance of z given x0 (auxiliaries from aux_cov). Delta is formed without
-    cancellation: Phi (S0 - P) Phi^T for tau ||A|| > 2 (Lyapunov form), Sigma - P below.
-    Requires a stationary prior (P = S_inf), i.e. not VE.
-    """
-    if sde.stationary_cov is None:
-        raise ValueError("mixing: the SDE needs a stationary law (VE has none)")
-    tau = _tau(tau)
-    A, D, S0, P = sde.drift_matrix, sde.noise_matrix, sde.initial_cov, sde.stationary_cov
-    k = A.shape[0]
-    n = tau.numel()
-    norm = float(torch.linalg.matrix_norm(A, ord=1))
-    large = tau * norm > 2.0
-    phi = torch.empty(n, k, k, dtype=torch.float64)
-    sig = torch.empty(n, k, k, dtype=torch.float64)
-    delta = torch.empty(n, k, k, dtype=torch.float64)
-    if large.any():
-        p = linalg.expm(A, tau[large])
-        dl = p @ (S0 - P) @ p.transpose(-1, -2)
-        phi[large], delta[large], sig[large] = p, dl, P + dl
-    if (~large).any():
-        p, q = linalg.transition_and_noise(A, D, tau[~large])
-        s = p @ S0 @ p.transpose(-1, -2) + q
-        phi[~large], sig[~large], delta[~large] = p, s, s - P
-    sym = lambda m: 0.5 * (m + m.transpose(-1, -2))  # noqa: E731
-    return phi[:, :, 0].clone(), sym(sig), sym(delta)
-
-
-def _inv_sqrt(P: Tensor) -> Tensor:
-    p, W = torch.linalg.eigh(P)
-    return W @ torch.diag(p.rsqrt()) @ W.T
-
-
-def _x_minus_log1p(x: Tensor) -> Tensor:
-    """x - log(1 + x) >= 0, accurate for small |x| (series below 1e-4)."""
-    small = x.abs() < 1e-4
-    xs = torch.where(small, x, torch.zeros_like(x))
-    series = xs * xs * (0.5 - xs / 3 + xs * xs / 4)
-    return torch.where(small, series, x - torch.log1p(torch.where(small, torch.zeros_like(x), x)))
-
-
-def gaussian_kl(sde: kn.LinearSDE, tau, data: GaussianData, method: str = "auto", chunk: int = 2_000_000) -> Tensor:
-    """KL(p_tau || N(0, P kron I)) of the full state for Gaussian data: (n,) float64 (module docstring).
-
-    method: "eig" (a k x k eigen-solve per direction), "rank1" (closed form in three scalars per
-    time, needs Sigma(tau) well conditioned) or "auto" (rank1 where min eig P^-1/2 Sigma P^-1/2
-    > 1e-3, eig elsewhere).
-    """
-    tau = _tau(tau)
-    u, sig, delta = state_moments(sde, tau)
-    P = sde.stationary_cov
-    Ph = _inv_sqrt(P)
-    k = P.shape[0]
-    v = u @ Ph  # P^-1/2 u (Ph symmetric)
-    a = (v * v).sum(-1)  # u^T P^-1 u
-    s, m2 = data.var, data.mean**2
-    out = torch.empty_like(tau)
-    E = Ph @ delta @ Ph  # P^-1/2 Delta P^-1/2
-    eD = torch.linalg.eigvalsh(E)  # eigenvalues of P^-1/2 Sigma P^-1/2 minus 1
-    if method == "auto":
-        use_rank1 = (1.0 + eD.min(-1).values) > 1e-3
-    elif method in ("rank1", "eig"):
-        use_rank1 = torch.full_like(tau, method == "rank1", dtype=torch.bool)
-    else:
-        raise ValueError(f"method must be 'auto', 'rank1' or 'eig', got {method!r}")
-    mean_term = a * float(m2.sum())
-    if use_rank1.any():
-        idx = use_rank1.nonzero().squeeze(-1)
-        c0 = _x_minus_log1p(eD[idx]).sum(-1)
-        Mi = torch.eye(k, dtype=torch.float64) + E[idx]  # P^-1/2 Sigma P^-1/2
-        w = torch.linalg.solve(Mi, v[idx].unsqueeze(-1)).squeeze(-1)
-        b = (v[idx] * w).sum(-1)  # u^T Sigma^-1 u
-        amb = (w * (E[idx] @ v[idx].unsqueeze(-1)).squeeze(-1)).sum(-1)  # a - b = v^T E M^-1 v
-        sb = s[None, :] * b[:, None]
-        per = s[None, :] * amb[:, None] + _x_minus_log1p(sb)
-        out[idx] = 0.5 * (data.dim * c0 + per.sum(-1) + mean_term[idx])
-    if (~use_rank1).any():
-        idx = (~use_rank1).nonzero().squeeze(-1)
-        step = max(1, chunk // max(1, data.dim))
-        for lo in range(0, idx.numel(), step):
-            ii = idx[lo : lo + step]
-            Ei = E[ii].unsqueeze(1) + s[None, :, None, None] * (v[ii, None, :, None] * v[ii, None, None, :])
-            e = torch.linalg.eigvalsh(Ei)
-            out[ii] = 0.5 * (_x_minus_log1p(e).sum((-1, -2)) + mean_term[ii])
-    return out
-
-
-def gaussian_w2(sde: kn.LinearSDE, tau, data: GaussianData, chunk: int = 2_000_000) -> Tensor:
-    """W2(p_tau, N(0, P kron I)) of the full state for Gaussian data: (n,) float64.
-
-    W2^2 = sum_i m_i^2 |u|^2 + tr C_i + tr P - 2 tr (P^1/2 C_i P^1/2)^1/2, C_i = Sigma + s_i u u^T.
-    Not invariant under rescaling the auxiliary blocks (unlike KL); absolute floor ~1e-8 sqrt(d).
-    """
-    tau = _tau(tau)
-    u, sig, _ = state_moments(sde, tau)
-    P = sde.stationary_cov
-    p, W = torch.linalg.eigh(P)
-    Psq = W @ torch.diag(p.sqrt()) @ W.T
-    s = data.var
-    out = torch.empty_like(tau)
-    step = max(1, chunk // max(1, data.dim))
-    for lo in range(0, tau.numel(), step):
-        sl = slice(lo, lo + step)
-        C = sig[sl].unsqueeze(1) + s[None, :, None, None] * (u[sl, None, :, None] * u[sl, None, None, :])
-        M = Psq @ C @ Psq
-        ev = torch.linalg.eigvalsh(0.5 * (M + M.transpose(-1, -2))).clamp_min(0.0)
-        tr = torch.diagonal(C, dim1=-2, dim2=-1).sum(-1) + float(torch.trace(P)) - 2 * ev.sqrt().sum(-1)
-        w2 = tr.sum(-1) + (u[sl] ** 2).sum(-1) * float((data.mean**2).sum())
-        out[sl] = w2.clamp_min(0.0).sqrt()
-    return out
-
-
-# --------------------------------------------------------------------------- mixtures
-
-
-def _negentropy_unit_mixture(w: Tensor, Y: Tensor, h: float | None = None, pad: float = 9.0) -> float:
-    """J = KL(m || N_m) for m = sum_j w_j N(Y_j, I_d), d in {1, 2}, by the trapezoid rule.
-
-    J = int m log(m / N_m) over a box of +-pad around the component means (m is negligible
-    outside; N_m, which can be much wider, is not needed there). The trapezoid rule is spectrally
-    accurate here: step h = 0.2 agrees with h = 0.02 to ~1e-12 relative for separations 0.1..30
-    (tests), leaving a round-off floor of ~1e-16 absolute.
-    """
-    d = Y.shape[1]
-    if d > 2:
-        raise ValueError(f"exact mixture KL needs d <= 2 (a d-dimensional quadrature), got d = {d}")
-    h = 0.2 if h is None else float(h)
-    mbar = w @ Y
-    dY = Y - mbar
-    covN = torch.eye(d, dtype=torch.float64) + dY.T @ (w[:, None] * dY)
-    axes = [torch.arange(float(Y[:, i].min()) - pad, float(Y[:, i].max()) + pad + h, h, dtype=torch.float64) for i in range(d)]
-    grid = torch.cartesian_prod(*axes).reshape(-1, d)
-    Linv = torch.linalg.inv(torch.linalg.cholesky(covN))
-    logdetN = float(torch.logdet(covN))
-    logw = torch.log(w)
-    c = 0.5 * d * math.log(2 * math.pi)
-    total = 0.0
-    for lo in range(0, grid.shape[0], 200_000):
-        g = grid[lo : lo + 200_000]
-        logm = torch.logsumexp(logw[None, :] - 0.5 * ((g[:, None, :] - Y[None]) ** 2).sum(-1), dim=1) - c
-        r = (g - mbar) @ Linv.T
-        logN = -0.5 * (r * r).sum(-1) - c - 0.5 * logdetN
-        total += float((torch.exp(logm) * (logm - logN)).sum())
-    return total * h**d
-
-
-def _mixture_whitened_means(sde: kn.LinearSDE, tau: Tensor, mix: MixtureData) -> tuple[Tensor, Tensor]:
-    """For each tau: the means a * (V^T m_j) (n, J, d) of the whitened d-dim mixture, and a (n, d)."""
-    u, sig, _ = state_moments(sde, tau)
-    s, V = torch.linalg.eigh(mix.comp_cov)
-    C = sig.unsqueeze(1) + s[None, :, None, None] * (u[:, None, :, None] * u[:, None, None, :])  # (n, d, k, k)
-    uu = u.unsqueeze(1).expand(-1, s.numel(), -1).unsqueeze(-1)
-    a = (uu * torch.linalg.solve(C, uu)).sum((-1, -2)).clamp_min(0.0).sqrt()  # (n, d)
-    mr = mix.means @ V  # (J, d) coordinates in the eigenbasis of S_c
-    return a[:, None, :] * mr[None], a
-
-
-def mixture_kl(sde: kn.LinearSDE, tau, mix: MixtureData, h: float | None = None) -> dict[str, Tensor]:
-    """Exact KL(p_tau || prior) of the full state for mixture data (d <= 2): (n,) tensors.
-
-    Returns {"kl": J + gauss, "negentropy": J, "gauss": KL of the moment-matched Gaussian}.
-    """
-    tau = _tau(tau)
-    Ym, _ = _mixture_whitened_means(sde, tau, mix)
-    J = torch.tensor([_negentropy_unit_mixture(mix.weights, Ym[i], h) for i in range(tau.numel())], dtype=torch.float64)
-    g = gaussian_kl(sde, tau, mix.moment_matched())
-    return {"kl": J + g, "negentropy": J, "gauss": g}
-
-
-def mixture_kl_bound(sde: kn.LinearSDE, tau, mix: MixtureData) -> Tensor:
+def mixture_kl_bound(sde: kn.LinearSDE, t, mix: GaussianMixture) -> Tensor:
     """Upper bound by joint convexity: KL(sum w_j N_j || q) <= sum_j w_j KL(N_j || q): (n,)."""
-    tau = _tau(tau)
-    return sum(float(w) * gaussian_kl(sde, tau, c) for w, c in zip(mix.weights, mix.components()))
-
-
-def _mixture_logpdf(z: Tensor, sde: kn.LinearSDE, tau: float, mix: MixtureData) -> tuple[Tensor, Tensor]:
-    """log p_tau(z) (exact mixture density) and log prior(z) for z (n, k, d) in the original coordinates."""
-    u, sig, _ = state_moments(sde, torch.tensor([float(tau)]))
-    u, sig = u[0], sig[0]
-    k, d = u.numel(), mix.dim
-    cov = torch.kron(sig, torch.eye(d, dtype=torch.float64)) + torch.kron(torch.outer(u, u), mix.comp_cov)
-    zf = z.reshape(z.shape[0], k * d)
-    comps = [
-        torch.distributions.MultivariateNormal(torch.kron(u, m), covariance_matrix=cov).log_prob(zf) for m in mix.means
-    ]
-    logp = torch.logsumexp(torch.stack(comps, 1) + torch.log(mix.weights)[None], dim=1)
-    Pk = torch.kron(sde.stationary_cov, torch.eye(d, dtype=torch.float64))
-    logq = torch.distributions.MultivariateNormal(torch.zeros(k * d, dtype=torch.float64), covariance_matrix=Pk).log_prob(zf)
-    return logp, logq
+    var = torch.full((mix.dim,), float(mix.std[0]) ** 2, dtype=F64)
+    return sum(float(w) * gaussian_kl(sde, t, (var, m)) for w, m in zip(mix.weights, mix.means))
 
 
 def mixture_kl_mc(
     sde: kn.LinearSDE,
-    tau: float,
-    mix: MixtureData,
+    t: float,
+    mix: GaussianMixture,
     n: int = 20_000,
     generator: torch.Generator | None = None,
     estimator: str = "plain",
 ) -> tuple[float, float]:
-    """Monte Carlo KL with the exact mixture density: (estimate, standard error).
+    """Monte Carlo KL(p_t || prior) with the exact mixture density: (estimate, standard error).
 
-    Samples z_tau = u x0 + (noise of Sigma) with x0 from the mixture and averages log(p/q)
-    ("plain") or the control-variate form log(p/q) + q/p - 1 ("cv": >= 0 pointwise, relative
-    error O(n^-1/2) as KL -> 0, but q/p is heavy-tailed when KL is large: use "plain" there).
+    Draws x0 from the mixture and z_t with ``sde.perturb``; averages log(p/q) ("plain") or the
+    control-variate form log(p/q) + q/p - 1 ("cv": >= 0 pointwise, relative error O(n^-1/2) as
+    KL -> 0, but q/p is heavy-tailed when KL is large: use "plain" there).
     """
     if estimator not in ("plain", "cv"):
         raise ValueError(f"estimator must be 'plain' or 'cv', got {estimator!r}")
-    u, sig, _ = state_moments(sde, torch.tensor([float(tau)]))
-    u, sig = u[0], sig[0]
-    k, d = u.numel(), mix.dim
-    j = torch.multinomial(mix.weights, n, replacement=True, generator=generator)
-    Lc = torch.linalg.cholesky(mix.comp_cov)
-    x0 = mix.means[j] + torch.randn(n, d, generator=generator, dtype=torch.float64) @ Lc.T
-    Ls = linalg.safe_cholesky(sig)
-    z = u[None, :, None] * x0[:, None, :] + Ls @ torch.randn(n, k, d, generator=generator, dtype=torch.float64)
-    logp, logq = _mixture_logpdf(z, sde, tau, mix)
-    x = logq - logp
+    x0 = mix.sample(n, generator)
+    tt = torch.tensor(float(t), dtype=F64)
+    z, _ = sde.perturb(x0, tt, generator=generator)
+    x = sde.prior_logp(z) - mix.marginal_log_prob(sde, z, tt)  # log q - log p
     vals = -x if estimator == "plain" else torch.expm1(x) - x
     return float(vals.mean()), float(vals.std() / math.sqrt(n))
-
-
-# --------------------------------------------------------------------------- normalisations
 
 
 def clock_rate(sde: kn.LinearSDE, how: str) -> float | None:
@@ -446,9 +223,11 @@ def clock_rate(sde: kn.LinearSDE, how: str) -> float | None:
     if how == "time":
         return None
     if how == "noise":
-        return 1.0 / sde.g2
+        return 1.0 / float(torch.trace(sde.noise_block))
     if how == "noise_rel":
-        return float(sde.stationary_cov[-1, -1]) / sde.g2
+        N = list(sde.noised_blocks)
+        P_N = sde.stationary_cov[N][:, N]
+        return 1.0 / float(torch.trace(torch.linalg.solve(P_N, sde.noise_block)))
     if how == "spectral":
         return 1.0 / sde.mixing_rate()
     raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {how!r}")
@@ -456,36 +235,31 @@ def clock_rate(sde: kn.LinearSDE, how: str) -> float | None:
 
 def normalise(sde: kn.LinearSDE, how: str, T: float = 100.0) -> kn.LinearSDE:
     """The SDE under a normalisation: the preset itself for "time", else the same A, G, aux_cov
-    with a constant beta' chosen so that beta' g2 = 1 ("noise"), beta' g2 / P[k,k] = 1
+    with a constant beta' chosen so that beta' tr(D) = 1 ("noise"), beta' tr(P_NN^-1 D_NN) = 1
     ("noise_rel") or beta' (-max Re eig A) = 1 ("spectral")."""
     b = clock_rate(sde, how)
     if b is None:
         return sde
-    return kn.LinearSDE(
-        sde.drift_matrix, sde.diffusion_matrix, schedule=ConstantSchedule(b),
-        aux_cov=sde.aux_cov if sde.order > 1 else None, T=T,
-        name=f"{sde.name}[{how}]", params={**sde.params, "normalisation": how, "beta": b},
-    )
+    return _constant_beta(sde, b, T, f"{sde.name}[{how}]", {"normalisation": how, "beta": b})
 
 
 def tau_of_t(sde: kn.LinearSDE, t) -> Tensor:
     """tau = B(t) for any t >= 0 (beyond sde.T the schedule's formula is extended)."""
-    return sde.schedule.integral(torch.as_tensor(t, dtype=torch.float64))
+    return sde.schedule.integral(torch.as_tensor(t, dtype=F64))
 
 
 def t_of_tau(sde: kn.LinearSDE, tau) -> Tensor:
-    return sde.schedule.integral_inverse(torch.as_tensor(tau, dtype=torch.float64), float("inf"))
+    return sde.schedule.integral_inverse(torch.as_tensor(tau, dtype=F64), float("inf"))
 
 
-def time_to_tolerance(fn: Callable[[Tensor], Tensor], tol: float, tau0: float = 1.0, iters: int = 60) -> float:
+def time_to_tolerance(fn: Callable[[Tensor], Tensor], tol: float, tau0: float = 1.0, iters: int = 60,
+                      tau_max: float = TAU_MAX) -> float:
     """Smallest tau with fn(tau) <= tol for a nonincreasing fn (KL to a stationary law is), by bisection."""
     hi = tau0
-    for _ in range(200):
-        if float(fn(torch.tensor([hi]))[0]) <= tol:
-            break
+    while float(fn(torch.tensor([hi]))[0]) > tol:
         hi *= 2.0
-    else:  # pragma: no cover
-        raise RuntimeError("time_to_tolerance: tolerance not reached")
+        if hi > tau_max:
+            raise RuntimeError(f"time_to_tolerance: tolerance {tol:g} not reached by tau = {tau_max:g}")
     lo = 0.0
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
@@ -522,14 +296,6 @@ class _Config:
     sdes: dict = field(default_factory=dict)
 
 
-def _datasets(names) -> dict:
-    makers = {
-        "synthetic2": synthetic_gaussian, "digits64": digits_gaussian, "cifarlike3072": cifar_like_gaussian,
-        "gaussians8": gaussians8_mixture, "asym2": asymmetric_mixture,
-    }
-    return {n: makers[n]() for n in names}
-
-
 def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Tolerance times (in tau and in each normalisation's clock), KL at the presets' T, curves, figures."""
     t_start = time.perf_counter()
@@ -543,26 +309,22 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
         "kl_at_T": {}, "w2_tau_star": {}, "mixture_checks": [],
     }
     for name, sde in sdes.items():
+        N = list(sde.noised_blocks)
         res["sdes"][name] = {
-            "order": sde.order, "g2": sde.g2, "rate_tau": sde.mixing_rate(),
+            "order": sde.order, "g2": float(torch.trace(sde.noise_block)), "rate_tau": sde.mixing_rate(),
             "rate_t_preset": sde.mixing_rate() * float(sde.beta(torch.tensor(0.0))) if name != "vp" else None,
-            "P_kk": float(sde.stationary_cov[-1, -1]),
+            "P_kk": float(torch.trace(sde.stationary_cov[N][:, N])),
             **{f"beta_{h}": clock_rate(sde, h) for h in NORMALISATIONS if h != "time"},
         }
     for dname, data in {**gdata, **mdata}.items():
-        res["datasets"][dname] = {"dim": data.dim, "note": data.note, "kind": "mixture" if dname in mdata else "gaussian"}
-
-    def kl_fn(sde, data):
-        if isinstance(data, MixtureData):
-            return lambda tau: mixture_kl(sde, tau, data)["kl"]
-        return lambda tau: gaussian_kl(sde, tau, data)
+        res["datasets"][dname] = {"dim": data.dim, "note": data.note, "kind": "mixture" if data.is_mixture else "gaussian"}
 
     # tolerance times in tau (one bisection per SDE/data/tol); each normalisation is a change of clock
     for dname, data in {**gdata, **mdata}.items():
         say(f"tolerance times: {dname}")
         res["tau_star"][dname], res["t_star"][dname], res["kl_at_T"][dname] = {}, {}, {}
         for sname, sde in sdes.items():
-            f = kl_fn(sde, data)
+            f = lambda tau, s=sde: kl(s, tau, data)  # noqa: E731
             ts = {str(tol): time_to_tolerance(f, tol, tau0=1.0 / sde.mixing_rate()) for tol in cfg.tols}
             res["tau_star"][dname][sname] = ts
             res["t_star"][dname][sname] = {
@@ -571,7 +333,8 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
             res["kl_at_T"][dname][sname] = float(f(tau_of_t(sde, sde.T).reshape(1))[0])
         if dname in gdata:
             res["w2_tau_star"][dname] = {
-                sname: {str(tol): time_to_tolerance(lambda tau, s=sde: gaussian_w2(s, tau, data), tol, 1.0 / sde.mixing_rate())
+                sname: {str(tol): time_to_tolerance(lambda tau, s=unit_clock(sde): gaussian_w2(s, tau, data.law), tol,
+                                                    1.0 / sde.mixing_rate())
                         for tol in cfg.w2_tols}
                 for sname, sde in sdes.items()
             }
@@ -596,15 +359,16 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
     gen = torch.Generator().manual_seed(0)
     for dname, mix in mdata.items():
         for sname in [s for s in ("vp", "cld", "hold", "langevin6") if s in sdes]:
-            sde = sdes[sname]
+            u = unit_clock(sdes[sname])
             for frac, est in ((0.5, "plain"), (1.0, "cv")):
                 tau = frac * res["tau_star"][dname][sname][str(cfg.tols[0])]
-                ex = mixture_kl(sde, torch.tensor([tau]), mix)
-                mc, se = mixture_kl_mc(sde, tau, mix, cfg.mc_n, gen, est)
+                tt = torch.tensor([tau], dtype=F64)
+                ex = mixture_kl(u, tt, mix.law)
+                mc, se = mixture_kl_mc(u, tau, mix.law, cfg.mc_n, gen, est)
                 res["mixture_checks"].append({
                     "data": dname, "sde": sname, "tau": tau, "exact": float(ex["kl"][0]),
                     "negentropy": float(ex["negentropy"][0]), "gauss": float(ex["gauss"][0]),
-                    "bound": float(mixture_kl_bound(sde, torch.tensor([tau]), mix)[0]), "mc": mc, "mc_se": se,
+                    "bound": float(mixture_kl_bound(u, tt, mix.law)[0]), "mc": mc, "mc_se": se,
                     "mc_estimator": est,
                 })
     res["headline"] = headline(res)
@@ -612,10 +376,7 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
     if cfg.figures and out_dir is not None:
         say("figures")
         res["figures"] = _figures(res, sdes, gdata, mdata, cfg, Path(out_dir))
-    res["machine"] = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-    }
+    res["machine"] = machine_info()
     res["wall_s"] = time.perf_counter() - t_start
     return res
 
@@ -652,13 +413,12 @@ def _figures(res, sdes, gdata, mdata, cfg, out_dir: Path) -> list[str]:
         for ax, how in zip(axes, NORMALISATIONS):
             tmax = 1.15 * max(res["t_star"][dname][s][how][tol_lo] for s in sdes)
             tmin = 0.1 * min(res["t_star"][dname][s][how][str(cfg.tols[0])] for s in sdes)
-            n = cfg.n_curve if isinstance(data, GaussianData) else cfg.mixture_curves
+            n = cfg.mixture_curves if data.is_mixture else cfg.n_curve
             t = torch.logspace(math.log10(tmin), math.log10(tmax), n, dtype=torch.float64)
             for sname, sde in sdes.items():
                 nsde = normalise(sde, how)
-                tau = tau_of_t(nsde, t)
-                kl = gaussian_kl(sde, tau, data) if isinstance(data, GaussianData) else mixture_kl(sde, tau, data)["kl"]
-                ax.loglog(t.numpy(), kl.clamp_min(1e-30).numpy(), **_style(sname))
+                curve = kl(sde, tau_of_t(nsde, t), data)
+                ax.loglog(t.numpy(), curve.clamp_min(1e-30).numpy(), **_style(sname))
             for tol in cfg.tols:
                 ax.axhline(tol, color="grey", lw=0.7)
             if how == "time":
@@ -770,26 +530,19 @@ def to_markdown(res: dict) -> str:
                 sep += "---|"
         lines.append(head)
         lines.append(sep)
-        for s in names:
-            row = f"| {s} | {res['kl_at_T'][dname][s]:.3g} |"
-            for how in NORMALISATIONS:
-                for tol in res["tolerances"]:
-                    t = per[s][how][str(tol)]
-                    r = res["ratios"][dname][how][s][str(tol)]["vs_ou"]
-                    row += f" {t:.3g} ({r:.2f}) |"
-            lines.append(row)
+        lines += [
+            f"| {s} | {res['kl_at_T'][dname][s]:.3g} |" + "".join(
+                f" {per[s][how][str(tol)]:.3g} ({res['ratios'][dname][how][s][str(tol)]['vs_ou']:.2f}) |"
+                for how in NORMALISATIONS for tol in res["tolerances"])
+            for s in names
+        ]
         lines.append("")
     if res.get("w2_tau_star"):
-        lines.append("W2 (full state) tolerance times under (c), in units of 1/rate:")
-        lines.append("")
-        lines.append("| data | " + " | ".join(names) + " |")
-        lines.append("|---|" + "---|" * len(names))
-        for dname, per in res["w2_tau_star"].items():
-            for tol in res["w2_tolerances"]:
-                row = f"| {dname} W2 <= {tol:g} |"
-                for s in names:
-                    row += f" {per[s][str(tol)] * res['sdes'][s]['rate_tau']:.3g} |"
-                lines.append(row)
+        lines += ["W2 (full state) tolerance times under (c), in units of 1/rate:", ""]
+        lines += md_table(["data", *names], [
+            [f"{dname} W2 <= {tol:g}", *(f"{per[s][str(tol)] * res['sdes'][s]['rate_tau']:.3g}" for s in names)]
+            for dname, per in res["w2_tau_star"].items() for tol in res["w2_tolerances"]
+        ])
         lines.append("")
     if res.get("mixture_checks"):
         lines.append("| mixture | SDE | tau | exact KL | negentropy part | Gaussian part | convexity bound | MC (+- se) |")
@@ -813,24 +566,18 @@ def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Call
     res = run(cfg, out_dir, progress)
     res["full"] = bool(full)
     if out_dir is not None:
-        fig_dir = Path(out_dir) / "figures"
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        (fig_dir / "mixing_results.json").write_text(json.dumps(res, indent=1))
-        (fig_dir / "mixing_tables.md").write_text(to_markdown(res))
+        write_outputs(out_dir, {"figures/mixing_results.json": res, "figures/mixing_tables.md": to_markdown(res)})
     return res
 
 
-def _cli(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Mixing time of VP/CLD/HOLD/langevin(k): KL of the full state to the prior.")
-    p.add_argument("--full", action="store_true", help="denser curves, more MC samples, two W2 tolerances")
-    p.add_argument("--out", default="docs", help="writes OUT/figures/mixing_*.{png,json,md}")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    res = main(a.full, a.out, progress=lambda s: print(f"[mixing] {s}", flush=True))
-    print(to_markdown(res))
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python benchmarks/mixing.py [--full] [--out DIR] [--threads N]``."""
+    res = standard_cli(argv, main, to_markdown, tag="mixing",
+                       description="Mixing time of VP/CLD/HOLD/langevin(k): KL of the full state to the prior.",
+                       full_help="denser curves, more MC samples, two W2 tolerances",
+                       out_help="writes OUT/figures/mixing_*.{png,json,md}")
     print(f"wall {res['wall_s']:.1f} s (compute {res['compute_s']:.1f} s)")
 
 
 if __name__ == "__main__":
-    _cli()
+    cli()

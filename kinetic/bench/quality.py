@@ -10,13 +10,14 @@ bits/dim on the held-out digits through the probability-flow ODE.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
+from typing import Sequence
 
-import torch
+from .report import bench_parser, parse, write_outputs
+
+__all__ = ["OBJECTIVES", "SDES", "NFES", "run", "to_markdown", "main", "cli"]
 
 SDES = [("vp", None), ("cld", None), ("hold", None), ("langevin", 4)]
 NFES = [10, 20, 50, 100, 1000]
@@ -100,7 +101,7 @@ def run(full: bool = False, out_dir: str = "docs", runs_dir: str = "runs/quality
                         save_image_grid(x.clamp(-1, 1), figs / f"quality_digits_{objective}_{label}.png", nrow=8,
                                         scale=4)
                 results["runs"].append(row)
-                Path(out_dir, f"quality_results_{objective}.json").write_text(json.dumps(results, indent=2))
+                write_outputs(out_dir, {f"quality_results_{objective}.json": results})
     return results
 
 
@@ -149,19 +150,27 @@ def to_markdown(results: dict) -> str:
 
 
 def main(full: bool = False, out_dir: str = "docs") -> dict:
+    """Run the study with the x0-uniform objective; writes out_dir/quality_tables_x0-uniform.md."""
     res = run(full, out_dir, log=lambda *a: None)
-    Path(out_dir, "quality_tables_x0-uniform.md").write_text(to_markdown(res))
+    write_outputs(out_dir, {"quality_tables_x0-uniform.md": to_markdown(res)})
     return res
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--full", action="store_true")
-    p.add_argument("--out", default="docs")
-    p.add_argument("--runs", default="runs/quality")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    r = run(a.full, a.out, a.runs, log=lambda *x: print(*x, flush=True))
-    Path(a.out, "quality_tables.md").write_text(to_markdown(r))
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python benchmarks/quality.py [--full] [--out DIR] [--objective ...]``: writes
+    OUT/quality_tables_<objective>.md, OUT/quality_results_<objective>.json and sample grids."""
+    p = bench_parser(__doc__.splitlines()[0], full_help="3 seeds, 4000 steps, n=1000, NFE up to 1000")
+    p.add_argument("--runs", default="runs/quality", help="directory for the trained runs")
+    p.add_argument("--objective", default="x0-uniform", choices=sorted(OBJECTIVES))
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--nfes", type=int, nargs="+", default=None)
+    p.add_argument("--datasets", nargs="+", default=["digits", "moons"])
+    a = parse(p, argv)
+    r = run(a.full, a.out, a.runs, log=lambda *x: print(*x, flush=True), objective=a.objective, seeds=a.seeds,
+            nfes=a.nfes, datasets=a.datasets)
+    write_outputs(a.out, {f"quality_tables_{a.objective}.md": to_markdown(r)})
     print(to_markdown(r))
+
+
+if __name__ == "__main__":
+    cli()

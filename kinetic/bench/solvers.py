@@ -1,93 +1,52 @@
-"""Solver accuracy benchmark: error against NFE with exact scores, and the sampler's own overhead.
+"""Solver accuracy benchmark: error against NFE with exact scores, few-step sampling, and the sampler's own overhead.
 
-    python benchmarks/solver_accuracy.py            # reduced sizes (~4 CPU-minutes)
-    python benchmarks/solver_accuracy.py --full     # all NFE levels and larger samples
+    python benchmarks/solver_accuracy.py                                 # reduced sizes (~6 CPU-minutes)
+    python benchmarks/solver_accuracy.py --few-step-only --few-step issue  # the few-step tables of docs/benchmarks.md
+    python benchmarks/solver_accuracy.py --full                          # every NFE level and configuration
 
-For VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a 64-dimensional
-Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at a set of NFE budgets.
-Errors: W2 between the Gaussian fitted to the samples and the true law (Gaussian data); sliced W2
-against a fresh data sample of the same size (mixture). The Monte Carlo floor is the same metric
-between two fresh data samples of the same size. Writes ``<out_dir>/benchmarks_solvers.md`` (text
-after the ``<!-- notes -->`` marker of an existing file is kept) and
-``<out_dir>/figures/solver_accuracy.png``.
+Accuracy (issue 4): for VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
+64-dimensional Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at NFE
+10 ... 100 (1000 full). Errors: W2 between the Gaussian fitted to the samples and the true law
+(Gaussian data); sliced W2 against a fresh data sample of the same size (mixture). The Monte Carlo
+floor is the same metric between two fresh data samples of the same size.
+
+Few-step (issue 12, `kinetic.bench.fewstep`, sizes in `FEW_STEP`): each preset, sampler and time
+grid at NFE 3, 5, 8, 10 (20, 50, 100 full) on `mixture4` and `gauss64`: the distribution error
+against the exact law with its floor, and the pathwise error against the exact probability-flow map.
+
+Writes ``<out_dir>/benchmarks_solvers.md`` (two generated blocks; the text after its
+``<!-- notes -->`` marker is kept), ``<out_dir>/figures/solver_accuracy.png``,
+``<out_dir>/figures/fewstep_kinetic.{json,png}`` and the few-step block of ``<out_dir>/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["w2_gaussian", "gaussian_fit_w2", "eigenbasis_w2", "sliced_wasserstein", "run_accuracy", "measure_overhead", "main"]
+from ..metrics import sliced_wasserstein
+from . import fewstep
+from .problems import eigenbasis_w2, gaussian_fit_w2, gauss64, ring8, w2_gaussian
+from .report import bench_parser, command_line, machine_info, machine_line, parse, replace_section, write_outputs
 
+__all__ = ["w2_gaussian", "gaussian_fit_w2", "eigenbasis_w2", "sliced_wasserstein", "run_accuracy", "run_focus",
+           "measure_overhead", "main", "cli"]
 
-# ------------------------------------------------------------------ metrics
-def _sqrtm_psd(S: Tensor) -> Tensor:
-    lam, U = torch.linalg.eigh(0.5 * (S + S.T))
-    return (U * lam.clamp_min(0).sqrt()) @ U.T
-
-
-def w2_gaussian(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> float:
-    """2-Wasserstein distance between N(m1, S1) and N(m2, S2) (float64)."""
-    m1, S1, m2, S2 = (v.to(torch.float64) for v in (m1, S1, m2, S2))
-    r = _sqrtm_psd(S2)
-    cross = _sqrtm_psd(r @ S1 @ r)
-    val = float(((m1 - m2) ** 2).sum() + torch.trace(S1 + S2 - 2 * cross))
-    return max(val, 0.0) ** 0.5
-
-
-def gaussian_fit_w2(x: Tensor, mean: Tensor, cov: Tensor) -> float:
-    """W2 between the Gaussian fitted to samples x (n, d) and N(mean, cov)."""
-    x = x.to(torch.float64)
-    return w2_gaussian(x.mean(0), torch.cov(x.T).reshape(x.shape[1], x.shape[1]), mean, cov)
-
-
-def eigenbasis_w2(x: Tensor, mean: Tensor, cov: Tensor) -> float:
-    """W2 between the Gaussian fitted to x DIAGONALLY in the eigenbasis of ``cov`` and N(mean, cov).
-
-    For Gaussian data with the exact score every sampler here acts identically and independently
-    on each coordinate of an orthonormal data basis, so its output law is exactly Gaussian and
-    diagonal in the eigenbasis of cov; fitting only the d means and d variances there removes the
-    d^2 covariance-estimation noise of `gaussian_fit_w2` (noise floor ~sqrt(d) times lower).
-    """
-    lam, U = torch.linalg.eigh(cov.to(torch.float64))
-    y = (x.to(torch.float64) - mean) @ U
-    m, sd = y.mean(0), y.std(0)
-    return float((m.pow(2) + (sd - lam.clamp_min(0).sqrt()).pow(2)).sum()) ** 0.5
-
-
-def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between two equal-size samples (n, d), fixed random directions."""
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    th = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
-    th = th / th.norm(dim=0, keepdim=True)
-    px = torch.sort(x.to(torch.float64) @ th, dim=0).values
-    py = torch.sort(y.to(torch.float64) @ th, dim=0).values
-    return float(((px - py) ** 2).mean()) ** 0.5
+ACCURACY_PRESETS = ("vp", "cld", "hold", "langevin4")
 
 
 # ------------------------------------------------------------------ problems
 def _sdes():
-    import kinetic as kn
-
-    return {"vp": kn.vp(), "cld": kn.cld(), "hold": kn.hold(), "langevin4": kn.langevin(4)}
+    return {name: fewstep.PRESETS[name]() for name in ACCURACY_PRESETS}
 
 
 def _datasets():
-    from kinetic.analytic import GaussianData, GaussianMixture
-
-    g = torch.Generator().manual_seed(0)
-    d = 64
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    lam = torch.logspace(-1.3, 0.2, d, dtype=torch.float64)  # variances 0.05 .. 1.6
-    gauss = GaussianData(0.5 * torch.randn(d, generator=g, dtype=torch.float64), Q @ torch.diag(lam) @ Q.T)
-    return {"mixture2d": GaussianMixture.ring(8, 1.41, 0.1), "gauss64": gauss}
+    return {"mixture2d": ring8(), "gauss64": gauss64()}
 
 
 # (label, solver, options, grid); kinetic solvers on the quadratic grid, torchsde on its uniform one
@@ -100,7 +59,7 @@ CONFIGS = [
     ("ei order 1 (PF)", "ei", {"order": 1}, "quadratic"),
     ("ei order 2 (PF)", "ei", {"order": 2}, "quadratic"),
     ("ei order 3 (PF, default)", "ei", {"order": 3}, "quadratic"),
-    ("ei order 3 (PF, data_var 0 = gDDIM R_t)", "ei", {"order": 3, "data_std": 0.0}, "quadratic"),
+    ("ei order 3 (PF, data_std 0 = gDDIM R_t)", "ei", {"order": 3, "data_std": 0.0}, "quadratic"),
     ("ei order 2 (SDE, eta 1)", "ei", {"order": 2, "eta": 1.0}, "quadratic"),
     ("torchsde euler", "torchsde", {"method": "euler"}, "uniform"),
     ("torchsde srk", "torchsde", {"method": "srk"}, "uniform"),
@@ -204,12 +163,11 @@ def run_focus(nfe: int = 20, n: int = 20_000, seed: int = 0, log=None) -> dict:
 def measure_overhead(batch: int = 64, steps: int = 100, repeats: int = 5) -> dict:
     """Per-step time of each sampler with a free score (zeros) vs one `small` UNet forward pass on
     (batch, k, 8, 8) float32, for k = 1..4. Sampler state in float32 (as with a network)."""
-    import kinetic as kn
     from kinetic.models import UNet
     from kinetic.sampling import sample
 
     rows = {}
-    for sname, sde in {"vp": kn.vp(), "cld": kn.cld(), "hold": kn.hold(), "langevin4": kn.langevin(4)}.items():
+    for sname, sde in _sdes().items():
         k = sde.order
         net = UNet.from_preset("small", in_channels=k, out_channels=1, resolution=8).eval()
         x = torch.randn(batch, k, 8, 8)
@@ -282,8 +240,7 @@ def _markdown(acc: dict, ovh: dict | None, command: str, seconds: float, focus: 
     lines = [
         "# Solver accuracy with exact scores",
         "",
-        f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, 1 torch thread, float64 state.",
+        f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {machine_line()}, float64 state.",
         f"Samples per run: n = {acc['n']}. Kinetic samplers on the quadratic time grid, torchsde on its uniform grid; "
         "t_eps = 1e-3, no final denoising step. Cells: error (NFE when it differs from the column).",
         "",
@@ -351,50 +308,115 @@ def _markdown(acc: dict, ovh: dict | None, command: str, seconds: float, focus: 
     return "\n".join(lines)
 
 
-def main(full: bool = False, out_dir: str = "docs", overhead: bool = True, log=None, n: int | None = None,
-         all_configs: bool | None = None, command: str | None = None) -> dict:
-    """Run the benchmark; write ``<out_dir>/benchmarks_solvers.md`` and ``<out_dir>/figures/solver_accuracy.png``.
+FEW_STEP = {
+    # the default run: order 1 against order 3, small samples (about 2 CPU-minutes)
+    "reduced": {"presets": ("vp", "hold"), "nfes": (3, 5, 8, 10), "n": 4_000, "n_path": 500, "rtol": 1e-6,
+                "configs": fewstep.REDUCED},
+    # the issue-12 tables of docs/benchmarks.md: every preset, n = 20000 (about 12 CPU-minutes)
+    "issue": {"presets": None, "nfes": (3, 5, 8, 10), "n": 20_000, "n_path": 500, "rtol": 1e-6,
+              "configs": fewstep.REDUCED},
+    # every configuration up to NFE 100 and a tight reference (hours)
+    "full": {"presets": None, "nfes": (3, 5, 8, 10, 20, 50, 100), "n": 20_000, "n_path": 2000, "rtol": 1e-10,
+             "configs": None},
+}
+"""Sizes of the few-step part (``--few-step``)."""
+_SKELETON = "<!-- accuracy:begin -->\n<!-- accuracy:end -->\n\n<!-- few-step:begin -->\n<!-- few-step:end -->\n\n<!-- notes -->\n"
 
-    Reduced (default): NFE 10, 20, 50, 100, n = 2000, the main configurations: 4 CPU-minutes
-    (8.5 min wall on the shared 2-core machine).
-    Full: NFE 10 ... 1000, n = 10000, every configuration (hours on 2 cores). ``log``: a callable
-    receiving one progress line per configuration (the script passes print).
+
+def _report_file(path: str) -> None:
+    """Make sure the report has its two generated blocks before the hand-written notes (an older
+    report without markers: everything before ``<!-- notes -->`` is the accuracy block)."""
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    if "<!-- accuracy:begin -->" in old and "<!-- few-step:begin -->" in old:
+        return
+    head, notes = (old.split("<!-- notes -->", 1) + [""])[:2] if "<!-- notes -->" in old else (old, "")
+    text = _SKELETON.replace("<!-- accuracy:begin -->\n", "<!-- accuracy:begin -->\n" + head.rstrip() + "\n" if head.strip() else "<!-- accuracy:begin -->\n")
+    write_outputs(os.path.dirname(path) or ".", {os.path.basename(path): text + notes.lstrip("\n")})
+
+
+def few_step_summary(few: dict, command: str, seconds: float) -> str:
+    """The docs/benchmarks.md block: command, machine, the best-of tables and the figure."""
+    lines = [f"Command: `{command}` ({seconds / 60:.1f} min). Machine: {machine_line()}, float64 state.",
+             "Exact scores, no network; every kinetic sampler configuration and time grid (uniform, quadratic, "
+             "logsnr) through `kn.sample`, t_eps = 1e-3, no final denoising. Distribution error: sliced W1 to the "
+             "exact law (mixture4) or the eigenbasis W2 of the Gaussian fit (gauss64), with the ratio to the floor "
+             "(the same error of exact samples of the same size). Pathwise error: RMS distance to the exact "
+             "probability-flow map of the same prior draw (deterministic samplers). Per-configuration tables: "
+             "[benchmarks_solvers.md](benchmarks_solvers.md).", ""]
+    for p in few["results"]:
+        metric = "sliced W1 to the exact law" if p.startswith("mixture") else "eigenbasis W2 of the Gaussian fit"
+        lines += [f"**{p}** (n = {few['n'][p]}, {metric}; floor {few['floor'][p]:.4g}). Best of all kinetic samplers "
+                  "and grids:", "", *fewstep.best_table(few, p), "",
+                  f"Pathwise error of the best deterministic sampler ({p}):", "",
+                  *fewstep.best_table(few, p, "path_error"), ""]
+    lines += ["![few-step error against NFE](figures/fewstep_kinetic.png)", ""]
+    return "\n".join(lines)
+
+
+def main(full: bool = False, out_dir: str = "docs", overhead: bool = True, log=None, n: int | None = None,
+         all_configs: bool | None = None, command: str | None = None, accuracy: bool = True,
+         few_step: str | None = None) -> dict:
+    """Run the benchmark; write ``<out_dir>/benchmarks_solvers.md`` (its generated blocks; the notes after
+    ``<!-- notes -->`` stay), ``<out_dir>/figures/solver_accuracy.png``, and for the few-step part
+    ``<out_dir>/figures/fewstep_kinetic.{json,png}`` and its block in ``<out_dir>/benchmarks.md``.
+
+    Reduced (default): NFE 10, 20, 50, 100, n = 2000, the main configurations (4 CPU-minutes), and
+    the few-step part at ``few_step`` size (`FEW_STEP`: "reduced" by default, "full" with full;
+    "none" skips it). Full: NFE 10 ... 1000, n = 10000, every configuration (hours on 2 cores).
+    ``log``: a callable receiving one progress line per configuration (the script passes print).
     """
     t0 = time.perf_counter()
-    if full:
-        nfes, n, rtols = (10, 20, 50, 100, 200, 1000), n or 10_000, ODE_RTOLS
-    else:
-        nfes, n, rtols = (10, 20, 50, 100), n or 2_000, ODE_RTOLS[:2]
-    all_configs = full if all_configs is None else all_configs
-    acc = run_accuracy(nfes, n, log=log, configs=None if all_configs else REDUCED, ode_rtols=rtols)
-    focus = run_focus(20, 50_000 if full else 5 * n, log=log)
-    ovh = measure_overhead() if overhead else None
-    seconds = time.perf_counter() - t0
     command = command or "python benchmarks/solver_accuracy.py" + (" --full" if full else "")
-    md = _markdown(acc, ovh, command, seconds, focus)
     path = os.path.join(out_dir, "benchmarks_solvers.md")
-    notes = ""
-    if os.path.exists(path):
-        old = open(path, encoding="utf-8").read()
-        if "<!-- notes -->" in old:
-            notes = old[old.index("<!-- notes -->"):]
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(md + "\n" + (notes or "<!-- notes -->\n"))
-    _plot(acc, os.path.join(out_dir, "figures", "solver_accuracy.png"))
-    return {"accuracy": acc, "focus": focus, "overhead": ovh, "seconds": seconds}
+    _report_file(path)
+    out: dict = {}
+    if accuracy:
+        if full:
+            nfes, n_acc, rtols = (10, 20, 50, 100, 200, 1000), n or 10_000, ODE_RTOLS
+        else:
+            nfes, n_acc, rtols = (10, 20, 50, 100), n or 2_000, ODE_RTOLS[:2]
+        all_configs = full if all_configs is None else all_configs
+        acc = run_accuracy(nfes, n_acc, log=log, configs=None if all_configs else REDUCED, ode_rtols=rtols)
+        focus = run_focus(20, 50_000 if full else 5 * n_acc, log=log)
+        ovh = measure_overhead() if overhead else None
+        seconds = time.perf_counter() - t0
+        replace_section(path, "accuracy", _markdown(acc, ovh, command, seconds, focus))
+        _plot(acc, os.path.join(out_dir, "figures", "solver_accuracy.png"))
+        out.update({"accuracy": acc, "focus": focus, "overhead": ovh})
+    few_step = few_step or ("full" if full else "reduced")
+    if few_step not in (*FEW_STEP, "none"):
+        raise ValueError(f"few_step must be one of {', '.join(FEW_STEP)} or none, got {few_step!r}")
+    if few_step != "none":
+        t1 = time.perf_counter()
+        few = fewstep.run(log=log, **FEW_STEP[few_step])
+        seconds = time.perf_counter() - t1
+        few["machine"], few["command"], few["seconds"] = machine_info(), command, seconds
+        write_outputs(out_dir, {"figures/fewstep_kinetic.json": few})
+        fewstep.plot(few, os.path.join(out_dir, "figures", "fewstep_kinetic.png"))
+        replace_section(path, "few-step", "## Few-step sampling (issue 12)\n\n" + f"Command: `{command}`. "
+                        + fewstep.to_markdown(few))
+        replace_section(os.path.join(out_dir, "benchmarks.md"), "few-step-kinetic", few_step_summary(few, command, seconds),
+                        title="## Few-step sampling with exact scores (issue 12)")
+        out["few_step"] = few
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
-def cli(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="all NFE levels (up to 1000) and n = 10000")
-    p.add_argument("--out-dir", default="docs")
-    p.add_argument("--no-overhead", action="store_true")
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python benchmarks/solver_accuracy.py [--full] [--out DIR] [--few-step-only] ...``."""
+    p = bench_parser(__doc__.splitlines()[0], full_help="all NFE levels (up to 1000) and n = 10000; every configuration",
+                     out_help="writes OUT/benchmarks_solvers.md, OUT/figures/solver_accuracy.png, OUT/figures/fewstep_*")
+    p.add_argument("--out-dir", dest="out", help=argparse.SUPPRESS)  # the older name of --out
+    p.add_argument("--no-overhead", action="store_true", help="skip the sampler-overhead timing")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000 reduced, 10000 full)")
     p.add_argument("--all-configs", action="store_true", help="every solver configuration (default only with --full)")
-    a = p.parse_args(argv)
-    import sys
-
-    cmd = "python benchmarks/solver_accuracy.py" + ("" if argv is None and len(sys.argv) < 2 else " " + " ".join(argv or sys.argv[1:]))
-    torch.set_num_threads(1)
-    main(full=a.full, out_dir=a.out_dir, overhead=not a.no_overhead, n=a.n, all_configs=a.all_configs or None, command=cmd,
+    p.add_argument("--few-step", choices=[*FEW_STEP, "none"], default=None,
+                   help="size of the few-step part (issue 12): reduced (default), issue (the tables of "
+                        "docs/benchmarks.md), full (default with --full) or none")
+    p.add_argument("--few-step-only", action="store_true", help="only the few-step part")
+    a = parse(p, argv)
+    if a.few_step_only and a.few_step == "none":
+        p.error("--few-step-only and --few-step none leave nothing to run")
+    main(full=a.full, out_dir=a.out, overhead=not a.no_overhead, n=a.n, all_configs=a.all_configs or None,
+         command=command_line("solver_accuracy.py", argv), accuracy=not a.few_step_only, few_step=a.few_step,
          log=lambda line: print(line, flush=True))

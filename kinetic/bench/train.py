@@ -15,10 +15,6 @@ times the same step with a one-layer network to expose the SDE-side overhead its
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +23,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["main", "measure", "to_markdown"]
+from .report import machine_info, machine_line, standard_cli, write_outputs
+
+__all__ = ["main", "cli", "measure", "study", "to_markdown"]
 
 
 class _OneConv(nn.Module):
@@ -179,26 +177,6 @@ def study(steps: int = 400, rows=STUDY_ROWS, seed: int = 0, progress: Callable[[
     return out
 
 
-def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def to_markdown(res: dict) -> str:
     m = res["machine"]
     lines = [
@@ -206,8 +184,7 @@ def to_markdown(res: dict) -> str:
         "",
         f"Command: `{res['command']}` ({'full' if res['full'] else 'reduced'} sizes; {res['wall_s']:.0f} s wall).",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with {m['threads']} thread(s), "
-        f"Python {m['python']}. The machine was shared with other jobs: absolute numbers are noisy; the "
+        f"Machine: {machine_line(m)}. The machine was shared with other jobs: absolute numbers are noisy; the "
         "configurations are interleaved round by round so the ratio is robust.",
         "",
         f"Small U-Net on 8x8 digits (1 channel), batch {res['batch']}, the default loss (x0 parameterisation, "
@@ -297,28 +274,22 @@ def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Call
         "unet": unet,
         "overhead": overhead,
         "hold_over_vp": by["hold"]["median_s"] / by["vp"]["median_s"],
-        "machine": _machine(),
+        "machine": machine_info(),
         "study": study_res,
     }
     res["wall_s"] = time.perf_counter() - t0
     if out_dir is not None:
-        out = Path(out_dir)
-        (out / "figures").mkdir(parents=True, exist_ok=True)
-        (out / "figures" / "train_throughput.json").write_text(json.dumps(res, indent=1))
-        (out / "benchmarks_train.md").write_text(to_markdown(res))
+        write_outputs(out_dir, {"figures/train_throughput.json": res, "benchmarks_train.md": to_markdown(res)})
     return res
 
 
-def _cli(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Training throughput (examples/s) on CPU: VP vs HOLD, small U-Net, 8x8 digits.")
-    p.add_argument("--full", action="store_true", help="also CLD and langevin(4), batch 128, more rounds, the objective study")
-    p.add_argument("--out", default="docs", help="writes OUT/benchmarks_train.md and OUT/figures/train_throughput.json")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    res = main(a.full, a.out, progress=lambda s: print(f"[train] {s}", flush=True))
-    print(to_markdown(res))
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python benchmarks/train_throughput.py [--full] [--out DIR] [--threads N]``."""
+    standard_cli(argv, main, to_markdown, tag="train",
+                 description="Training throughput (examples/s) on CPU: VP vs HOLD, small U-Net, 8x8 digits.",
+                 full_help="also CLD and langevin(4), batch 128, more rounds, the objective study",
+                 out_help="writes OUT/benchmarks_train.md and OUT/figures/train_throughput.json")
 
 
 if __name__ == "__main__":
-    _cli()
+    cli()
