@@ -19,11 +19,12 @@ class Bench(str, Enum):
     mixing = "mixing"
     train = "train"
     quality = "quality"
+    peers = "peers"
 
 
 @cli_errors
 def bench(
-    which: Bench = typer.Argument(..., help="solvers, kernels, mixing, train or quality."),
+    which: Bench = typer.Argument(..., help="solvers, kernels, mixing, train, quality or peers (diffusers' schedulers on the same exact score)."),
     full: bool = typer.Option(False, "--full", help="Full sizes (as recorded in docs/); reduced sizes otherwise."),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for the tables, plots and JSON."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
