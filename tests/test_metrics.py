@@ -384,7 +384,7 @@ def test_fid_missing_or_bad_weights_message(tmp_path):
     assert str(missing) in msg and "inception-2015-12-05.pt" in msg
     assert "never downloads" in msg and "--inception-weights" in msg and "TorchScript" in msg
     assert isinstance(e.value, ValueError)
-    garbage = tmp_path / INCEPTION_FILENAME
+    garbage = tmp_path / "garbage.pt"  # (under the known name it is refused by its digest first)
     garbage.write_bytes(b"not torchscript")
     with pytest.raises(MetricError, match="cannot load .* as TorchScript.*never downloads"):
         load_inception(garbage)
@@ -403,3 +403,14 @@ def test_fid_validation(tiny_weights, tmp_path):
         load_statistics(bad)
     with pytest.raises(MetricError, match="does not exist"):
         load_statistics(tmp_path / "missing.npz")
+
+
+def test_known_inception_name_with_another_digest_is_refused(tiny_weights, tmp_path):
+    """torch.jit.load runs the file's code: a file named inception-2015-12-05.pt must be the known one."""
+    from kinetic.metrics.fid import INCEPTION_SHA256
+
+    fake = tmp_path / INCEPTION_FILENAME
+    fake.write_bytes(tiny_weights.read_bytes())
+    with pytest.raises(MetricError, match=f"sha256 .* not the known {INCEPTION_SHA256[:16]}"):
+        load_inception(fake)
+    assert load_inception(tiny_weights) is not None  # another name: the user's own network, loaded

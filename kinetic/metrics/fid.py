@@ -53,11 +53,31 @@ def _weights_help(problem: str) -> str:
     )
 
 
+#: sha256 of inception-2015-12-05.pt, the TorchScript Inception of StyleGAN2-ADA / EDM / clean-fid (the
+#: digest k-diffusion checks). A file of that name with another digest is refused: torch.jit.load runs
+#: code contained in the file, so it must be the known one (or renamed, as a file the user vouches for).
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_inception(weights_path: PathLike | None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load the TorchScript Inception feature network from ``weights_path`` onto ``device`` (eval mode).
 
+    ``torch.jit.load`` runs code contained in the file: load only a file you trust. A file named
+    ``inception-2015-12-05.pt`` must have the known digest `INCEPTION_SHA256`; a file under another name
+    is the user's own feature network, loaded as given.
+
     Raises MetricError (a ValueError) naming the expected file if the path is missing, is not a
-    file, or is not a loadable TorchScript archive.
+    file, has the known name but another digest, or is not a loadable TorchScript archive.
     """
     if weights_path is None:
         raise MetricError(_weights_help("no Inception weights were given"))
@@ -68,6 +88,12 @@ def load_inception(weights_path: PathLike | None, device: str | torch.device = "
         raise MetricError(_weights_help(f"Inception weights file {str(path)!r} does not exist"))
     if not path.is_file():
         raise MetricError(_weights_help(f"Inception weights path {str(path)!r} is not a file"))
+    if path.name == INCEPTION_FILENAME and (digest := _sha256(path)) != INCEPTION_SHA256:
+        raise MetricError(
+            f"{str(path)!r} is named {INCEPTION_FILENAME} but its sha256 is {digest[:16]}..., not the known "
+            f"{INCEPTION_SHA256[:16]}...: it is not the StyleGAN2-ADA Inception (corrupt or replaced), and loading "
+            "it would run its code; use the original file (or rename a feature network you trust)"
+        )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit.load is deprecated in recent torch
