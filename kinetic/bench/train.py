@@ -202,7 +202,8 @@ def to_markdown(res: dict) -> str:
     lines += [
         "",
         f"HOLD / VP time per step: **{res['hold_over_vp']:.3f}** (target <= 1.15: "
-        f"{'met' if res['hold_over_vp'] <= 1.15 else 'NOT met'}).",
+        f"{'met' if res['hold_over_vp'] <= 1.15 else 'NOT met'}); PSLD / VP (noise on both blocks): "
+        f"**{res['psld_over_vp']:.3f}** (target <= 1.15: {'met' if res['psld_over_vp'] <= 1.15 else 'NOT met'}).",
         "",
         "SDE-side overhead alone (the same step with a one-layer 1x1-conv network instead of the U-Net):",
         "",
@@ -252,13 +253,14 @@ def to_markdown(res: dict) -> str:
 def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark; writes out_dir/benchmarks_train.md and out_dir/figures/train_throughput.json.
 
-    Reduced (default): VP and HOLD, batch 64, 5 rounds of 4 steps. Full: VP, CLD, HOLD and
-    langevin(4), batch 128, 7 rounds of 6 steps, plus `study` (objectives on 8 Gaussians, ~1 min).
+    Reduced (default): VP, HOLD and PSLD, batch 64, 5 rounds of 4 steps. Full: VP, CLD, PSLD, HOLD
+    and langevin(4), batch 128, 7 rounds of 6 steps, plus `study` (objectives on 8 Gaussians, ~1 min).
     """
     t0 = time.perf_counter()
-    configs = [("vp", "vp", None), ("hold", "hold", None)]
+    configs = [("vp", "vp", None), ("hold", "hold", None), ("psld", "psld", None)]
     if full:
-        configs = [("vp", "vp", None), ("cld", "cld", None), ("hold", "hold", None), ("langevin4", "langevin", 4)]
+        configs = [("vp", "vp", None), ("cld", "cld", None), ("psld", "psld", None), ("hold", "hold", None),
+                   ("langevin4", "langevin", 4)]
     batch = 128 if full else 64
     rounds, spr = (7, 6) if full else (5, 4)
     unet = measure(configs, batch=batch, rounds=rounds, steps_per_round=spr, progress=progress)
@@ -274,6 +276,7 @@ def main(full: bool = False, out_dir: str | Path | None = "docs", progress: Call
         "unet": unet,
         "overhead": overhead,
         "hold_over_vp": by["hold"]["median_s"] / by["vp"]["median_s"],
+        "psld_over_vp": by["psld"]["median_s"] / by["vp"]["median_s"],
         "machine": machine_info(),
         "study": study_res,
     }
