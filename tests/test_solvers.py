@@ -174,7 +174,7 @@ def test_tweedie_denoise_is_the_posterior_mean():
 
 # ------------------------------------------------------------------ SSCS = Dockhorn et al.
 def _sscs_transcription(z0, score, ts, noise_gen, beta=4.0, m_inv=4.0):
-    """Dockhorn et al. 2022 (CLD), the SSCS step of their Sec. 3.3 / App. D, written out for CLD (M^-1 = 4, Gamma = 2 sqrt(M) = 1) with its closed forms."""
+    """Dockhorn et al. 2022 (CLD), their symmetric splitting step (SSCS), written out for CLD (M^-1 = 4, Gamma = 2 sqrt(M) = 1) with its closed forms."""
     M = 1.0 / m_inv
     Gam = 2.0 * math.sqrt(M)
     x, v = z0[:, 0].clone(), z0[:, 1].clone()
