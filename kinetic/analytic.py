@@ -25,30 +25,39 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .linalg import tria
+
 __all__ = ["GaussianData", "GaussianMixture"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
 
 def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-    """(c_t (B, k), Sigma(t) (B, k, k)) in float64 from `LinearSDE.coefficients`; computed once when
-    every t is equal."""
+    """(c_t (B|1, k), L_t (B|1, k, k)) in float64 from `LinearSDE.coefficients` (L_t L_t^T = Sigma(t),
+    the square-root factor that stays exact where Sigma is numerically singular); a leading size of 1
+    when every t is equal (computed once)."""
     t = torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
     if t.shape[0] != batch:
         raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
     if bool((t == t[0]).all()):
-        c, sig = _coefficients_at(sde, float(t[0]))
-        return c.expand(batch, -1), sig.expand(batch, -1, -1)
+        return _coefficients_at(sde, float(t[0]))
     co = sde.coefficients(t)
-    return co.c, co.sigma
+    return co.c, co.chol
 
 
 @functools.lru_cache(maxsize=4096)
 def _coefficients_at(sde, t: float) -> tuple[Tensor, Tensor]:
     co = sde.coefficients(torch.tensor([t], dtype=torch.float64))
-    return co.c, co.sigma
+    return co.c, co.chol
+
+
+def _gaussian_factor(var: Tensor, c: Tensor, L: Tensor) -> Tensor:
+    """Lower factor of C = var c c^T + L L^T for var (n,) >= 0, c (B, k), L (B, k, k): (B, n, k, k),
+    in square-root form (`linalg.tria`), so C keeps its digits where Sigma = L L^T is nearly singular."""
+    col = var.clamp_min(0.0).sqrt()[None, :, None, None] * c[:, None, :, None]  # (B, n, k, 1)
+    return tria(torch.cat([col, L[:, None].expand(-1, var.shape[0], -1, -1)], dim=-1))
 
 
 def _check_state(sde, z: Tensor, d: int) -> None:
@@ -62,28 +71,43 @@ class GaussianData:
     """Data law N(mean, cov) on R^d.
 
     Args:
-        mean: (d,). cov: (d, d) symmetric positive definite, or a scalar / (d,) for an
-            isotropic / diagonal covariance.
+        mean: (d,). cov: (d, d) symmetric positive semi-definite, or a scalar / (d,) for an
+            isotropic / diagonal covariance (no eigendecomposition is formed then, so large d is cheap).
+            Zero variances (constant coordinates, e.g. blank pixels) are allowed; `log_prob` then
+            needs points on the support and reports -inf elsewhere.
     """
 
     def __init__(self, mean, cov):
         mean = torch.as_tensor(mean, dtype=torch.float64).detach().cpu().reshape(-1)
         d = mean.shape[0]
         cov = torch.as_tensor(cov, dtype=torch.float64).detach().cpu()
-        if cov.dim() == 0:
-            cov = cov * torch.eye(d, dtype=torch.float64)
-        elif cov.dim() == 1:
-            cov = torch.diag(cov)
-        if cov.shape != (d, d):
-            raise ValueError(f"cov must be a scalar, (d,) or (d, d) with d = {d}, got {tuple(cov.shape)}")
-        if not torch.allclose(cov, cov.T, atol=1e-12):
-            raise ValueError("cov must be symmetric")
-        lam, U = torch.linalg.eigh(cov)
-        if float(lam.min()) <= 0:
-            raise ValueError(f"cov must be positive definite, smallest eigenvalue {float(lam.min())}")
+        if not bool(torch.isfinite(cov).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError("mean and cov must be finite")
+        if cov.dim() <= 1:
+            lam = cov.expand(d).clone() if cov.dim() == 0 or cov.numel() == 1 else cov.clone()
+            if lam.shape != (d,):
+                raise ValueError(f"cov must be a scalar, (d,) or (d, d) with d = {d}, got {tuple(cov.shape)}")
+            U = None  # diagonal: the eigenbasis is the coordinate basis
+            cov = torch.diag(lam) if d <= 4096 else None
+        else:
+            if cov.shape != (d, d):
+                raise ValueError(f"cov must be a scalar, (d,) or (d, d) with d = {d}, got {tuple(cov.shape)}")
+            if not torch.allclose(cov, cov.T, atol=1e-12):
+                raise ValueError("cov must be symmetric")
+            lam, U = torch.linalg.eigh(cov)
+        scale = max(float(lam.abs().max()), 1e-300)
+        if float(lam.min()) < -1e-12 * scale:
+            raise ValueError(f"cov must be positive semi-definite, smallest eigenvalue {float(lam.min())}")
+        lam = lam.clamp_min(0.0)
         self.mean, self.cov, self.dim = mean, cov, d
         self._lam, self._U = lam, U
-        self._chol = torch.linalg.cholesky(cov)
+
+    def _rotate(self, x: Tensor) -> Tensor:
+        """Coordinates in the eigenbasis: (..., d) -> (..., d)."""
+        return x if self._U is None else x @ self._U.to(x.device)
+
+    def _unrotate(self, y: Tensor) -> Tensor:
+        return y if self._U is None else y @ self._U.T.to(y.device)
 
     @property
     def data_shape(self) -> tuple[int]:
@@ -92,28 +116,29 @@ class GaussianData:
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
         """n draws, (n, d)."""
         eps = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return (self.mean + eps @ self._chol.T).to(dtype)
+        return (self.mean + self._unrotate(eps * self._lam.sqrt())).to(dtype)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """log N(x; mean, cov): (B, d) -> (B,) float64."""
+        """log N(x; mean, cov): (B, d) -> (B,) float64 (-inf off the support of a singular cov)."""
         x = torch.as_tensor(x).to(torch.float64)
-        r = torch.linalg.solve_triangular(self._chol, (x - self.mean).T, upper=False)
-        return -0.5 * (r * r).sum(0) - 0.5 * self.dim * _LOG2PI - torch.log(torch.diagonal(self._chol)).sum()
+        r = self._rotate(x - self.mean)
+        pos = self._lam > 0
+        out = -0.5 * (r[:, pos].square() / self._lam[pos]).sum(-1)
+        out = out - 0.5 * int(pos.sum()) * _LOG2PI - 0.5 * torch.log(self._lam[pos]).sum()
+        off = (r[:, ~pos].abs() > 1e-12 * (1.0 + x.abs().amax(-1, keepdim=True))).any(-1) if bool((~pos).any()) else None
+        return out if off is None else torch.where(off, torch.full_like(out, -math.inf), out)
 
     def _blocks(self, sde, z: Tensor, t) -> tuple[Tensor, Tensor, Tensor]:
-        """Rotated residual r (B, d, k), C^-1 r (B, d, k) and log det C summed over d (B|1,)."""
+        """Rotated residual r (B, d, k), C^-1 r (B, d, k) and log det C summed over d (B|1,), with
+        C_j = lam_j c c^T + Sigma(t) per eigen-direction j (factored in square-root form)."""
         _check_state(sde, z, self.dim)
         B = z.shape[0]
-        c, sig = _coefficients(sde, t, B)
-        c, sig = c.to(z.device), sig.to(z.device)
+        c, L = _coefficients(sde, t, B)
+        c, L = c.to(z.device), L.to(z.device)
         zf = z.to(torch.float64)
         delta = zf - c[:, :, None] * self.mean.to(z.device)  # (B, k, d)
-        rot = (delta @ self._U.to(z.device)).transpose(1, 2)  # (B, d, k): coordinates in the eigenbasis
-        if B > 1 and c.stride(0) == 0:  # one time for the whole batch
-            c, sig = c[:1], sig[:1]
-        lam = self._lam.to(z.device)
-        C = lam[None, :, None, None] * (c[:, None, :, None] * c[:, None, None, :]) + sig[:, None]  # (B|1, d, k, k)
-        Lc = torch.linalg.cholesky(C)
+        rot = self._rotate(delta).transpose(1, 2)  # (B, d, k): coordinates in the eigenbasis
+        Lc = _gaussian_factor(self._lam.to(z.device), c, L)  # (B|1, d, k, k)
         Cinv = torch.cholesky_inverse(Lc)
         logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum((-1, -2))
         if Cinv.shape[0] == 1:
@@ -130,17 +155,19 @@ class GaussianData:
     def full_score(self, sde, z: Tensor, t) -> Tensor:
         """Exact score of every block, (B, k, d) in z's dtype."""
         _, y, _ = self._blocks(sde, z, t)
-        return (-(y.transpose(1, 2) @ self._U.T.to(z.device))).to(z.dtype)
+        return (-self._unrotate(y.transpose(1, 2))).to(z.dtype)
 
     @property
     def eigenvalues(self) -> Tensor:
-        """(d,) eigenvalues of cov, increasing (float64)."""
+        """(d,) eigenvalues of cov (float64): increasing for a dense cov, in coordinate order for a
+        diagonal one (given as a scalar or (d,))."""
         return self._lam.clone()
 
     @property
     def eigenvectors(self) -> Tensor:
-        """(d, d) orthonormal eigenvectors of cov, as columns (float64)."""
-        return self._U.clone()
+        """(d, d) orthonormal eigenvectors of cov, as columns (float64); the identity for a diagonal
+        cov (given as a scalar or (d,))."""
+        return torch.eye(self.dim, dtype=torch.float64) if self._U is None else self._U.clone()
 
     def score_fn(self, sde) -> Callable[[Tensor, Tensor], Tensor]:
         """The exact noised-block score as a `score_fn(z, t) -> (B, d)` or (B, m, d)."""
@@ -148,7 +175,7 @@ class GaussianData:
 
         def score(z: Tensor, t: Tensor) -> Tensor:
             _, y, _ = self._blocks(sde, z, t)
-            s = -(y[..., N].transpose(1, 2) @ self._U.T.to(z.device))  # (B, m, d)
+            s = -self._unrotate(y[..., N].transpose(1, 2))  # (B, m, d)
             return (s[:, 0] if len(N) == 1 else s).to(z.dtype)
 
         return score
@@ -209,16 +236,12 @@ class GaussianMixture:
         """Per component: C^-1 delta (B, M, k, d) and log w + log N (B, M), float64."""
         _check_state(sde, z, self.dim)
         B = z.shape[0]
-        c, sig = _coefficients(sde, t, B)
+        c, L = _coefficients(sde, t, B)  # leading size 1 when every t is equal: M factors, once
         dev = z.device
-        c, sig = c.to(dev), sig.to(dev)
+        c, L = c.to(dev), L.to(dev)
         s2 = (self.std**2).to(dev)
         zf = z.to(torch.float64)
-        if B > 1 and c.stride(0) == 0:  # one time for the whole batch: factor the M k x k blocks once
-            c = c[:1]
-            sig = sig[:1]
-        C = s2[None, :, None, None] * (c[:, None, :, None] * c[:, None, None, :]) + sig[:, None]  # (B|1,M,k,k)
-        Lc = torch.linalg.cholesky(C)
+        Lc = _gaussian_factor(s2, c, L)  # (B|1, M, k, k)
         Cinv = torch.cholesky_inverse(Lc)
         logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)  # (B|1, M)
         delta = zf[:, None] - c[:, None, :, None] * self.means.to(dev)[None, :, None, :]  # (B,M,k,d)

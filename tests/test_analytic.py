@@ -106,7 +106,7 @@ def test_score_against_monte_carlo(name):
 
 
 def test_validation():
-    with pytest.raises(ValueError, match="positive definite"):
+    with pytest.raises(ValueError, match="positive semi-definite"):
         GaussianData(torch.zeros(2), torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
     with pytest.raises(ValueError, match="cov must be"):
         GaussianData(torch.zeros(2), torch.eye(3))
@@ -116,3 +116,25 @@ def test_validation():
         _gauss().score_fn(kn.cld())(torch.zeros(4, 1, 3), torch.ones(4))
     ring = GaussianMixture.ring(8, 1.41, 0.1)
     assert ring.means.shape == (8, 2) and math.isclose(float(ring.means[0, 0]), 1.41)
+
+
+def test_diagonal_and_singular_covariances():
+    """A (d,) covariance takes the coordinate basis (no eigendecomposition) and equals the dense one;
+    zero variances (constant coordinates) are allowed: exact scores stay finite, samples are constant
+    there, and log_prob is -inf off the support."""
+    var = torch.tensor([0.5, 2.0, 0.0, 1.0], dtype=torch.float64)
+    mean = torch.tensor([0.1, -0.3, 0.7, 0.0], dtype=torch.float64)
+    diag, dense = GaussianData(mean, var), GaussianData(mean, torch.diag(var))
+    sde = kn.hold()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 3, 4, generator=g, dtype=torch.float64)
+    t = torch.full((6,), 0.2, dtype=torch.float64)
+    torch.testing.assert_close(diag.score_fn(sde)(z, t), dense.score_fn(sde)(z, t), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(diag.marginal_log_prob(sde, z, t), dense.marginal_log_prob(sde, z, t), rtol=1e-10, atol=0)
+    x = diag.sample(50, generator=g)
+    assert torch.all(x[:, 2] == 0.7) and torch.isfinite(diag.log_prob(x)).all()
+    off = x.clone()
+    off[:, 2] += 0.1
+    assert torch.isinf(diag.log_prob(off)).all()
+    full = GaussianData(torch.zeros(3), torch.zeros(3, 3) + torch.diag(torch.tensor([0.0, 1.0, 1.0])))
+    assert torch.isfinite(full.score_fn(kn.cld())(torch.randn(5, 2, 3, dtype=torch.float64), torch.full((5,), 0.3))).all()
