@@ -10,6 +10,7 @@ import torch
 
 import kinetic as kn
 from kinetic import linalg
+from kinetic.bench.kernel_accuracy import mp_reference
 from kinetic.schedules import CustomSchedule, LinearSchedule
 
 
@@ -134,38 +135,6 @@ def test_langevin_any_order_matches_moment_ode(k):
     assert torch.isfinite(z).all()
 
 
-def _mp_reference(sde, t, dps=260, terms=100):
-    """Sigma(t) and its Cholesky factor in arithmetic of ``dps`` digits (Taylor + squaring, then
-    mpmath's Cholesky): an independent reference that resolves covariances far more singular than
-    float64 can hold."""
-    mp = pytest.importorskip("mpmath")
-    with mp.workdps(dps):
-        k = sde.order
-        A = mp.matrix(sde.drift_matrix.tolist())
-        D = mp.matrix(sde.noise_matrix.tolist())
-        S0 = mp.matrix(sde.initial_cov.tolist())
-        tau = mp.mpf(float(sde.tau(torch.tensor(t, dtype=torch.float64))))
-        na = max(sum(abs(A[i, j]) for i in range(k)) for j in range(k))
-        n = 0
-        while tau * na / 2**n > mp.mpf("0.05"):
-            n += 1
-        h = tau / 2**n
-        Phi, term, Q, M, coef = mp.eye(k), mp.eye(k), mp.zeros(k, k), D, h
-        for j in range(1, terms):
-            term = term * A * (h / j)
-            Phi += term
-        for j in range(terms):
-            Q += coef * M
-            M = A * M + M * A.T
-            coef = coef * h / (j + 2)
-        for _ in range(n):
-            Q = Phi * Q * Phi.T + Q
-            Phi = Phi * Phi
-        S = Phi * S0 * Phi.T + Q
-        L = mp.cholesky(S)
-        return np.array(S.tolist(), dtype=float), np.array(L.tolist(), dtype=float)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [3, 8, 16])
 def test_factor_of_nearly_singular_covariance_matches_high_precision(k):
@@ -174,7 +143,7 @@ def test_factor_of_nearly_singular_covariance_matches_high_precision(k):
     accurate: against a 260-digit reference, per row relative to sqrt(Sigma_ii)."""
     sde = kn.langevin(k)
     for t in (1e-6, 1e-3, 5e-2):
-        S_ref, L_ref = _mp_reference(sde, t)
+        S_ref, L_ref, _ = mp_reference(sde, t)
         L = sde.cholesky(torch.tensor(t, dtype=torch.float64)).numpy()
         d = np.sqrt(np.diag(S_ref))
         err = np.max(np.abs(L - L_ref) / d[:, None])
