@@ -273,10 +273,72 @@ def evaluate_one(run: Path, st: dict, log) -> dict:
             log(f"  {run.name} steps {steps} w {w:g}: class accuracy {m['class-accuracy']['value']:.3f}, fd per class "
                 f"{m['fd-digits-per-class']['value']:.2f}, fd-digits {m['fd-digits']['value']:.2f} (NFE {r['nfe']})")
     steps = max(st["sample_steps"])
+    for rule in ("fresh", "bridge"):
+        t0 = time.perf_counter()
+        inp = inpaint_digits(sm, n=st["inpaint_n"], steps=steps, seed=2, replacement=rule)
+        res["inpaint" if rule == "fresh" else f"inpaint_{rule}"] = {**inp, "steps": steps,
+                                                                   "seconds": time.perf_counter() - t0}
+        log(f"  {run.name} inpaint ({rule}): fd-digits {inp['value']:.2f}, agreement {inp['agreement']:.3f}")
+    # stochastic sampling, and RePaint-style resampling at the same NFE
+    from kinetic.data import load_dataset
+    from kinetic.metrics import class_accuracy, fd_digits, inpainting_inputs
+
+    x, y = load_dataset("digits", split="test", labels=True)
+    x, y = x[: st["inpaint_n"]], y[: st["inpaint_n"]]
+    known, mask = inpainting_inputs(x)
+
+    def score(z, t):
+        with torch.no_grad():
+            return sm.score(z, t)
+
+    for key, st_, r in (("inpaint_eta1", steps, 1), ("inpaint_repaint", steps // 5, 5)):
+        t0 = time.perf_counter()
+        out, nfe = inpaint_loop(sm.sde, score, tuple(x.shape), known.double(), mask, st_, "ei", {"eta": 1.0}, seed=2, r=r)
+        out = out.float()
+        res[key] = {"value": float(fd_digits(out)), "agreement": float(class_accuracy(out, y)), "nfe": nfe,
+                    "steps": st_, "r": r, "seconds": time.perf_counter() - t0}
+        log(f"  {run.name} {key}: fd-digits {res[key]['value']:.2f}, agreement {res[key]['agreement']:.3f} (NFE {nfe})")
+    return res
+
+
+def nearest_neighbour_inpainting() -> dict:
+    """A data baseline for the inpainting task: complete each held-out digit with the right half of
+    the training digit whose left half is nearest (L2)."""
+    from kinetic.data import load_dataset
+    from kinetic.metrics import class_accuracy, fd_digits, right_half_mask
+
+    xtr = load_dataset("digits", split="train")
+    x, y = load_dataset("digits", split="test", labels=True)
+    m = right_half_mask()
+    d = torch.cdist(x[:, m].reshape(len(x), -1), xtr[:, m].reshape(len(xtr), -1))
+    out = torch.where(m, x, xtr[d.argmin(1)])
+    return {"value": float(fd_digits(out)), "agreement": float(class_accuracy(out, y)),
+            "known_accuracy": float(class_accuracy(x, y))}
+
+
+def default_cli_run(runs: Path, n: int, log) -> dict:
+    """``kinetic train --conditional`` as it is (HOLD, the small U-Net, 600 steps of batch 64), seed 0,
+    then class accuracy at 50 steps with w = 0 and 1 and inpainting."""
+    from kinetic.evaluation import evaluate_checkpoint, inpaint_digits
+    from kinetic.training import train
+
+    out = runs / "cli-default-hold-unet-s0"
+    cfg = kn.TrainConfig(conditional=True, out=str(out), overwrite=out.exists(), sample_every=0, device="cpu")
     t0 = time.perf_counter()
-    inp = inpaint_digits(sm, n=st["inpaint_n"], steps=steps, seed=2)
-    res["inpaint"] = {**inp, "steps": steps, "seconds": time.perf_counter() - t0}
-    log(f"  {run.name} inpaint: fd-digits {inp['value']:.2f}, agreement {inp['agreement']:.3f}")
+    if not (out / "summary.json").is_file() or json.loads((out / "summary.json").read_text()).get("step") != cfg.steps:
+        train(cfg)
+    res = {"train_seconds": json.loads((out / "summary.json").read_text())["elapsed_s"], "config": cfg.to_dict()}
+    sm, ckpt = kn.load_model(out)
+    for w in (0.0, 1.0):
+        r = evaluate_checkpoint(out, ["class-accuracy", "fd-digits"], n=n, steps=50, seed=1, model=(sm, ckpt), guidance=w,
+                                batch_size=250)
+        res[f"steps50_w{w:g}"] = {"class_accuracy": r["metrics"]["class-accuracy"]["value"],
+                                  "fd_digits": r["metrics"]["fd-digits"]["value"], "nfe": r["nfe"]}
+        log(f"  CLI default run w {w:g}: class accuracy {r['metrics']['class-accuracy']['value']:.3f} (NFE {r['nfe']})")
+    inp = inpaint_digits(sm, n=297, steps=50, seed=2, batch_size=297)
+    res["inpaint"] = inp
+    res["seconds"] = time.perf_counter() - t0
+    log(f"  CLI default run inpaint: fd-digits {inp['value']:.2f}, agreement {inp['agreement']:.3f}")
     return res
 
 
@@ -314,14 +376,30 @@ def study_markdown(res: dict) -> str:
             out.append(f"| {name} | {w:g} | " + " | ".join(f"{v:.1f}" for v in per)
                        + f" | {_ms([r[key]['fd_per_class_mean'] for r in runs], 1)} | {_ms([r[key]['fd_digits'] for r in runs], 1)} |")
     out += ["", f"#### Inpainting the {res['runs'][f'vp-s{seeds[0]}']['inpaint']['test_digits']} held-out digits, "
-            f"right half masked ({steps} steps, replacement 'fresh')", "",
-            "| SDE | fd-digits of the completions | agreement with the true label |", "|---|---|---|"]
+            f"right half masked (NFE {steps}, no label)", "",
+            "| SDE | replacement | fd-digits of the completions | agreement with the true label |", "|---|---|---|---|"]
     for name in STUDY_SDES:
         runs = [res["runs"][f"{name}-s{s}"] for s in seeds]
-        out.append(f"| {name} | {_ms([r['inpaint']['value'] for r in runs], 2)} | "
-                   f"{_ms([r['inpaint']['agreement'] for r in runs])} |")
+        for key, rule in (("inpaint", "fresh (ei)"), ("inpaint_bridge", "bridge (ei)"),
+                          ("inpaint_eta1", "fresh (ei, eta = 1)"),
+                          ("inpaint_repaint", f"fresh + RePaint r = 5, {steps // 5} steps (ei, eta = 1)")):
+            out.append(f"| {name} | {rule} | {_ms([r[key]['value'] for r in runs], 2)} | "
+                       f"{_ms([r[key]['agreement'] for r in runs])} |")
+    nn_ = res.get("nearest_neighbour")
+    if nn_:
+        out.append(f"| nearest training digit by its left half | - | {nn_['value']:.2f} | {nn_['agreement']:.3f} |")
     known = res["runs"][f"vp-s{seeds[0]}"]["inpaint"]["known_accuracy"]
     out += ["", f"The classifier on the true held-out digits: {known:.3f}."]
+    cli = res.get("cli_default")
+    if cli:
+        c = cli["config"]
+        out += ["", f"#### `kinetic train --conditional` as it is ({c['sde']}, {c['model']} {c['model_size']} U-Net, "
+                f"{c['steps']} steps of batch {c['batch_size']}, seed 0; {cli['train_seconds']:.0f} s of training)", "",
+                "| 50 steps, w = 0 (NFE 50) | 50 steps, w = 1 (NFE 100) | fd-digits w = 0 / 1 | inpaint fd-digits | "
+                "inpaint agreement |", "|---|---|---|---|---|",
+                f"| {cli['steps50_w0']['class_accuracy']:.3f} | {cli['steps50_w1']['class_accuracy']:.3f} | "
+                f"{cli['steps50_w0']['fd_digits']:.1f} / {cli['steps50_w1']['fd_digits']:.1f} | "
+                f"{cli['inpaint']['value']:.2f} | {cli['inpaint']['agreement']:.3f} |"]
     return "\n".join(out) + "\n"
 
 
@@ -332,6 +410,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/conditional")
     p.add_argument("--quick", action="store_true", help="a smoke run: small n, few steps, one seed")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--skip-cli-default", action="store_true", help="study: skip the run of kinetic train --conditional")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -359,6 +438,9 @@ def main() -> None:
             for seed in st["seeds"]:
                 run = train_one(name, seed, st, runs, log)
                 res["runs"][run.name] = evaluate_one(run, st, log)
+        res["nearest_neighbour"] = nearest_neighbour_inpainting()
+        if not a.quick and not a.skip_cli_default:
+            res["cli_default"] = default_cli_run(runs, 500, log)
         res["seconds"] = time.perf_counter() - t0
         md = study_markdown(json.loads(json.dumps(res)))
     res["seconds"] = time.perf_counter() - t0
