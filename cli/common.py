@@ -252,6 +252,10 @@ ThreadsOpt = Annotated[int, typer.Option(
     "--threads", help="torch CPU threads (1 is fastest for the small models and on shared machines)."
 )]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+GuidanceOpt = Annotated[float, typer.Option(
+    "--guidance", help="Classifier-free guidance w >= 0 for a conditional model: (1+w) s(z,t,y) - w s(z,t,null); "
+    "2 network evaluations per step (0: the conditional model)."
+)]
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_THREADS = 1
 
@@ -263,3 +267,48 @@ def config_option(section: str):
         "--config", is_eager=True, callback=config_to_default_map(section),
         help=f"TOML file of option values (top level or [{section}]); flags given here override it.",
     )]
+
+
+def parse_class(value: Optional[str]):
+    """``--class``: None / "all" (every class in turn), "null" (the unconditional branch) or an int."""
+    if value is None:
+        return None
+    v = str(value).strip().lower()
+    if v in ("all", "null"):
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise fail(f"--class must be a class number, 'all' or 'null'; got {clip(repr(value), 40)}") from None
+
+
+def check_conditioning(ckpt_path, classes, guidance: float) -> None:
+    """One line (exit 2) before any work when --class / --guidance do not fit the checkpoint."""
+    if guidance < 0 or guidance != guidance or guidance == float("inf"):
+        raise fail(f"--guidance must be a finite number >= 0; got {guidance}")
+    if classes is None and not guidance:
+        return
+    from kinetic.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except CheckpointError as err:
+        raise fail(f"--checkpoint: {first_line(err)}") from None
+    C = int((ckpt.get("model_config") or {}).get("num_classes", 0) or 0)
+    data = (ckpt.get("config") or {}).get("data", "its data")
+    if C == 0:
+        from kinetic.data import DataError, dataset_classes
+
+        try:
+            labelled = dataset_classes(data, (ckpt.get("config") or {}).get("data_dir")) > 0
+        except (DataError, OSError):
+            labelled = False
+        why = (f"{data!r} has no class labels" if not labelled
+               else f"it was trained on {data!r} without --conditional")
+        opt = "--class" if classes not in (None, "all") else "--guidance"
+        raise fail(f"{opt}: the checkpoint's model is unconditional ({why}); class labels and guidance need "
+                   "kinetic train --conditional on a labelled dataset")
+    if isinstance(classes, int) and not 0 <= classes < C:
+        raise fail(f"--class must lie in [0, {C - 1}] for this model of {C} classes; got {classes}")
+    if classes == "null" and guidance:
+        raise fail("--guidance needs a class for every sample; --class null is the unconditional branch")

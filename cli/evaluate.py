@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from .common import (
-    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, QuietOpt,
-    SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_writable, cli_errors, config_option, console,
-    set_threads,
+    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, GuidanceOpt,
+    QuietOpt, SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_conditioning, check_writable, cli_errors,
+    config_option, console, set_threads,
 )
 from .progress import step_progress
 
@@ -42,6 +42,7 @@ def evaluate_cmd(
     t_eps: TEpsOpt = 1e-3,
     denoise: DenoiseOpt = False,
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    guidance: GuidanceOpt = 0.0,
     threads: ThreadsOpt = DEFAULT_THREADS,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
     config: config_option("evaluate") = None,
@@ -56,17 +57,22 @@ def evaluate_cmd(
       kinetic evaluate -c runs/hold-moons --metric swd --json results.json
 
       kinetic evaluate -c runs/cifar --metric fid --inception-weights ~/inception-2015-12-05.pt
+
+      kinetic evaluate -c runs/cond-digits --metric class-accuracy --metric fd-digits-per-class --guidance 1
+
+      kinetic evaluate -c runs/hold-digits --metric inpaint --solver ei --n 297
     """
     from kinetic.evaluation import evaluate_checkpoint
     from kinetic.fileio import atomic_write_text
 
     set_threads(threads)
     json_out = check_writable(json_out, "--json")  # before the work
+    check_conditioning(checkpoint, None, guidance)
     with step_progress("evaluating", None, quiet) as cb:
         res = evaluate_checkpoint(
             checkpoint, list(metric), n=n, solver=solver, steps=steps, seed=seed, device=device, data_dir=data_dir,
             inception_weights=inception_weights, reference_stats=reference_stats, t_eps=t_eps, denoise=denoise,
-            callback=cb, grid=grid, batch_size=batch_size,
+            callback=cb, grid=grid, batch_size=batch_size, guidance=guidance,
         )
     table = Table(title=f"{res['sde']} on {res['data']}, step {res['step']}")
     table.add_column("metric")
@@ -76,8 +82,14 @@ def evaluate_cmd(
         if m == "nll":
             table.add_row("nll (bits/dim)", f"{v['bits_per_dim']:.4f} ± {v['bits_per_dim_stderr']:.4f}",
                           f"{v['examples']} held-out examples, {v['nats_per_example']:.3f} nats/example")
+        elif m == "inpaint":
+            table.add_row("inpaint fd-digits", f"{v['value']:.4f}",
+                          f"{v['n']} completions of {v['test_digits']} held-out digits (right half), NFE={v['nfe']}")
+            table.add_row("inpaint agreement", f"{v['agreement']:.4f}",
+                          f"classifier vs true label (on the true digits: {v['known_accuracy']:.4f})")
         else:
-            extra = f"n={res['n']}, {res.get('solver')} NFE={res.get('nfe')}; vs {v['reference']}"
+            g = f", guidance {res['guidance']:g}" if res.get("guidance") else ""
+            extra = f"n={res['n']}, {res.get('solver')} NFE={res.get('nfe')}{g}; vs {v['reference']}"
             table.add_row(m, f"{v['value']:.4f}", extra)
     console.print(table)
     if json_out is not None:

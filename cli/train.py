@@ -29,8 +29,9 @@ def _names(field: str) -> str:
 
 
 #: options that map to TrainConfig fields (the others steer the command itself)
-FIELDS = ("sde", "order", "data", "data_dir", "model", "model_size", "parameterization", "steps", "batch_size", "lr",
-          "seed", "device", "out", "resume", "overwrite", "sample_every", "ckpt_every", "eval_every", "tensorboard")
+FIELDS = ("sde", "order", "data", "data_dir", "model", "model_size", "parameterization", "conditional", "label_dropout",
+          "steps", "batch_size", "lr", "seed", "device", "out", "resume", "overwrite", "sample_every", "ckpt_every",
+          "eval_every", "tensorboard")
 
 
 def _option(field: str | None) -> str:
@@ -140,6 +141,13 @@ def train(
     parameterization: str = typer.Option(
         _D.parameterization, "--parameterization", help=f"What the network predicts: {_names('parameterization')} (see docs/training.md)."
     ),
+    conditional: bool = typer.Option(
+        False, "--conditional", help="Class-conditional model on the dataset's labels (digits, cifar10, a folder of class sub-folders)."
+    ),
+    label_dropout: float = typer.Option(
+        _D.label_dropout, "--label-dropout",
+        help="With --conditional: the probability a label is replaced by the null class (trains the unconditional score guidance needs).",
+    ),
     steps: int = typer.Option(_D.steps, "--steps", help="Total optimisation steps (with --resume: the new total)."),
     batch_size: int = typer.Option(_D.batch_size, "--batch-size", help="Global batch size."),
     lr: float = typer.Option(_D.lr, "--lr", help="Peak learning rate (AdamW, linear warm-up)."),
@@ -170,6 +178,8 @@ def train(
 
       kinetic train --out runs/cld-moons --resume --steps 6000
 
+      kinetic train --conditional --label-dropout 0.1 --out runs/cond-digits
+
       torchrun --nproc_per_node 2 --no-python kinetic train --device cpu --steps 2000
     """
     from kinetic.checkpoint import CheckpointError
@@ -180,7 +190,8 @@ def train(
 
     values = {
         "sde": sde, "order": order, "data": data, "data_dir": str(data_dir) if data_dir is not None else None,
-        "model": model, "model_size": model_size, "parameterization": parameterization, "steps": steps,
+        "model": model, "model_size": model_size, "parameterization": parameterization, "conditional": conditional,
+        "label_dropout": label_dropout, "steps": steps,
         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
         "out": str(out) if out is not None else None, "resume": resume, "overwrite": overwrite,
         "sample_every": sample_every, "ckpt_every": ckpt_every, "eval_every": eval_every, "tensorboard": tensorboard,
@@ -190,6 +201,8 @@ def train(
     set_threads(threads)  # two threads per process on two busy cores made steps ~25x slower
     try:
         cfg = resolve_config(config, flags)
+        if "label_dropout" in flags and not cfg.conditional:
+            raise fail("--label-dropout applies to a class-conditional run: add --conditional")
         if cfg.data in ("cifar10", "folder") and cfg.data_dir is not None and not Path(cfg.data_dir).exists():
             raise DataError(f"--data-dir: {cfg.data_dir} does not exist")
         t0 = time.perf_counter()

@@ -15,7 +15,8 @@ unpickled. It is a dict::
                                   "data": ByteTensor, "noise": ByteTensor}, ... one per DDP rank]}
     sde               LinearSDE.spec()
     model_config      {"kind", "size", "data_shape", "order", "parameterization", "data_std",
-                       "input_scaling"}
+                       "input_scaling", "num_classes"}  (num_classes: 0 unconditional; absent in
+                       checkpoints written before class labels existed, read as 0)
     config            TrainConfig.to_dict()
     history           {"step": [...], "loss": [...], "window": [...],
                        "eval_step": [...], "eval_value": [...], "eval_metric": str}  (eval_*: optional)
@@ -45,8 +46,12 @@ __all__ = [
     "load_checkpoint",
     "check_compatible",
     "load_model",
+    "MODEL_CONFIG_DEFAULTS",
 ]
 
+#: model_config fields added after format version 1 was fixed, with the value a checkpoint that lacks
+#: them has (so older checkpoints keep loading and resuming).
+MODEL_CONFIG_DEFAULTS = {"num_classes": 0}
 #: The checkpoint's file name inside a run directory (defined here only).
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "kinetic-checkpoint"
@@ -143,7 +148,7 @@ def check_compatible(ckpt: dict[str, Any], sde, model_config: dict[str, Any], wh
             f"{where} was trained with a different SDE ({spec.get('name')!r}, params {spec.get('params')}) than "
             f"this run ({sde.name!r}, params {sde.params}); use another --out or the same SDE settings"
         )
-    mc = ckpt.get("model_config", {})
+    mc = {**MODEL_CONFIG_DEFAULTS, **ckpt.get("model_config", {})}
     diff = [k for k in model_config if not _close(mc.get(k), model_config[k])]
     if diff:
         parts = ", ".join(f"{k}: {mc.get(k)!r} -> {model_config[k]!r}" for k in diff)
@@ -158,7 +163,8 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
     """Rebuild the trained model of a checkpoint: returns ``(score_model, ckpt)``.
 
     ``score_model`` is a `kinetic.score.ScoreModel` in eval mode holding the EMA weights
-    (``ema=False``: the raw weights); ``score_model.score`` is a ``score_fn`` for the samplers and
+    (``ema=False``: the raw weights); ``score_model.score`` is a ``score_fn`` for the samplers
+    (``score(z, t, labels)`` for a conditional model: ``score_model.num_classes`` > 0) and
     ``score_model.sde`` the SDE it was trained for. Non-finite weights raise CheckpointError
     naming the tensors.
     """
@@ -173,7 +179,8 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
     try:
         sde = LinearSDE.from_spec(ckpt["sde"])
         net = build_model(
-            mc["kind"], mc["size"], mc["data_shape"], mc["order"], output_blocks(sde, mc["parameterization"])
+            mc["kind"], mc["size"], mc["data_shape"], mc["order"], output_blocks(sde, mc["parameterization"]),
+            num_classes=int(mc.get("num_classes", MODEL_CONFIG_DEFAULTS["num_classes"])),
         )
         which = "ema" if ema and ckpt.get("ema") is not None else "model"
         weights = ckpt[which]

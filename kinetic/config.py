@@ -120,6 +120,10 @@ class TrainConfig:
     The defaults are the quick CPU run of ``kinetic train``: HOLD on the 8x8 digits with the small
     U-Net, 600 steps of batch 64 (recognisable digits in about five minutes on two busy cores).
 
+    ``conditional`` trains a class-conditional network on the dataset's labels (digits, cifar10, a
+    folder of class sub-folders), with each label replaced by the null class with probability
+    ``label_dropout`` (the unconditional score classifier-free guidance needs; 0 disables it).
+
     ``batch_size`` is the global batch (split evenly across DDP ranks). ``sample_every`` /
     ``ckpt_every`` of 0 mean "only at the end"; ``eval_every`` of 0 means never. ``out`` of None
     means ``runs/<sde>-<data>``.
@@ -137,6 +141,8 @@ class TrainConfig:
     model: str = "auto"
     model_size: str = "small"
     parameterization: str = "x0"
+    conditional: bool = False
+    label_dropout: float = 0.1
     input_scaling: bool = True
     data_std: float = 1.0
     weighting: str = "edm"
@@ -320,6 +326,16 @@ class TrainConfig:
         choice("model")
         choice("model_size")
         choice("parameterization")
+        boolean("conditional")
+        number("label_dropout", 0.0, 1.0)
+        if self.conditional:
+            from .data import TOY_DATASETS
+
+            if self.data in TOY_DATASETS:
+                raise ConfigError(
+                    f"conditional needs a labelled dataset (digits, cifar10, or a folder of class sub-folders); "
+                    f"{self.data!r} is unlabelled", "conditional",
+                )
         boolean("input_scaling")
         number("data_std", 0.0, lo_open=True)
         choice("weighting")

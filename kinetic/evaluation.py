@@ -13,11 +13,15 @@ from typing import Callable, Optional
 import torch
 
 __all__ = [
-    "METRICS", "DEFAULT_GRID", "MAX_STEPS", "resolve_device", "draw", "generate", "evaluate_checkpoint",
+    "METRICS", "CONDITIONAL_METRICS", "resolve_labels", "DEFAULT_GRID", "MAX_STEPS", "resolve_device", "draw", "generate", "evaluate_checkpoint",
     "clamp_to_data_range", "quantisation_levels",
 ]
 
-METRICS = ("nll", "fd-digits", "fid", "swd")
+METRICS = ("nll", "fd-digits", "fid", "swd", "class-accuracy", "fd-digits-per-class", "inpaint")
+#: Metrics of conditional generation (`kinetic.metrics.conditional`): class-accuracy and
+#: fd-digits-per-class need a conditional digits model; inpaint completes the held-out digits from
+#: their left half (fd-digits of the completions, agreement of the classifier with the true label).
+CONDITIONAL_METRICS = ("class-accuracy", "fd-digits-per-class", "inpaint")
 #: The time grid used when the caller chose none. kn.sample is getting its own default, chosen per
 #: solver (``grid=None``); once that is on main this becomes None, the one line to change.
 DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.sampling.default_grid`)
@@ -83,14 +87,17 @@ def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[i
 def draw(
     sde, score_fn, shape, *, solver: str = "ei", steps: int = 50, t_eps: float = 1e-3, grid=None,
     seed: int = 0, batch_size: int | None = None, denoise: bool = False, device=None,
-    callback: Optional[Callable[[dict], None]] = None, **solver_options,
+    callback: Optional[Callable[[dict], None]] = None, labels=None, guidance: float = 0.0, known=None, mask=None,
+    **solver_options,
 ):
     """Samples (n, *D) float32 on the CPU and the NFE per sample: `kinetic.sampling.sample` on chunks
     of ``batch_size`` samples (None: one chunk), so the peak memory does not grow with n.
 
     Chunk i draws from a generator seeded with ``seed + i * 1000003``: deterministic, and for
     n <= batch_size the same samples as one unbatched call with ``seed``. ``grid`` None means
-    `DEFAULT_GRID`. (Until ``kn.sample`` batches by itself; then this calls it once.)
+    `DEFAULT_GRID`. ``labels`` (n,), ``guidance``, ``known`` (n, *D) and ``mask`` (broadcastable to
+    (n, *D)) are passed to `kinetic.sample`, each chunk with its rows. (Until ``kn.sample`` batches
+    by itself; then this calls it once.)
     """
     from .sampling import sample
 
@@ -98,15 +105,44 @@ def draw(
     _check_sizes(n, steps, batch_size, data_shape)
     dev = resolve_device(device)
     chunk = n if batch_size is None else min(batch_size, n)
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        labels = labels.reshape(1).expand(n) if labels.dim() == 0 else labels
+    if mask is not None:
+        mask = torch.as_tensor(mask)
+        if mask.dim() == len(data_shape) + 1 and mask.shape[0] == n:
+            pass
+        else:
+            try:
+                mask = torch.broadcast_to(mask, (n, *data_shape))
+            except RuntimeError:
+                raise ValueError(
+                    f"mask has shape {tuple(mask.shape)}, which does not broadcast to the output shape {(n, *data_shape)}"
+                ) from None
+    if known is not None and torch.as_tensor(known).shape[:1] != (n,):
+        try:
+            known = torch.broadcast_to(torch.as_tensor(known), (n, *data_shape))
+        except RuntimeError:
+            raise ValueError(f"known has shape {tuple(torch.as_tensor(known).shape)}; it must be shaped like the output "
+                             f"{(n, *data_shape)}") from None
+
+    def rows(v, a, b):
+        return None if v is None else v[a:b]
+
     parts, nfe = [], 0
     for i, start in enumerate(range(0, n, chunk)):
         m = min(chunk, n - start)
         gen = torch.Generator(device=dev).manual_seed(int(seed) + i * _CHUNK_SEED_STRIDE)
+        cond = {}
+        if labels is not None or guidance:
+            cond.update(labels=rows(labels, start, start + m), guidance=guidance)
+        if known is not None or mask is not None:
+            cond.update(known=rows(known, start, start + m), mask=rows(mask, start, start + m))
         with torch.no_grad():
             z, nfe = sample(
                 sde, score_fn, (m, *data_shape), solver=solver, steps=steps, t_eps=t_eps, generator=gen,
                 callback=callback, return_state=True, denoise=denoise, device=dev,
-                grid=DEFAULT_GRID if grid is None else grid, **solver_options,
+                grid=DEFAULT_GRID if grid is None else grid, **cond, **solver_options,
             )
         parts.append(z[:, 0].float().cpu())
         del z
@@ -119,15 +155,57 @@ def clamp_to_data_range(x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> t
     return x.clamp(lo, hi), outside
 
 
+def resolve_labels(score_model, ckpt: dict, n: int, classes=None, guidance: float = 0.0):
+    """The labels (n,) of a draw from a checkpoint's model, or None (unconditional).
+
+    ``classes``: None or "all" (a conditional model draws every class in turn, sample i of class
+    i mod C; an unconditional model draws unconditionally), an int class (every sample of it),
+    "null" (a conditional model's unconditional branch), or a sequence of n labels. One clear
+    ValueError for classes asked of an unconditional model (naming its dataset) or out of range,
+    and for guidance without classes.
+    """
+    C = int(getattr(score_model, "num_classes", 0) or 0)
+    data = (ckpt.get("config") or {}).get("data", "its data")
+    if C == 0:
+        if classes not in (None, "all"):
+            raise ValueError(
+                f"class labels need a conditional model; this checkpoint is unconditional (trained on {data!r} without "
+                "--conditional)"
+            )
+        if guidance:
+            raise ValueError(
+                f"guidance needs a conditional model trained with label dropout; this checkpoint is unconditional "
+                f"(trained on {data!r} without --conditional)"
+            )
+        return None
+    if classes in (None, "all"):
+        return torch.arange(n) % C
+    if classes == "null":
+        if guidance:
+            raise ValueError("guidance needs a class for every sample, not the null class")
+        return torch.full((n,), C, dtype=torch.int64)
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        if not 0 <= classes < C:
+            raise ValueError(f"class must lie in [0, {C - 1}] for this model of {C} classes, got {classes}")
+        return torch.full((n,), classes, dtype=torch.int64)
+    y = torch.as_tensor(classes)
+    if y.shape != (n,):
+        raise ValueError(f"classes must be an int, 'all', 'null' or {n} labels, got shape {tuple(y.shape)}")
+    return y
+
+
 def generate(
     checkpoint, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
-    model=None, grid=None, batch_size: int | None = None, **solver_options,
+    model=None, grid=None, batch_size: int | None = None, classes=None, guidance: float = 0.0,
+    return_labels: bool = False, **solver_options,
 ):
-    """Sample from a checkpoint: returns (samples (n, *D) float32 on CPU, nfe, seconds).
+    """Sample from a checkpoint: returns (samples (n, *D) float32 on CPU, nfe, seconds), and the
+    labels (n,) (None: unconditional) last with ``return_labels``.
 
     ``model`` may pass an already loaded ``(score_model, ckpt)`` pair to skip loading. ``grid``
-    None: the library's default (`DEFAULT_GRID`); ``batch_size``: see `draw`.
+    None: the library's default (`DEFAULT_GRID`); ``batch_size``: see `draw`. ``classes`` and
+    ``guidance``: see `resolve_labels` (a conditional model draws all its classes in turn by default).
     """
     from .checkpoint import load_model
     from .solvers import SOLVERS
@@ -138,10 +216,13 @@ def generate(
     dev = resolve_device(device)
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])
+    labels = resolve_labels(sm, ckpt, n, classes, guidance)
     t0 = time.perf_counter()
     x, nfe = draw(sm.sde, sm.score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, grid=grid, seed=seed,
-                  batch_size=batch_size, denoise=denoise, device=dev, callback=callback, **solver_options)
-    return x, nfe, time.perf_counter() - t0
+                  batch_size=batch_size, denoise=denoise, device=dev, callback=callback, labels=labels,
+                  guidance=guidance, **solver_options)
+    seconds = time.perf_counter() - t0
+    return (x, nfe, seconds, labels) if return_labels else (x, nfe, seconds)
 
 
 def evaluate_checkpoint(
@@ -149,12 +230,17 @@ def evaluate_checkpoint(
     data_dir: Optional[str] = None, inception_weights: Optional[str] = None, reference_stats: Optional[str] = None,
     t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64, grid=None,
     callback: Optional[Callable[[dict], None]] = None, model=None, samples=None, batch_size: int | None = None,
+    guidance: float = 0.0, labels=None,
 ) -> dict:
     """Compute ``metrics`` (names in METRICS) for a checkpoint; returns plain data.
 
     Sample-based metrics draw ``n`` samples with ``solver``/``steps`` (``grid`` None: the library's
-    default; ``batch_size`` at a time, see `draw`); ``nll`` uses the first ``n`` examples of the
-    held-out test split. ``callback`` receives {"phase", ...} progress dicts.
+    default; ``batch_size`` at a time, see `draw`); a conditional model draws its classes in turn
+    (sample i of class i mod C) with ``guidance``; ``samples`` (with their ``labels``) skips the
+    draw. ``nll`` uses the first ``n`` examples of the held-out test split. ``inpaint`` completes the
+    held-out test digits (cycled to ``n``) from their left half (a conditional model's null class,
+    no guidance: the label is what the completion is scored on). ``callback`` receives
+    {"phase", ...} progress dicts.
 
     ``fid`` loads the Inception network with ``torch.jit.load``, which runs code from the file:
     pass only a weights file you trust (kinetic never downloads one).
@@ -184,10 +270,20 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint), "step": int(ckpt["step"]), "sde": ckpt["sde"].get("name"),
         "order": len(ckpt["sde"]["drift"]), "data": data_name, "n": n, "metrics": {},
     }
-    if samples is None and any(m in ("fd-digits", "fid", "swd") for m in metrics):
-        samples, nfe, seconds = generate(
+    C = int(getattr(sm, "num_classes", 0) or 0)
+    for m in metrics:
+        if m in ("class-accuracy", "fd-digits-per-class") and C == 0:
+            raise ValueError(f"metric {m} needs a conditional model; this checkpoint is unconditional (trained on "
+                             f"{data_name!r} without --conditional)")
+        if m in CONDITIONAL_METRICS and data_shape != (1, 8, 8):
+            raise ValueError(f"metric {m} needs 8x8 digit images; this checkpoint models shape {data_shape}")
+    if C and guidance:
+        result["guidance"] = float(guidance)
+    if samples is None and any(m in ("fd-digits", "fid", "swd", "class-accuracy", "fd-digits-per-class") for m in metrics):
+        samples, nfe, seconds, labels = generate(
             checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=dev, t_eps=t_eps, denoise=denoise,
             callback=lambda info: cb({"phase": "sample", **info}), model=model, grid=grid, batch_size=batch_size,
+            guidance=guidance, return_labels=True,
         )
         result.update({"solver": solver, "grid": grid if grid is not None else (DEFAULT_GRID or default_grid(solver)), "steps": steps,
                        "nfe": nfe, "sampling_seconds": round(seconds, 3), "batch_size": batch_size})
@@ -216,6 +312,31 @@ def evaluate_checkpoint(
             reference = reference_stats if reference_stats is not None else load_dataset(data_name, data_dir=data_dir, split="train")
             value = float(fid_from_samples(samples, reference, inception_weights, device=str(dev)))
             result["metrics"]["fid"] = {"value": value, "reference": reference_stats or f"{data_name} train split"}
+        elif m == "class-accuracy":
+            from .metrics import class_accuracy, classify_digits
+
+            y = torch.as_tensor(labels)
+            got = classify_digits(samples) if bool(torch.isfinite(samples).all()) else None
+            per = {int(c): (float((got[y == c] == c).double().mean()) if got is not None else float("nan"))
+                   for c in y.unique()}
+            result["metrics"]["class-accuracy"] = {
+                "value": float(class_accuracy(samples, y)), "per_class": per,
+                "reference": "the bundled digits classifier (held-out accuracy "
+                f"{_classifier_accuracy():.3f})",
+            }
+        elif m == "fd-digits-per-class":
+            from .metrics import fd_digits_per_class
+
+            per = fd_digits_per_class(samples, torch.as_tensor(labels))
+            result["metrics"]["fd-digits-per-class"] = {
+                "value": float(sum(per.values()) / len(per)) if per else float("nan"), "per_class": per,
+                "reference": "each class's samples vs that class's bundled digits (value: the mean over classes)",
+            }
+        elif m == "inpaint":
+            result["metrics"]["inpaint"] = inpaint_digits(
+                sm, n=n, solver=solver, steps=steps, seed=seed, device=dev, t_eps=t_eps, grid=grid,
+                batch_size=batch_size, callback=lambda info: cb({"phase": "inpaint", **info}),
+            )
         elif m == "nll":
             from .likelihood import bits_per_dim, log_likelihood
 
@@ -239,3 +360,43 @@ def evaluate_checkpoint(
             }
         result["metrics"][m]["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _classifier_accuracy() -> float:
+    from .metrics import load_digits_classifier
+
+    return load_digits_classifier().test_accuracy
+
+
+def inpaint_digits(
+    score_model, *, n: int = 297, solver: str = "ei", steps: int = 50, seed: int = 0, device="cpu",
+    t_eps: float = 1e-3, grid=None, batch_size: int | None = None, callback=None, return_samples: bool = False,
+    **solver_options,
+) -> dict:
+    """Complete held-out digits from their left half (the right half masked) and score the
+    completions: {"value": fd-digits of the completions vs all 1797 digits, "agreement": the share
+    the digits classifier assigns to the true label, "n", "test_digits", "known_accuracy": the
+    classifier on the true digits, for reference}. The 297 test digits are cycled to ``n``; a
+    conditional model completes with its null class (no label is given). ``return_samples``: also
+    "samples" (n, 1, 8, 8) and "labels" (n,) (not plain data)."""
+    from .data import load_dataset
+    from .metrics import class_accuracy, fd_digits, inpainting_inputs
+
+    x, y = load_dataset("digits", split="test", labels=True)
+    reps = -(-n // x.shape[0])
+    x, y = x.repeat(reps, 1, 1, 1)[:n], y.repeat(reps)[:n]
+    known, mask = inpainting_inputs(x)
+    C = int(getattr(score_model, "num_classes", 0) or 0)
+    labels = torch.full((n,), C, dtype=torch.int64) if C else None
+    out, nfe = draw(score_model.sde, score_model.score, (n, 1, 8, 8), solver=solver, steps=steps, t_eps=t_eps, grid=grid,
+                    seed=seed, batch_size=batch_size, device=device, callback=callback, known=known, mask=mask,
+                    labels=labels, **solver_options)
+    res = {
+        "value": float(fd_digits(out)), "agreement": float(class_accuracy(out, y)) if bool(torch.isfinite(out).all())
+        else float("nan"),
+        "known_accuracy": float(class_accuracy(x, y)), "n": int(n), "test_digits": int(min(n, 297)), "nfe": int(nfe),
+        "reference": "held-out digits, right half generated; fd-digits vs all 1797 digits",
+    }
+    if return_samples:
+        res.update(samples=out, labels=y)
+    return res

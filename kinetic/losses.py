@@ -16,6 +16,12 @@ eps* (any parameterisation, see `kinetic.score`) and e = eps_hat - eps*:
 
 summed over the data dimensions, averaged over the batch (CLD paper Eq. 8-9; docs/math.md). With
 the likelihood weighting, T/2 times the loss (plus a constant) bounds the negative log-likelihood.
+
+Class labels (a conditional network): ``loss(model, x0, labels=y)`` trains grad log p_t(z | y);
+with ``label_dropout`` = p each label is replaced by the null class with probability p, so the
+same network also learns the unconditional score (Ho & Salimans 2022, "Classifier-Free Diffusion
+Guidance", Algorithm 1). Without labels nothing is drawn for them (unconditional runs keep their
+random streams).
 """
 
 from __future__ import annotations
@@ -84,7 +90,9 @@ class DSMLoss:
         weighting: "eps" (plain eps-MSE, lambda(t) = L_kk^2) or "likelihood" (beta(t) g^2 on the
             squared score error).
         t_eps: smallest training time (CLD uses 1e-5); t ~ U[t_eps, T].
-        time_sampling: "uniform", "stratified" or "antithetic" (see `sample_times`).
+        time_sampling: "uniform", "stratified", "antithetic" or "lognormal" (see `sample_t`).
+        label_dropout: the probability that a given label is replaced by the null class (trains
+            the unconditional score of a conditional network; classifier-free guidance needs it).
         data_std, input_scaling: passed to `ScoreModel` when wrapping a raw network.
         state_dtype: dtype in which z_t and eps are formed (default float64: for k >= 2 the data
             block's noise at small t is below float32 resolution, and the "x0" / "mixed" targets
@@ -107,6 +115,7 @@ class DSMLoss:
         state_dtype: torch.dtype | None = torch.float64,
         p_mean: float = -1.2,
         p_std: float = 1.2,
+        label_dropout: float = 0.0,
     ):
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"sde must be a kinetic.LinearSDE, got {type(sde).__name__}")
@@ -133,6 +142,12 @@ class DSMLoss:
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
             raise ValueError(f"p_mean must be finite and p_std positive, got {p_mean}, {p_std}")
+        try:
+            self.label_dropout = float(label_dropout)
+        except (TypeError, ValueError):
+            raise TypeError(f"label_dropout must be a number in [0, 1], got {label_dropout!r}") from None
+        if isinstance(label_dropout, bool) or not (0.0 <= self.label_dropout <= 1.0):
+            raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout!r}")
         self._grid_cache: dict = {}
         self._wrap_kwargs = {"data_std": data_std, "input_scaling": input_scaling}
 
@@ -182,11 +197,21 @@ class DSMLoss:
         target = self.p_mean + self.p_std * torch.randn(batch, generator=generator, dtype=torch.float64, device=device)
         return interp(target, log_sig, ts).clamp(self.t_eps, self.sde.T)
 
+    def drop_labels(self, labels: Tensor, null_label: int, generator: torch.Generator | None = None) -> Tensor:
+        """``labels`` (B,) with each entry replaced by ``null_label`` with probability ``label_dropout``
+        (drawn from ``generator`` on the labels' device; nothing is drawn when it is 0)."""
+        if self.label_dropout <= 0.0:
+            return labels
+        u = torch.rand(labels.shape[0], generator=generator, dtype=torch.float64, device=labels.device)
+        return torch.where(u < self.label_dropout, torch.full_like(labels, null_label), labels)
+
     def per_example(
-        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None
+        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """Weighted squared error summed over the data dims: (B, *D) -> (B,) in float32 (or x0's
-        dtype if wider). Gradients flow through the network only."""
+        dtype if wider). Gradients flow through the network only. ``labels`` (B,) int64: the class
+        of each example for a conditional network (label dropout applied here)."""
         if not isinstance(x0, Tensor) or x0.dim() < 2 or not x0.is_floating_point():
             raise TypeError(f"x0 must be a floating-point tensor of shape (B, *data_shape), got {getattr(x0, 'shape', x0)!r}")
         B = x0.shape[0]
@@ -206,9 +231,19 @@ class DSMLoss:
             z, eps = self.sde.perturb(x0, t, generator=generator, coefficients=co)
             target = whitened_target(co, eps)
         model = self.wrap(model)
-        if isinstance(model, ScoreModel):
+        if labels is not None:
+            inner = unwrap_network(model)
+            if not isinstance(inner, ScoreModel) or not inner.conditional:
+                raise ValueError("labels were given but the model is unconditional (its network was built without classes)")
+            labels = inner.check_labels(labels, B)
+            labels = self.drop_labels(labels, inner.null_label, generator)
+        if isinstance(model, ScoreModel) and labels is None:
             eps_hat = model._predict(z, t, co)[0]
-        else:  # a ScoreModel inside DDP / torch.compile: go through its forward
+        elif isinstance(model, ScoreModel):
+            eps_hat = model._predict(z, t, co, labels, checked_labels=True)[0]
+        elif labels is not None:  # a ScoreModel inside DDP / torch.compile: go through its forward
+            eps_hat = model(z, t, labels)
+        else:
             eps_hat = model(z, t)
         e = (eps_hat.to(z.dtype) - target).reshape(B, len(co.noised), -1)
         if self.weighting == "likelihood":
@@ -221,13 +256,15 @@ class DSMLoss:
         return err.to(out_dtype)
 
     def __call__(
-        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None
+        self, model: nn.Module, x0: Tensor, generator: torch.Generator | None = None, t=None,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """Scalar loss: per-example losses (sum over data dims) averaged over the batch."""
-        return self.per_example(model, x0, generator=generator, t=t).mean()
+        return self.per_example(model, x0, generator=generator, t=t, labels=labels).mean()
 
     def __repr__(self) -> str:
         return (
             f"DSMLoss(sde={self.sde!r}, parameterization={self.parameterization!r}, "
-            f"weighting={self.weighting!r}, t_eps={self.t_eps:g}, time_sampling={self.time_sampling!r})"
+            f"weighting={self.weighting!r}, t_eps={self.t_eps:g}, time_sampling={self.time_sampling!r}"
+            + (f", label_dropout={self.label_dropout:g})" if self.label_dropout else ")")
         )

@@ -8,6 +8,14 @@
 ``score_fn(z, t)`` takes the state z (n, k, *D) and times t (n,) and returns the score of the
 noised blocks (``sde.score_shape``): (n, *D) for one noised block, (n, len(noised_blocks), *D) for
 several. Solvers live in `kinetic.solvers` (``SOLVERS``), grids in `kinetic.grids` (``GRIDS``).
+
+Conditioning (`kinetic.conditioning`, docs/math.md "Conditioning"): ``labels=`` (n,) class labels
+for a conditional ``score_fn(z, t, labels)`` (label C = ``score_fn.num_classes`` is the null
+class), ``guidance=w`` for classifier-free guidance, ``known=`` / ``mask=`` for inpainting by
+replacement (fixed-grid solvers):
+
+    x = kn.sample(sde, model.score, (10, 1, 8, 8), labels=torch.arange(10), guidance=1.0)
+    x = kn.sample(sde, model.score, (8, 1, 8, 8), known=images, mask=left_half)
 """
 
 from __future__ import annotations
@@ -17,9 +25,14 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .conditioning import (
+    DEFAULT_REPLACEMENT, REPLACEMENT_METHODS, GuidedScore, Replacement, ReplacementPlan, check_inpainting,
+    check_sample_labels,
+)
 from .grids import GRIDS, MAX_STEPS, time_grid
 from .sde import LinearSDE
-from .solvers import SOLVERS, CheckedScore, NoiseSampler, Solver, get_solver
+from .solvers import SOLVERS, CheckedScore, FixedGridSolver, NoiseSampler, Solver, get_solver
+from .solvers.base import gaussian_noise
 
 __all__ = ["sample", "sample_batches", "time_grid", "default_grid", "GRIDS", "MAX_STEPS", "tweedie_denoise",
            "CheckedScore"]
@@ -58,6 +71,40 @@ def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z
     return out.reshape(z.shape)
 
 
+class _Conditioning:
+    """The checked conditioning arguments of one `sample` call: labels (n,) or None, guidance w,
+    the null label, and for inpainting x0 (n, *D), mask (n, *D) bool and the replacement plan."""
+
+    def __init__(self, sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device):
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        self.labels, self.guidance, self.num_classes = check_sample_labels(score_fn, labels, shape[0], guidance, dev)
+        self.inpaint = known is not None or mask is not None
+        self.x0 = self.mask = self.plan = None
+        if self.inpaint:
+            if not isinstance(slv, FixedGridSolver):
+                fixed = ", ".join(name for name, cls in SOLVERS.items() if issubclass(cls, FixedGridSolver))
+                raise ValueError(
+                    f"inpainting (known=, mask=) replaces the known pixels after every step of a fixed-grid solver "
+                    f"({fixed}); solver {slv.name!r} integrates adaptively"
+                )
+            if replacement not in REPLACEMENT_METHODS:
+                raise ValueError(f"replacement must be one of {', '.join(REPLACEMENT_METHODS)}, got {replacement!r}")
+            self.x0, self.mask = check_inpainting(known, mask, shape, dtype, dev)
+            self.plan = ReplacementPlan(sde, ts, replacement)
+
+    def score(self, score_fn, rows: slice):
+        """The ``score_fn(z, t)`` of the batch ``rows`` and its network evaluations per call."""
+        if self.labels is None:
+            return score_fn, 1
+        g = GuidedScore(score_fn, self.labels[rows], self.guidance, self.num_classes)
+        return g, g.network_calls
+
+    def replacement(self, rows: slice, noise) -> Replacement | None:
+        if not self.inpaint:
+            return None
+        return Replacement(self.plan, self.x0[rows], self.mask[rows], noise)
+
+
 def _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback, noise_sampler, batch_size, solver_options):
     """Validate the arguments of `sample` / `sample_batches`; returns (shape, solver, ts, plan, batch)."""
     if not isinstance(sde, LinearSDE):
@@ -91,21 +138,37 @@ def _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback, 
     return shape, slv, ts, plan, min(batch_size or shape[0], shape[0])
 
 
-def _sample_one(sde, score, slv, ts, plan, shape, generator, noise_sampler, callback, denoise, dtype, device):
-    """One batch: (z (b, k, *D), nfe)."""
+def _sample_one(sde, score_fn, cond, rows, slv, ts, plan, shape, generator, noise_sampler, callback, denoise, dtype,
+                device):
+    """One batch (the samples ``rows``): (z (b, k, *D), nfe). nfe counts network evaluations per
+    sample: a guided score evaluation is 2 (the conditional and the null branch)."""
+    fn, calls = cond.score(score_fn, rows)
+    score = CheckedScore(fn, sde)
     z = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
-    nfe0 = score.nfe
-    z, _ = slv.run(sde, score, z, ts, generator=generator, noise_sampler=noise_sampler, callback=callback, plan=plan)
+    noise = noise_sampler if noise_sampler is not None else gaussian_noise(generator)
+    repl = cond.replacement(rows, noise)
+    cb = callback
+    if callback is not None and calls != 1:
+        def cb(info):
+            callback({**info, "nfe": calls * info["nfe"]})
+    options = {} if repl is None else {"transform": repl}
+    if repl is not None:
+        z = repl.initial(z)
+    z, _ = slv.run(sde, score, z, ts, generator=generator, noise_sampler=noise_sampler, callback=cb, plan=plan,
+                   **options)
     if denoise:
         z = tweedie_denoise(sde, score, z, float(ts[-1]))
         if callback is not None:
-            callback({"step": len(ts) - 1, "t": 0.0, "z": z, "nfe": score.nfe - nfe0})
+            callback({"step": len(ts) - 1, "t": 0.0, "z": z, "nfe": calls * score.nfe})
+    if repl is not None:
+        z = z.clone()
+        z[:, 0] = repl.finish(z[:, 0])
     if not bool(torch.isfinite(z).all()):
         raise ValueError(
             f"sampling with solver {slv.name!r} produced non-finite values; the score_fn returned nan/inf "
             "during the run or the steps are too large for this solver"
         )
-    return z, score.nfe - nfe0
+    return z, calls * score.nfe
 
 
 def sample_batches(
@@ -125,21 +188,27 @@ def sample_batches(
     denoise: bool = False,
     dtype: torch.dtype = torch.float64,
     device=None,
+    labels=None,
+    guidance: float = 0.0,
+    known=None,
+    mask=None,
+    replacement: str = DEFAULT_REPLACEMENT,
     **solver_options,
 ) -> Iterator:
     """Yield ``shape[0]`` samples in batches of ``batch_size`` (the last may be smaller): peak memory
     is that of one batch, whatever n. Arguments as in `sample`; the grid and the solver's
     coefficients are computed once, and every batch draws its prior and noise from ``generator`` in
     turn, so the sequence is deterministic given the generator (but not equal to one unbatched run).
+    ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows.
     Yields the data block (b, *data_shape), or ``(z (b, k, *data_shape), nfe)`` with ``return_state``.
     """
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
-    score = CheckedScore(score_fn, sde)
+    cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
     for start in range(0, shape[0], b):
         rows = min(b, shape[0] - start)
-        z, nfe = _sample_one(sde, score, slv, ts, plan, (rows, *shape[1:]), generator, noise_sampler, callback,
-                             denoise, dtype, device)
+        z, nfe = _sample_one(sde, score_fn, cond, slice(start, start + rows), slv, ts, plan, (rows, *shape[1:]),
+                             generator, noise_sampler, callback, denoise, dtype, device)
         yield (z, nfe) if return_state else z[:, 0]
 
 
@@ -160,6 +229,11 @@ def sample(
     dtype: torch.dtype = torch.float64,
     device=None,
     batch_size: int | None = None,
+    labels=None,
+    guidance: float = 0.0,
+    known=None,
+    mask=None,
+    replacement: str = DEFAULT_REPLACEMENT,
     **solver_options,
 ):
     """Sample from the model defined by ``sde`` and the noised-block ``score_fn``.
@@ -179,22 +253,35 @@ def sample(
         callback: called after every step with {"step", "t", "z", "nfe"}.
         denoise: finish with the Tweedie step E[z_0 | z_{t_eps}] (one more NFE; see `tweedie_denoise`).
         batch_size: None (all n at once) or the most samples integrated at a time (see `sample_batches`).
+        labels: (n,) int64 class labels (or one label for all) for a conditional ``score_fn(z, t, labels)``
+            whose ``num_classes`` attribute is C (label C: the null class, the unconditional score).
+        guidance: classifier-free guidance w >= 0: the score (1 + w) s(z, t, y) - w s(z, t, null), one
+            batched call on 2n rows per evaluation (2 network evaluations); 0: the conditional model.
+        known, mask: inpainting by replacement (fixed-grid solvers): ``known`` shaped like the output,
+            ``mask`` broadcastable to it, 1 where a value is known. The known pixels' state (all k
+            blocks) is redrawn from the forward kernel given ``known`` after every step; the output
+            holds ``known`` exactly where ``mask`` is 1 (see `kinetic.conditioning`).
+        replacement: how the known pixels are redrawn: "fresh" (default; an independent draw from the
+            kernel given the data at every node) or "bridge" (the forward kernel given the data and
+            their previous state); see `kinetic.conditioning.REPLACEMENT_METHODS`.
         solver_options: passed to the solver (e.g. ``order=2``, ``eta=1.0`` for ``ei``; ``rtol`` for ``ode``).
     Returns:
         the data block (n, *data_shape), or ``(z (n, k, *data_shape), nfe)`` with ``return_state=True``
-        (nfe: score evaluations along one batch's path; the largest over the batches).
+        (nfe: network evaluations along one batch's path, the largest over the batches: the score
+        evaluations, twice that with guidance w > 0).
     """
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
-    score = CheckedScore(score_fn, sde)
+    cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
     if b >= shape[0]:
-        z, nfe = _sample_one(sde, score, slv, ts, plan, shape, generator, noise_sampler, callback, denoise, dtype, device)
+        z, nfe = _sample_one(sde, score_fn, cond, slice(0, shape[0]), slv, ts, plan, shape, generator, noise_sampler,
+                             callback, denoise, dtype, device)
         return (z, nfe) if return_state else z[:, 0]
     out, nfe = None, 0
     for start in range(0, shape[0], b):
         rows = min(b, shape[0] - start)
-        z, got = _sample_one(sde, score, slv, ts, plan, (rows, *shape[1:]), generator, noise_sampler, callback,
-                             denoise, dtype, device)
+        z, got = _sample_one(sde, score_fn, cond, slice(start, start + rows), slv, ts, plan, (rows, *shape[1:]),
+                             generator, noise_sampler, callback, denoise, dtype, device)
         part = z if return_state else z[:, 0]
         if out is None:
             out = torch.empty((shape[0], *part.shape[1:]), dtype=part.dtype, device=part.device)

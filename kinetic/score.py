@@ -24,6 +24,12 @@ eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
 ``input_scaling`` (default on) divides each block of z by its standard deviation under the same
 Gaussian reference, sqrt(diag S_t), before the network sees it, so inputs are O(1) at every t
 (this matters for VE, whose states reach sigma_max).
+
+Class labels: a network built with ``num_classes`` = C > 0 takes ``net(h, t, labels)``; every
+prediction here then takes ``labels`` (B,) int64 in [0, C], where C is the null class (the
+unconditional score, which label dropout trains in the same network); ``labels=None`` means the
+null class. A conditional ``score_fn`` for `kinetic.sample` is ``score_fn(z, t, labels)``
+(see `kinetic.conditioning`). An unconditional network (C = 0) refuses labels.
 """
 
 from __future__ import annotations
@@ -70,6 +76,20 @@ def unwrap_network(net: nn.Module) -> nn.Module:
             return net
 
 
+def _network_classes(net: nn.Module) -> int:
+    """The ``num_classes`` attribute of a network or of the network inside its DDP / compile /
+    autocast wrappers (0 when none says)."""
+    for _ in range(8):
+        v = getattr(net, "num_classes", None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        inner = getattr(net, "_orig_mod", None) or getattr(net, "module", None) or getattr(net, "inner", None)
+        if not isinstance(inner, nn.Module):
+            return 0
+        net = inner
+    return 0
+
+
 def _param_dtype(net: nn.Module) -> torch.dtype | None:
     for p in net.parameters():
         if p.is_floating_point():
@@ -89,10 +109,14 @@ class ScoreModel(nn.Module):
             "x0" is what `kinetic.training` uses by default: it trains fastest and is stable).
         data_std: the std of the Gaussian reference used by "mixed", "x0" and input scaling.
         input_scaling: divide each block by sqrt(diag S_t) before the network.
+        num_classes: the classes the network is conditioned on; None (default) reads the
+            network's ``num_classes`` attribute (0 when it has none: unconditional).
 
-    ``forward(z, t)`` is ``eps(z, t)``: the predicted whitened noise eps* of the noised blocks.
-    ``score(z, t)``: the predicted score of the noised blocks. Both have `LinearSDE.score_shape`:
-    (B, *D) for one noised block, (B, m, *D) for several.
+    ``forward(z, t, labels=None)`` is ``eps(z, t, labels)``: the predicted whitened noise eps* of
+    the noised blocks. ``score(z, t, labels=None)``: the predicted score of the noised blocks.
+    Both have `LinearSDE.score_shape`: (B, *D) for one noised block, (B, m, *D) for several.
+    ``labels`` (B,) int64 in [0, num_classes]; ``num_classes`` (`null_label`) and None are the
+    unconditional branch of a conditional model; an unconditional model refuses labels.
     The module owns no parameters beyond ``net``'s; ``state_dict`` keys are ``net.*``.
     """
 
@@ -104,6 +128,7 @@ class ScoreModel(nn.Module):
         *,
         data_std: float = 1.0,
         input_scaling: bool = True,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -120,6 +145,37 @@ class ScoreModel(nn.Module):
         self.parameterization = parameterization
         self.data_std = data_std
         self.input_scaling = bool(input_scaling)
+        if num_classes is None:
+            num_classes = _network_classes(net)
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+        self.num_classes = int(num_classes)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the network takes class labels (``num_classes`` > 0)."""
+        return self.num_classes > 0
+
+    @property
+    def null_label(self) -> int:
+        """The label of the unconditional branch (``num_classes``); ValueError for an unconditional model."""
+        if not self.num_classes:
+            raise ValueError("this model is unconditional (its network was built without classes): it has no null label")
+        return self.num_classes
+
+    def check_labels(self, labels, batch: int) -> Tensor | None:
+        """``labels`` as int64 (batch,) in [0, num_classes] (range checked on every device), or None;
+        a clear ValueError for labels given to an unconditional model, a wrong shape or range."""
+        if labels is None:
+            return None
+        if not self.num_classes:
+            raise ValueError(
+                "labels were given to an unconditional model (its network was built without classes); train with "
+                "--conditional (TrainConfig(conditional=True)) for class labels"
+            )
+        from .models import check_labels  # kinetic.models: the repository's models/ folder
+
+        return check_labels(labels, batch, self.num_classes, allow_null=True, check_range=True)
 
     @property
     def out_blocks(self) -> int:
@@ -151,13 +207,22 @@ class ScoreModel(nn.Module):
         return self.preconditioning(self.sde.coefficients(torch.as_tensor(t).to(torch.float64).reshape(-1)))
 
     # ------------------------------------------------------------------ prediction
-    def _predict(self, z: Tensor, t, coefficients: Coefficients | None = None) -> tuple[Tensor, Tensor]:
+    def _predict(
+        self, z: Tensor, t, coefficients: Coefficients | None = None, labels: Tensor | None = None,
+        *, checked_labels: bool = False,
+    ) -> tuple[Tensor, Tensor]:
         """(eps_hat, score_hat), both `LinearSDE.score_shape` in z's dtype, from one network call.
 
         ``coefficients``: ``sde.coefficients(t)`` if already computed for these t (B,).
+        ``labels``: (B,) int64 class labels (None: the null class of a conditional model);
+        ``checked_labels``: the caller has checked them (no range check, so no device sync).
         """
         self.sde.check_state(z)
         t = self._batch_t(t, z)
+        if labels is not None and not checked_labels:
+            labels = self.check_labels(labels, z.shape[0])
+        elif labels is not None and not self.num_classes:
+            self.check_labels(labels, z.shape[0])
         co = coefficients if coefficients is not None else self.sde.coefficients(t.to(torch.float64))
         pre = self.preconditioning(co)
         B, k = z.shape[0], z.shape[1]
@@ -169,7 +234,13 @@ class ScoreModel(nn.Module):
         if self.parameterization == "x0":
             x_tilde = torch.einsum("bj,bjd->bd", pre["w"], z64)
             h[:, 0] = x_tilde * pre["c_in"][:, :1]
-        out = self.net(network_input(h.reshape(z.shape)).to(dtype), t.to(dtype))
+        inp = network_input(h.reshape(z.shape)).to(dtype)
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((B,), self.num_classes, dtype=torch.int64, device=z.device)
+            out = self.net(inp, t.to(dtype), labels.to(z.device))
+        else:
+            out = self.net(inp, t.to(dtype))
         expected = self.network_output_shape(B, z.shape[2:])
         if tuple(out.shape) != expected:
             what = "the data shape" if self.out_blocks == 1 else f"{self.out_blocks} data-shaped blocks on axis 1"
@@ -199,25 +270,26 @@ class ScoreModel(nn.Module):
             eps = -torch.linalg.solve_triangular(R, score, upper=False)
         return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
 
-    def forward(self, z: Tensor, t) -> Tensor:
-        """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) -> `score_shape`."""
-        return self._predict(z, t)[0]
+    def forward(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
+        """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) [, labels (B,)] -> `score_shape`."""
+        return self._predict(z, t, labels=labels)[0]
 
-    def eps(self, z: Tensor, t) -> Tensor:
+    def eps(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """Predicted whitened noise eps* of the noised blocks (`LinearSDE.score_shape`)."""
-        return self._predict(z, t)[0]
+        return self._predict(z, t, labels=labels)[0]
 
-    def score(self, z: Tensor, t) -> Tensor:
-        """Predicted score of the noised blocks, grad_{z_N} log p_t(z) (`LinearSDE.score_shape`)."""
-        return self._predict(z, t)[1]
+    def score(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
+        """Predicted score of the noised blocks, grad_{z_N} log p_t(z) (`LinearSDE.score_shape`);
+        with ``labels``, grad log p_t(z | y) (the null label: the unconditional score)."""
+        return self._predict(z, t, labels=labels)[1]
 
-    def eps_and_score(self, z: Tensor, t) -> tuple[Tensor, Tensor]:
+    def eps_and_score(self, z: Tensor, t, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Both predictions from one network call."""
-        return self._predict(z, t)
+        return self._predict(z, t, labels=labels)
 
-    def score_fn(self, z: Tensor, t) -> Tensor:
-        """Alias of `score`, matching the ``score_fn(z, t)`` convention of the samplers."""
-        return self._predict(z, t)[1]
+    def score_fn(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
+        """Alias of `score`, matching the ``score_fn(z, t[, labels])`` convention of the samplers."""
+        return self._predict(z, t, labels=labels)[1]
 
     @property
     def network(self) -> nn.Module:
@@ -228,6 +300,7 @@ class ScoreModel(nn.Module):
         return (
             f"sde={self.sde!r}, parameterization={self.parameterization!r}, "
             f"data_std={self.data_std:g}, input_scaling={self.input_scaling}"
+            + (f", num_classes={self.num_classes}" if self.num_classes else "")
         )
 
 
@@ -247,7 +320,8 @@ def as_score_fn(
     no_grad: bool = True,
     **kwargs,
 ) -> ScoreFn:
-    """A plain ``score_fn(z, t)`` (`LinearSDE.score_shape`) for the samplers.
+    """A plain ``score_fn(z, t)`` (`LinearSDE.score_shape`) for the samplers; for a conditional
+    model ``score_fn(z, t, labels=None)`` (labels None: the null class, the unconditional score).
 
     ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), or a
     raw network that is wrapped with ``ScoreModel(model, sde, parameterization, **kwargs)``.
@@ -262,13 +336,14 @@ def as_score_fn(
             raise ValueError("as_score_fn: give sde when model is a raw network (not a ScoreModel)")
         sm = ScoreModel(model, sde, parameterization, **kwargs)
 
-    def score_fn(z: Tensor, t) -> Tensor:
+    def score_fn(z: Tensor, t, labels: Tensor | None = None) -> Tensor:
         if no_grad:
             with torch.no_grad():
-                return sm.score(z, t)
-        return sm.score(z, t)
+                return sm.score(z, t, labels)
+        return sm.score(z, t, labels)
 
     score_fn.model = sm  # type: ignore[attr-defined]
+    score_fn.num_classes = sm.num_classes  # type: ignore[attr-defined]
     return score_fn
 
 

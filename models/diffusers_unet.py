@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .embeddings import broadcast_time
+from .embeddings import broadcast_time, check_labels, check_num_classes
 from .unet import UNET_PRESETS, preset_kwargs
 
 __all__ = ["DiffusersUNet", "unet2d_config", "build_diffusers_unet", "DEFAULT_TIMESTEPS"]
@@ -61,11 +61,14 @@ def _common_groups(channels: Sequence[int], groups: int) -> int:
 
 
 def unet2d_config(
-    data_shape: Sequence[int], order: int = 1, size: str = "small", *, out_blocks: int = 1, **overrides: Any
+    data_shape: Sequence[int], order: int = 1, size: str = "small", *, out_blocks: int = 1, num_classes: int = 0,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """``UNet2DModel`` keyword arguments mirroring kinetic's U-Net preset ``size`` for states of
     ``order`` blocks of images ``data_shape`` = (C, H, W) (H == W), predicting ``out_blocks`` blocks:
-    in_channels = order * C, out_channels = out_blocks * C. Keyword ``overrides`` win."""
+    in_channels = order * C, out_channels = out_blocks * C. ``num_classes`` > 0 sets diffusers'
+    ``num_class_embeds = num_classes + 1`` (a label table added to the time embedding, as in
+    kinetic's U-Net; the last row is the null class). Keyword ``overrides`` win."""
     try:
         shape = tuple(int(s) for s in data_shape)
     except TypeError:
@@ -80,6 +83,7 @@ def unet2d_config(
             raise ValueError(f"{name} must be a positive integer, got {val!r}")
     if size not in UNET_PRESETS:
         raise ValueError(f"unknown model size={size!r}; valid sizes: {', '.join(UNET_PRESETS)}")
+    num_classes = check_num_classes(num_classes)
     kw = preset_kwargs(size, h)
     widths = tuple(kw["channels"] * m for m in kw["channel_mult"])
     attn = set(kw["attn_resolutions"])
@@ -104,6 +108,8 @@ def unet2d_config(
         flip_sin_to_cos=True,
         freq_shift=0,
     )
+    if num_classes:
+        cfg["num_class_embeds"] = num_classes + 1
     cfg.update(overrides)
     return cfg
 
@@ -111,8 +117,10 @@ def unet2d_config(
 class DiffusersUNet(nn.Module):
     """A diffusers ``UNet2DModel`` with kinetic's network signature.
 
-    forward(h: (B, in_channels, H, W), t: (B,) or scalar in [0, T]) -> (B, out_channels, H, W),
-    calling ``unet(h, timesteps * t / T).sample``. ``state_dict`` keys are ``unet.*``.
+    forward(h: (B, in_channels, H, W), t: (B,) or scalar in [0, T], labels: (B,) int64 or None)
+    -> (B, out_channels, H, W), calling ``unet(h, timesteps * t / T, class_labels).sample``.
+    ``state_dict`` keys are ``unet.*``. A UNet2DModel with ``num_class_embeds = C + 1`` is
+    conditional on C classes (``num_classes`` = C; labels None = the null class C).
     """
 
     def __init__(self, unet: nn.Module, *, T: float = 1.0, timesteps: float = DEFAULT_TIMESTEPS) -> None:
@@ -131,6 +139,10 @@ class DiffusersUNet(nn.Module):
         self.in_channels = int(unet.config.in_channels)
         self.out_channels = int(unet.config.out_channels)
         self._factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        embeds = unet.config.get("num_class_embeds") or 0
+        if embeds == 1 or (embeds and unet.config.get("class_embed_type") not in (None, "embedding")):
+            raise ValueError("a conditional UNet2DModel needs class_embed_type None and num_class_embeds = classes + 1 >= 2")
+        self.num_classes = int(embeds) - 1 if embeds else 0
 
     @classmethod
     def from_config(
@@ -146,7 +158,7 @@ class DiffusersUNet(nn.Module):
         """The UNet2DModel arguments (plain data) that rebuild this network with `from_config`."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.unet.config.items() if not k.startswith("_")}
 
-    def forward(self, h: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         if h.ndim != 4 or h.shape[1] != self.in_channels:
             raise ValueError(f"DiffusersUNet expects h of shape (B, {self.in_channels}, H, W), got {tuple(h.shape)}")
         if h.shape[-1] % self._factor or h.shape[-2] % self._factor:
@@ -155,7 +167,14 @@ class DiffusersUNet(nn.Module):
                 f"(2**(levels-1) of this UNet2DModel)"
             )
         t = broadcast_time(t, h.shape[0], h.device, h.dtype)
-        return self.unet(h, t * (self.timesteps / self.T)).sample
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("labels were given to an unconditional DiffusersUNet (no num_class_embeds)")
+            return self.unet(h, t * (self.timesteps / self.T)).sample
+        if labels is None:
+            labels = torch.full((h.shape[0],), self.num_classes, dtype=torch.int64, device=h.device)
+        labels = check_labels(labels, h.shape[0], self.num_classes).to(h.device)
+        return self.unet(h, t * (self.timesteps / self.T), class_labels=labels).sample
 
     def extra_repr(self) -> str:
         return f"T={self.T:g}, timesteps={self.timesteps:g}"
@@ -167,13 +186,16 @@ def build_diffusers_unet(
     size: str = "small",
     *,
     out_blocks: int = 1,
+    num_classes: int = 0,
     T: float = 1.0,
     timesteps: float = DEFAULT_TIMESTEPS,
     **overrides: Any,
 ) -> DiffusersUNet:
     """A `DiffusersUNet` for order-``order`` states of images ``data_shape`` (C, H, W), sized like
     ``kinetic.models.build_model("unet", size, data_shape, order)`` (see `unet2d_config`).
-    ``T`` is the SDE's horizon (``sde.T``), ``out_blocks`` the number of predicted blocks."""
+    ``T`` is the SDE's horizon (``sde.T``), ``out_blocks`` the number of predicted blocks,
+    ``num_classes`` > 0 a class-conditional network."""
     return DiffusersUNet.from_config(
-        unet2d_config(data_shape, order, size, out_blocks=out_blocks, **overrides), T=T, timesteps=timesteps
+        unet2d_config(data_shape, order, size, out_blocks=out_blocks, num_classes=num_classes, **overrides),
+        T=T, timesteps=timesteps,
     )

@@ -1,8 +1,10 @@
-"""Time embeddings for score networks.
+"""Time and class-label embeddings for score networks.
 
-Both embeddings map continuous times ``t`` of shape (B,) to features of shape
+Both time embeddings map continuous times ``t`` of shape (B,) to features of shape
 (B, dim). ``t`` may also be a python float or a 0-d tensor (see
-:func:`broadcast_time`).
+:func:`broadcast_time`). `LabelEmbedding` maps class labels (B,) int64 in
+[0, num_classes] to (B, dim); label ``num_classes`` is the null class (the
+unconditional branch of classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["broadcast_time", "SinusoidalEmbedding", "FourierEmbedding"]
+__all__ = ["broadcast_time", "SinusoidalEmbedding", "FourierEmbedding", "LabelEmbedding", "check_num_classes"]
 
 
 def broadcast_time(
@@ -91,3 +93,69 @@ class FourierEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale={self.scale:g}"
+
+
+def check_num_classes(num_classes) -> int:
+    """``num_classes`` as an int >= 0 (0: an unconditional network, no label embedding)."""
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+    return int(num_classes)
+
+
+class LabelEmbedding(nn.Module):
+    """Class labels -> features: (B,) int64 in [0, num_classes] -> (B, dim).
+
+    A table of ``num_classes + 1`` rows; the last row (label ``num_classes``) is the null class,
+    the "no label" input that label dropout trains and classifier-free guidance uses for its
+    unconditional branch. ``labels=None`` means the null class for every example. A network adds
+    this to its time embedding (EDM's and ADM's class conditioning).
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = check_num_classes(num_classes)
+        if self.num_classes < 1:
+            raise ValueError(f"LabelEmbedding needs num_classes >= 1, got {num_classes}")
+        self.table = nn.Embedding(self.num_classes + 1, dim)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if labels is None:
+            labels = torch.full((batch,), self.num_classes, dtype=torch.int64, device=device)
+        labels = check_labels(labels, batch, self.num_classes, allow_null=True)
+        return self.table(labels.to(device))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes} (+1 null)"
+
+
+def check_labels(
+    labels, batch: int, num_classes: int, *, allow_null: bool = True, name: str = "labels", check_range: bool = False
+) -> torch.Tensor:
+    """``labels`` as an int64 tensor (batch,) with values in [0, num_classes) (or num_classes, the
+    null class, when ``allow_null``); one clear ValueError otherwise. The range is checked for CPU
+    tensors only (no device synchronisation inside a sampling loop); `kinetic.sample` and
+    `kinetic.ScoreModel` check labels on every device where they enter.
+    ``check_range=True`` forces the check on any device."""
+    if not isinstance(labels, torch.Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{name} must be integer class labels of shape ({batch},), got {type(labels).__name__}") from None
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer class labels (int64), got dtype {labels.dtype}")
+    if labels.dim() == 0:
+        labels = labels.reshape(1).expand(batch)
+    if tuple(labels.shape) != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) (one label per example), got {tuple(labels.shape)}")
+    hi = num_classes if allow_null else num_classes - 1
+    if labels.numel() and (check_range or labels.device.type == "cpu"):
+        lo_v, hi_v = int(labels.min()), int(labels.max())
+        if lo_v < 0 or hi_v > hi:
+            null = f" ({num_classes} is the null class)" if allow_null else ""
+            bad = lo_v if lo_v < 0 else hi_v
+            raise ValueError(f"{name} must lie in [0, {hi}]{null} for a model of {num_classes} classes, got {bad}")
+    return labels.to(torch.int64)

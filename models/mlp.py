@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .embeddings import FourierEmbedding, SinusoidalEmbedding, broadcast_time
+from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, broadcast_time, check_num_classes
 
 __all__ = ["MLP", "MLP_PRESETS"]
 
@@ -37,14 +37,19 @@ class _ResBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Time-conditioned residual MLP.
+    """Time-conditioned (and optionally class-conditioned) residual MLP.
 
-    forward(x: (B, in_dim), t: (B,) or scalar) -> (B, out_dim).
+    forward(x: (B, in_dim), t: (B,) or scalar, labels: (B,) int64 or None) -> (B, out_dim).
 
     The time embedding (``embedding`` = "sinusoidal" of t*1000, or "fourier") is
     passed through a 2-layer MLP and added, through a per-block linear
     projection, inside each of the ``depth`` residual blocks. The output layer
     is zero-initialised, so the network outputs exactly 0 at initialisation.
+
+    ``num_classes`` > 0 adds a `LabelEmbedding` (num_classes + 1 rows, the last the null class)
+    to the time embedding; ``labels=None`` is then the null class. With ``num_classes=0`` (the
+    default) the network is unconditional, has no label parameters (the same state_dict keys and
+    initial weights as before labels existed) and refuses labels.
     """
 
     def __init__(
@@ -56,8 +61,10 @@ class MLP(nn.Module):
         emb_dim: int = 128,
         act: Callable[[], nn.Module] = nn.SiLU,
         embedding: str = "sinusoidal",
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         for name, val in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("emb_dim", emb_dim)):
             if int(val) < 1:
                 raise ValueError(f"{name} must be >= 1, got {val}")
@@ -78,6 +85,8 @@ class MLP(nn.Module):
         self.out = nn.Linear(hidden, self.out_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.num_classes:  # created last: the other weights are drawn as for an unconditional MLP
+            self.label_embed = LabelEmbedding(self.num_classes, emb_dim)
 
     @classmethod
     def from_preset(cls, name: str, in_dim: int, out_dim: int, **overrides: Any) -> "MLP":
@@ -86,11 +95,15 @@ class MLP(nn.Module):
             raise ValueError(f"unknown MLP preset name={name!r}; valid names: {', '.join(MLP_PRESETS)}")
         return cls(in_dim, out_dim, **{**MLP_PRESETS[name], **overrides})
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"MLP expects x of shape (B, {self.in_dim}), got {tuple(x.shape)}")
         t = broadcast_time(t, x.shape[0], x.device, x.dtype)
         temb = self.time_embed(t)
+        if self.num_classes:
+            temb = temb + self.label_embed(labels, x.shape[0], x.device).to(temb.dtype)
+        elif labels is not None:
+            raise ValueError("labels were given to an unconditional MLP (built with num_classes=0)")
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, temb)
@@ -101,6 +114,7 @@ class FlatMLP(nn.Module):
     """An MLP on images: flattens (B, C_in, H, W) -> MLP -> (B, C_out, H, W).
 
     For small images (8x8 digits) this is a fast, strong baseline network on CPU.
+    ``labels`` go to the MLP (see `MLP`).
     """
 
     def __init__(self, mlp: "MLP", out_shape: tuple[int, int, int]):
@@ -108,5 +122,9 @@ class FlatMLP(nn.Module):
         self.mlp = mlp
         self.out_shape = tuple(int(s) for s in out_shape)
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        return self.mlp(x.reshape(x.shape[0], -1), t).reshape(x.shape[0], *self.out_shape)
+    @property
+    def num_classes(self) -> int:
+        return self.mlp.num_classes
+
+    def forward(self, x: torch.Tensor, t, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlp(x.reshape(x.shape[0], -1), t, labels).reshape(x.shape[0], *self.out_shape)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import FourierEmbedding, SinusoidalEmbedding, broadcast_time
+from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, broadcast_time, check_num_classes
 
 __all__ = ["UNet", "UNET_PRESETS"]
 
@@ -106,9 +106,10 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Time-conditioned U-Net (DDPM++ style).
+    """Time-conditioned (and optionally class-conditioned) U-Net (DDPM++ style).
 
-    forward(x: (B, in_channels, H, W), t: (B,) or scalar) -> (B, out_channels, H, W).
+    forward(x: (B, in_channels, H, W), t: (B,) or scalar, labels: (B,) int64 or None)
+    -> (B, out_channels, H, W).
 
     ``len(channel_mult)`` resolution levels with ``num_res_blocks`` residual
     blocks each (``channels * mult`` channels); self-attention after the blocks of
@@ -117,6 +118,11 @@ class UNet(nn.Module):
     from every down block to the up path. Time enters each residual block
     through a linear layer. The output conv is zero-initialised (zero output at
     init). H and W must be divisible by 2 ** (len(channel_mult) - 1).
+
+    ``num_classes`` > 0 adds a `LabelEmbedding` (num_classes + 1 rows, the last the null class)
+    to the time embedding, so the label enters every residual block with the time (ADM / EDM);
+    ``labels=None`` is then the null class. ``num_classes=0`` (default): unconditional, no label
+    parameters (state_dict keys and initial weights as before labels existed), labels refused.
     """
 
     def __init__(
@@ -132,8 +138,10 @@ class UNet(nn.Module):
         resolution: int = 32,
         groups: int = 32,
         fourier_scale: float = 16.0,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         channel_mult = tuple(int(m) for m in channel_mult)
         if in_channels < 1 or out_channels < 1 or channels < 1:
             raise ValueError(
@@ -203,6 +211,8 @@ class UNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(_num_groups(ch, groups), ch)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        if self.num_classes:  # created last: the other weights are drawn as for an unconditional U-Net
+            self.label_embed = LabelEmbedding(self.num_classes, temb_dim)
 
     @classmethod
     def from_preset(
@@ -219,7 +229,7 @@ class UNet(nn.Module):
         kw.update(overrides)
         return cls(in_channels, out_channels, resolution=resolution, **kw)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         H, W = x.shape[-2:]
@@ -230,6 +240,10 @@ class UNet(nn.Module):
             )
         t = broadcast_time(t, x.shape[0], x.device, x.dtype)
         temb = self.time_embed(t)
+        if self.num_classes:
+            temb = temb + self.label_embed(labels, x.shape[0], x.device).to(temb.dtype)
+        elif labels is not None:
+            raise ValueError("labels were given to an unconditional UNet (built with num_classes=0)")
 
         h = self.conv_in(x)
         hs = [h]

@@ -316,3 +316,61 @@ def test_atomic_write_leaves_no_temp_and_normal_permissions(tmp_path):
         atomic_write(tmp_path / "a.txt", boom)
     assert p.read_text() == "hello"  # the old file survives
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a.txt"]
+
+
+# ---------------------------------------------------------------------- labels
+def test_labels_of_digits_follow_the_images():
+    from kinetic.data import class_names, dataset_classes, load_digits
+
+    xa, ya = load_digits(return_labels=True)
+    for split in ("train", "test", "all"):
+        x, y = load_dataset("digits", split=split, labels=True)
+        assert y.dtype == torch.int64 and y.shape == (x.shape[0],)
+        assert torch.equal(x, load_dataset("digits", split=split))
+        index = {xa[i].numpy().tobytes(): int(ya[i]) for i in range(len(xa))}
+        assert all(index[x[i].numpy().tobytes()] == int(y[i]) for i in range(0, len(x), 37))
+    x, y = load_dataset("digits", labels=True, n=10)
+    assert x.shape[0] == y.shape[0] == 10
+    assert dataset_classes("digits") == dataset_classes("cifar10") == 10 and dataset_classes("moons") == 0
+    assert class_names("cifar10")[3] == "cat" and class_names("swissroll") is None
+    with pytest.raises(DataError, match="no class labels"):
+        load_dataset("moons", labels=True)
+
+
+def test_cifar10_labels(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = np.random.RandomState(0).randint(0, 255, (4, 3072)).astype(np.uint8)
+        with open(root / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": [1, 2, 3, 4]}, f)
+    x, y = load_dataset("cifar10", data_dir=tmp_path, labels=True, split="test")
+    assert x.shape == (4, 3, 32, 32) and y.tolist() == [1, 2, 3, 4]
+    x, y = load_dataset("cifar10", data_dir=tmp_path, labels=True, split="all")
+    assert x.shape[0] == y.shape[0] == 24
+
+
+def test_image_folder_classes(tmp_path):
+    from PIL import Image
+
+    from kinetic.data import dataset_classes, folder_classes
+
+    for cls, count in (("cat", 12), ("dog", 9)):
+        (tmp_path / "lab" / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (10, 12), (20 * i, 100 if cls == "cat" else 200, 0)).save(tmp_path / "lab" / cls / f"{i:02d}.png")
+    assert folder_classes(tmp_path / "lab") == ("cat", "dog")
+    assert dataset_classes("folder", tmp_path / "lab") == 2
+    x, y = load_dataset("folder", data_dir=tmp_path / "lab", resolution=8, labels=True, split="all")
+    assert x.shape == (21, 3, 8, 8) and y.tolist() == [0] * 12 + [1] * 9
+    assert torch.all(x[y == 0, 1] < x[y == 1, 1].min())  # the green channel tells the classes apart
+    xt, yt = load_dataset("folder", data_dir=tmp_path / "lab", resolution=8, labels=True, split="test")
+    assert xt.shape[0] == yt.shape[0] == 2 and yt.tolist() == [0, 1]  # images 9 and 19 of the sorted list
+    # images directly in the root, or a single sub-folder: unlabelled
+    Image.new("RGB", (8, 8)).save(tmp_path / "lab" / "loose.png")
+    assert folder_classes(tmp_path / "lab") is None
+    with pytest.raises(DataError, match="no class labels"):
+        load_dataset("folder", data_dir=tmp_path / "lab", labels=True)
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "only" / "a.png")
+    assert folder_classes(tmp_path / "one") is None

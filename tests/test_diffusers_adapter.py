@@ -140,3 +140,27 @@ def test_bad_input_messages():
         unet2d_config((1, 8, 8), 1, "huge")
     with pytest.raises(ValueError, match="order must be"):
         unet2d_config((1, 8, 8), 0)
+
+
+def test_conditional_adapter_takes_labels_and_guidance():
+    torch.manual_seed(0)
+    net = build_diffusers_unet((1, 8, 8), 3, "tiny", num_classes=10)
+    assert net.num_classes == 10 and net.config["num_class_embeds"] == 11
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    h, t = torch.randn(1, 3, 8, 8).expand(3, -1, -1, -1), torch.full((3,), 0.4)
+    out = net(h, t, torch.tensor([0, 1, 10]))
+    assert not torch.allclose(out[0], out[1]) and torch.allclose(net(h, t), net(h, t, torch.full((3,), 10)))
+    with pytest.raises(ValueError, match=r"\[0, 10\]"):
+        net(h, t, torch.tensor([0, 1, 11]))
+    sde = kn.hold()
+    model = kn.ScoreModel(net.eval(), sde, "x0")
+    assert model.num_classes == 10
+    x, nfe = kn.sample(sde, kn.as_score_fn(model), (4, 1, 8, 8), steps=3, labels=torch.arange(4), guidance=1.0,
+                       return_state=True, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 1, 8, 8) and nfe == 6
+    plain = _tiny_net(3)
+    assert plain.num_classes == 0
+    with pytest.raises(ValueError, match="unconditional"):
+        plain(h, t, torch.zeros(3, dtype=torch.int64))

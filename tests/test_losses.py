@@ -251,3 +251,55 @@ def test_several_noised_blocks_exact_score_attains_analytic_minimum(name, weight
         assert abs(float(per.mean()) - want) < 5 * se + 1e-9 * want, (name, t, float(per.mean()), want)
         pert = loss.per_example(MultiOracle(sde, 0.1), x0, generator=torch.Generator().manual_seed(1), t=t).double()
         assert float((pert - per).mean()) > 0
+
+
+# ---------------------------------------------------------------------- class labels
+def _cond_model(sde, seed=0):
+    from kinetic.models import build_model
+
+    torch.manual_seed(seed)
+    net = build_model("mlp", "tiny", (3,), sde.order, num_classes=4)
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.1)
+    return ScoreModel(net, sde, "x0")
+
+
+@pytest.mark.parametrize("name", ["vp", "hold"])
+def test_label_dropout_trains_the_null_class(name):
+    """label_dropout = 1 is the unconditional loss (every label the null class, as labels=None),
+    0 uses the labels; in between, the share of null labels is the dropout rate."""
+    sde = SDES[name]()
+    model = _cond_model(sde)
+    x0 = data(256, 3)
+    y = torch.arange(256) % 4
+    t = torch.linspace(0.05, 0.9, 256, dtype=torch.float64)
+
+    def per(p, labels):
+        return DSMLoss(sde, "x0", "edm", label_dropout=p).per_example(model, x0, torch.Generator().manual_seed(7), t=t,
+                                                                     labels=labels)
+
+    null = per(0.0, None)
+    assert torch.allclose(per(1.0, y), null)
+    assert torch.allclose(per(0.0, torch.full((256,), 4)), null)
+    assert not torch.allclose(per(0.0, y), null)
+    loss = DSMLoss(sde, "x0", label_dropout=0.3)
+    dropped = loss.drop_labels(torch.arange(20000) % 4, 4, torch.Generator().manual_seed(0))
+    assert abs(float((dropped == 4).double().mean()) - 0.3) < 0.015
+    assert torch.equal(dropped[dropped != 4], (torch.arange(20000) % 4)[dropped != 4])
+    # no labels: nothing drawn for them (the unconditional random stream is unchanged)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    DSMLoss(sde, "x0", label_dropout=0.5).per_example(model, x0, g1, t=t)
+    DSMLoss(sde, "x0").per_example(model, x0, g2, t=t)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_labels_with_an_unconditional_model_or_bad_dropout():
+    sde = kn.cld()
+    plain = ScoreModel(MLP(6, 3, hidden=8, depth=1, emb_dim=4), sde, "x0")
+    with pytest.raises(ValueError, match="unconditional"):
+        DSMLoss(sde, "x0")(plain, data(8, 0), labels=torch.zeros(8, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
+        DSMLoss(sde, "x0")(_cond_model(sde), data(8, 0), labels=torch.full((8,), 5))
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="label_dropout"):
+            DSMLoss(sde, "x0", label_dropout=bad)

@@ -227,3 +227,45 @@ def test_bad_resolution():
         m(torch.randn(1, 3, 6, 6), torch.rand(1))
     with pytest.raises(ValueError, match="embedding"):
         UNet(3, 3, embedding="learned")
+
+
+# ----------------------------------------------------------------- class labels
+@pytest.mark.parametrize("kind,shape", [("mlp", (2,)), ("mlp", (1, 8, 8)), ("unet", (1, 8, 8))])
+def test_unconditional_networks_unchanged_by_labels(kind, shape):
+    """An unconditional network has no label parameters: the same state_dict keys and initial
+    weights as a conditional one minus its label table (created last), and it refuses labels."""
+    torch.manual_seed(0)
+    plain = build_model(kind, "tiny", shape, 3)
+    torch.manual_seed(0)
+    cond = build_model(kind, "tiny", shape, 3, num_classes=10)
+    sp, sc = plain.state_dict(), cond.state_dict()
+    assert set(sc) - set(sp) == {k for k in sc if k.endswith("label_embed.table.weight")} and len(sc) == len(sp) + 1
+    assert all(torch.equal(sp[k], sc[k]) for k in sp)
+    assert not any("label" in k for k in sp) and getattr(plain, "num_classes", 0) == 0
+    x = torch.randn(4, 3 * shape[0], *shape[1:])
+    t = torch.rand(4)
+    with pytest.raises(ValueError, match="unconditional"):
+        plain(x, t, torch.zeros(4, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("kind,shape", [("mlp", (2,)), ("unet", (1, 8, 8))])
+def test_label_embedding_conditions_the_output(kind, shape):
+    torch.manual_seed(0)
+    net = build_model(kind, "tiny", shape, 2, num_classes=3)
+    for p in net.parameters():  # a non-zero output layer (it is zero-initialised)
+        nn.init.normal_(p, std=0.05)
+    x = torch.randn(1, 2 * shape[0], *shape[1:]).expand(4, *([-1] * len(shape)))
+    t = torch.full((4,), 0.3)
+    out = net(x, t, torch.tensor([0, 1, 2, 3]))  # 3 is the null class
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(out[i], out[j])
+    assert torch.equal(net(x, t), net(x, t, torch.full((4,), 3)))  # None is the null class
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        net(x, t, torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(ValueError, match="int64"):
+        net(x, t, torch.zeros(4))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        net(x, t, torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model(kind, "tiny", shape, 2, num_classes=-1)

@@ -265,3 +265,31 @@ def test_several_noised_blocks_shapes_and_exactness(name, param):
     bad = ScoreModel(MLP(sde.order * 3, 3 * (out_blocks + 1), hidden=8, depth=1, emb_dim=8), sde, param)
     with pytest.raises(ValueError, match="network output must have"):
         bad.score(torch.randn(4, sde.order, 3), 0.5)
+
+
+def test_score_model_threads_labels():
+    from kinetic.models import build_model
+
+    sde = kn.cld()
+    torch.manual_seed(0)
+    net = build_model("mlp", "tiny", (3,), 2, num_classes=5)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    sm = ScoreModel(net, sde, "x0")
+    assert sm.conditional and sm.num_classes == 5 and sm.null_label == 5
+    z = torch.randn(1, 2, 3, dtype=torch.float64).expand(6, -1, -1)
+    t = torch.full((6,), 0.4)
+    s = sm.score(z, t, torch.arange(6))
+    assert not torch.allclose(s[0], s[1]) and torch.equal(sm.score(z, t), sm.score(z, t, torch.full((6,), 5)))
+    eps, score = sm.eps_and_score(z, t, torch.arange(6))
+    assert torch.allclose(score, s)
+    fn = kn.as_score_fn(sm)
+    assert fn.num_classes == 5 and torch.allclose(fn(z, t, torch.arange(6)), s)
+    with pytest.raises(ValueError, match=r"\[0, 5\]"):
+        sm.score(z, t, torch.full((6,), 6))
+    plain = ScoreModel(build_model("mlp", "tiny", (3,), 2), sde, "x0")
+    assert not plain.conditional and kn.as_score_fn(plain).num_classes == 0
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.score(z, t, torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.null_label

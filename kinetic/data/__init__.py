@@ -1,7 +1,9 @@
 """Datasets: 2-D toys, sklearn digits, CIFAR-10 (local files) and image folders.
 
 ``load_dataset(name, ...)`` returns the whole training set as one float32 tensor:
-toys (n, 2) at roughly unit scale, images (N, C, H, W) in [-1, 1].
+toys (n, 2) at roughly unit scale, images (N, C, H, W) in [-1, 1]; with ``labels=True`` also the
+class labels (N,) int64 of a labelled dataset (digits and cifar10: 10 classes; an image folder
+whose sub-folders are classes, see `folder_classes`). The toys are unlabelled.
 Nothing is ever downloaded.
 """
 
@@ -16,6 +18,7 @@ from .images import (
     DataError,
     load_cifar10,
     load_digits,
+    folder_classes,
     load_image_folder,
     save_image_grid,
     save_scatter,
@@ -30,6 +33,9 @@ __all__ = [
     "DataError",
     "load_dataset",
     "dataset_shape",
+    "dataset_classes",
+    "class_names",
+    "folder_classes",
     "is_image_dataset",
     "make_toy",
     "load_digits",
@@ -84,6 +90,33 @@ def dataset_shape(name: str, resolution: int | None = None) -> tuple[int, ...]:
     return (1 if name == "digits" else 3, res, res)
 
 
+#: Class names of the labelled built-in datasets.
+CLASS_NAMES = {
+    "digits": tuple(str(i) for i in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def class_names(name: str, data_dir: str | os.PathLike[str] | None = None) -> tuple[str, ...] | None:
+    """The class names of dataset ``name`` (label i is the i-th), or None when it is unlabelled
+    (the toys; an image folder without class sub-folders). ``folder`` needs ``data_dir``."""
+    _check_name(name)
+    if name in CLASS_NAMES:
+        return CLASS_NAMES[name]
+    if name == "folder":
+        if data_dir is None:
+            raise DataError("dataset 'folder' needs --data-dir (data_dir) to tell whether it has class sub-folders")
+        return folder_classes(data_dir)
+    return None
+
+
+def dataset_classes(name: str, data_dir: str | os.PathLike[str] | None = None) -> int:
+    """Number of classes of dataset ``name``: 10 for digits and cifar10, the class sub-folders of an
+    image folder, 0 for unlabelled data (the toys, a folder without class sub-folders)."""
+    names = class_names(name, data_dir)
+    return 0 if names is None else len(names)
+
+
 DIGITS_TEST_SIZE = 297
 TEST_SEED_OFFSET = 1_000_003
 
@@ -96,8 +129,12 @@ def load_dataset(
     seed: int = 0,
     resolution: int | None = None,
     split: str = "train",
-) -> torch.Tensor:
+    labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The ``split`` ("train", "test" or "all") of ``name`` as float32 tensor (N, *dataset_shape(name)).
+
+    ``labels=True``: returns ``(x, y)`` with y (N,) int64 class labels in [0, dataset_classes(name));
+    unlabelled data (the toys, a folder without class sub-folders) is a DataError.
 
     Held-out splits: toys draw the test set with another seed; digits hold out a fixed random
     297 of the 1797 images (1500 train); cifar10 uses ``test_batch``; folder holds out every
@@ -113,34 +150,45 @@ def load_dataset(
         raise DataError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
         raise DataError(f"n must be a positive integer, got {n!r}")
+    if labels and name in TOY_DATASETS:
+        raise DataError(
+            f"dataset {name!r} has no class labels (the 2-D toys are unlabelled); labelled datasets: digits, cifar10, "
+            "or a folder whose sub-folders are classes"
+        )
     if name in TOY_DATASETS:
         if resolution is not None:
             raise DataError(f"resolution does not apply to the 2-D toy dataset {name!r}")
         toy_seed = seed + TEST_SEED_OFFSET if split == "test" else seed
         return make_toy(name, DEFAULT_TOY_N if n is None else int(n), seed=toy_seed)
     res = _resolution(name, resolution)
+    y = None
     if name == "digits":
-        x = load_digits()
+        x, y = load_digits(return_labels=True)
         if split != "all":
             perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
             idx = perm[DIGITS_TEST_SIZE:] if split == "train" else perm[:DIGITS_TEST_SIZE]
-            x = x[idx.sort().values]
+            idx = idx.sort().values
+            x, y = x[idx], y[idx]
     else:
         if data_dir is None:
             what = "the cifar-10-batches-py folder (or its parent)" if name == "cifar10" else "a folder of PNG/JPEG images"
             raise DataError(f"dataset {name!r} needs --data-dir (data_dir): {what}")
         if name == "cifar10":
             if split == "all":
-                x = torch.cat([load_cifar10(data_dir, train=True), load_cifar10(data_dir, train=False)])
+                (a, ya), (b, yb) = (load_cifar10(data_dir, train=tr, return_labels=True) for tr in (True, False))
+                x, y = torch.cat([a, b]), torch.cat([ya, yb])
             else:
-                x = load_cifar10(data_dir, train=(split == "train"))
+                x, y = load_cifar10(data_dir, train=(split == "train"), return_labels=True)
         else:
-            x = load_image_folder(data_dir, resolution=res, channels=3)
+            got = load_image_folder(data_dir, resolution=res, channels=3, return_labels=labels)
+            x, y = got if labels else (got, None)
             if split != "all":
                 keep = (torch.arange(x.shape[0]) % 10 == 9) if split == "test" else (torch.arange(x.shape[0]) % 10 != 9)
                 if split == "test" and not bool(keep.any()):
                     raise DataError(f"folder {data_dir} has fewer than 10 images: no held-out test split")
                 x = x[keep]
+                y = None if y is None else y[keep]
     if n is not None:
         x = x[: int(n)].clone()
-    return x
+        y = None if y is None else y[: int(n)].clone()
+    return (x, y) if labels else x

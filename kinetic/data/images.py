@@ -21,6 +21,7 @@ __all__ = [
     "load_digits",
     "load_cifar10",
     "load_image_folder",
+    "folder_classes",
     "to_uint8_images",
     "save_image_grid",
     "save_scatter",
@@ -167,13 +168,37 @@ def _list_images(root: Path) -> list[Path]:
     )
 
 
-def load_image_folder(path: str | os.PathLike[str], resolution: int = 32, channels: int = 3) -> torch.Tensor:
+def folder_classes(path: str | os.PathLike[str]) -> tuple[str, ...] | None:
+    """The class names of an image folder, or None when it is unlabelled.
+
+    A folder is labelled when every image lies inside one of its first-level sub-folders and there
+    are at least two such sub-folders holding images: the classes are those sub-folders' names,
+    sorted (label i = the i-th name, like torchvision's ImageFolder). Images directly in the root,
+    or a single sub-folder, make it unlabelled.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    tops = set()
+    for f in _list_images(root):
+        parts = f.relative_to(root).parts
+        if len(parts) < 2:
+            return None
+        tops.add(parts[0])
+    return tuple(sorted(tops)) if len(tops) >= 2 else None
+
+
+def load_image_folder(
+    path: str | os.PathLike[str], resolution: int = 32, channels: int = 3, return_labels: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Every PNG/JPEG under ``path`` (recursive, sorted by relative path).
 
     Each image is EXIF-rotated, converted to RGB (channels=3) or L (channels=1), resized so the
     shorter side equals ``resolution`` (bicubic) and center-cropped to
     resolution x resolution. Returns float32 (N, channels, resolution, resolution)
     in [-1, 1]. Missing/empty folder or an unreadable file -> DataError.
+    With ``return_labels=True`` returns ``(x, y)``, y int64 (N,) the index of each image's class
+    sub-folder in `folder_classes`; an unlabelled folder is a DataError.
     """
     from PIL import Image, ImageOps
 
@@ -190,6 +215,16 @@ def load_image_folder(path: str | os.PathLike[str], resolution: int = 32, channe
         raise DataError(
             f"image folder {root} contains no images (looked recursively for {', '.join(IMAGE_EXTENSIONS)})"
         )
+    labels = None
+    if return_labels:
+        classes = folder_classes(root)
+        if classes is None:
+            raise DataError(
+                f"image folder {root} has no class labels: a labelled folder keeps every image in one of at least "
+                "two sub-folders (one per class), none directly in the folder"
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[f.relative_to(root).parts[0]] for f in files], dtype=torch.int64)
     mode = "RGB" if channels == 3 else "L"
     out = np.empty((len(files), resolution, resolution, channels), dtype=np.uint8)
     for i, f in enumerate(files):
@@ -206,7 +241,8 @@ def load_image_folder(path: str | os.PathLike[str], resolution: int = 32, channe
         except Exception as e:  # noqa: BLE001 - PIL raises many types
             raise DataError(f"cannot read image {f}: {type(e).__name__}: {e}") from e
         out[i] = arr.reshape(resolution, resolution, channels)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+    x = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+    return (x, labels) if return_labels else x
 
 
 # --------------------------------------------------------------------------- writers

@@ -10,8 +10,11 @@ All take plain tensors (or numpy arrays) and return Python floats; nothing print
 - ``fid_from_samples(samples, reference, weights_path)``: FID with the TorchScript
   ``inception-2015-12-05.pt`` that the user provides.
 - ``frechet_distance`` / ``frechet_distance_from_features``: the shared Gaussian formula.
+- ``class_accuracy(samples, labels)`` / ``fd_digits_per_class(samples, labels)``: conditional
+  generation on digits, with the same classifier (`kinetic.metrics.conditional`).
 """
 
+from .conditional import class_accuracy, classify_digits, fd_digits_per_class, inpainting_inputs, right_half_mask
 from .data_range import DATA_RANGE, clamp_to_data_range, out_of_range_fraction
 from .digits_classifier import (
     CLASSIFIER_VERSION,
@@ -46,6 +49,11 @@ __all__ = [
     "feature_statistics",
     "fd_digits",
     "digits_features",
+    "classify_digits",
+    "class_accuracy",
+    "fd_digits_per_class",
+    "right_half_mask",
+    "inpainting_inputs",
     "DATA_RANGE",
     "clamp_to_data_range",
     "out_of_range_fraction",

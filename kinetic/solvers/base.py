@@ -140,7 +140,9 @@ class FixedGridSolver(Solver):
     def step(self, i: int, z: Tensor, plan: dict, score, noise, state: dict) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def run(self, sde, score, z, ts, *, generator=None, noise_sampler=None, callback=None, plan=None):
+    def run(self, sde, score, z, ts, *, generator=None, noise_sampler=None, callback=None, plan=None, transform=None):
+        """As `Solver.run`; ``transform(z, i, t) -> z`` (z (n, k, *D) at t = ts[i + 1]) is applied
+        after every step i (e.g. the inpainting replacement of `kinetic.conditioning`)."""
         ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
         if plan is None:
             self.check(sde, ts)
@@ -165,6 +167,8 @@ class FixedGridSolver(Solver):
         state: dict = {}
         for i in range(len(times) - 1):
             zf = self.step(i, zf, p, score_n, noise, state)
+            if transform is not None:
+                zf = transform(zf.reshape(shape), i, times[i + 1]).reshape(n, k, -1)
             if callback is not None:
                 callback({"step": i, "t": times[i + 1], "z": zf.reshape(shape), "nfe": score.nfe - nfe0})
         return zf.reshape(shape), score.nfe - nfe0

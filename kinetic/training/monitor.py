@@ -15,15 +15,18 @@ def metric_name(data: str) -> str:
 
 def evaluate_ema(trainer) -> tuple[str, float]:
     """(metric, value) for ``config.eval_n`` samples of the EMA model, drawn like the sample grids
-    (``sample_solver``, ``sample_steps``, ``sample_t_eps``, fixed seed)."""
+    (``sample_solver``, ``sample_steps``, ``sample_t_eps``, fixed seed); a conditional model draws
+    every class in turn (sample i has class i mod C, no guidance)."""
     from ..data import load_dataset
     from ..evaluation import draw
     from ..metrics import fd_digits, sliced_wasserstein
 
     cfg = trainer.config
     sm = trainer.ema_score_model()
+    labels = torch.arange(cfg.eval_n) % sm.num_classes if sm.num_classes else None
     x, _ = draw(sm.sde, sm.score, (cfg.eval_n, *trainer.data_shape), solver=cfg.sample_solver,
-                steps=cfg.sample_steps, t_eps=cfg.sample_t_eps, seed=cfg.seed + 54321, device=trainer.device)
+                steps=cfg.sample_steps, t_eps=cfg.sample_t_eps, seed=cfg.seed + 54321, device=trainer.device,
+                labels=labels)
     name = metric_name(cfg.data)
     if name == "fd-digits":
         # fd-digits is computed on the raw samples; its clamping choice belongs to kinetic.metrics

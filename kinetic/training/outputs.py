@@ -77,7 +77,8 @@ def sample_to_file(
 ) -> Path:
     """Draw ``shape[0]`` samples (`kinetic.evaluation.draw`, the library's default grid) and save an
     image grid (C, H, W data, clamped to [-1, 1]; images under 32 px are enlarged by
-    nearest-neighbour repetition) or a scatter plot (2-D data, over ``reference``)."""
+    nearest-neighbour repetition) or a scatter plot (2-D data, over ``reference``). A conditional
+    model draws the classes in turn (sample i has class i mod C; one column per class)."""
     from ..data import save_image_grid, save_scatter
     from ..evaluation import draw
 
@@ -88,14 +89,16 @@ def sample_to_file(
     was_training = score_model.training
     score_model.eval()
     try:
+        C = score_model.num_classes
+        labels = torch.arange(shape[0]) % C if C else None
         x, _ = draw(score_model.sde, as_score_fn(score_model), shape, solver=solver, steps=steps, t_eps=t_eps,
-                    seed=seed, device=device)
+                    seed=seed, device=device, labels=labels)
     finally:
         score_model.train(was_training)
     if len(shape) == 2:
         return save_scatter(x, path, reference=reference, title=title)
     f = max(1, math.ceil(32 / min(x.shape[-2:])))  # small images (8x8 digits): nearest x f for viewing
-    return save_image_grid(x.clamp(-1, 1), path, scale=f)
+    return save_image_grid(x.clamp(-1, 1), path, scale=f, nrow=C or None)
 
 
 def _plain(v: Any) -> Any:

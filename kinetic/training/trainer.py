@@ -37,13 +37,14 @@ class _Autocast(nn.Module):
         super().__init__()
         self.inner = net
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            return self.inner(x, t).float()
+            return (self.inner(x, t) if labels is None else self.inner(x, t, labels)).float()
 
 
 class Trainer:
-    """One run's state and its optimisation `step`; ``data`` overrides loading ``config.data``."""
+    """One run's state and its optimisation `step`; ``data`` (and ``labels`` (N,) int64 for a
+    conditional run) overrides loading ``config.data``."""
 
     def __init__(
         self,
@@ -52,8 +53,9 @@ class Trainer:
         dist_info: DistInfo | None = None,
         device: torch.device | str | None = None,
         data: Tensor | None = None,
+        labels: Tensor | None = None,
     ):
-        from ..data import load_dataset
+        from ..data import DataError, dataset_classes, load_dataset
         from ..models import auto_kind, build_model  # kinetic.models: the repository's models/ folder
 
         if not isinstance(config, TrainConfig):
@@ -62,10 +64,32 @@ class Trainer:
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device, self.dist)
         self.sde = cfg.build_sde()
+        self.num_classes = 0
         if data is None:
-            data = load_dataset(cfg.data, data_dir=cfg.data_dir, n=cfg.data_n, seed=cfg.seed, resolution=cfg.resolution)
+            got = load_dataset(cfg.data, data_dir=cfg.data_dir, n=cfg.data_n, seed=cfg.seed, resolution=cfg.resolution,
+                               labels=cfg.conditional)
+            data, labels = got if cfg.conditional else (got, None)
+            if cfg.conditional:
+                self.num_classes = dataset_classes(cfg.data, cfg.data_dir)
+        elif cfg.conditional:
+            if labels is None:
+                raise ConfigError("a conditional run needs labels with its data (Trainer(data=..., labels=...))", "conditional")
+            try:
+                self.num_classes = dataset_classes(cfg.data, cfg.data_dir)
+            except DataError:
+                self.num_classes = 0
+            self.num_classes = max(self.num_classes, int(labels.max()) + 1 if labels.numel() else 0)
         if not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] < 1:
             raise ConfigError("data must be a tensor of shape (N, *data_shape)", "data")
+        if cfg.conditional:
+            if (not isinstance(labels, Tensor) or labels.shape != (data.shape[0],) or labels.is_floating_point()
+                    or labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ConfigError(
+                    f"labels must be {data.shape[0]} integers in [0, {self.num_classes}), one per example", "conditional"
+                )
+            labels = labels.to(torch.int64)
+        elif labels is not None:
+            raise ConfigError("labels were given for an unconditional run (set conditional=True)", "conditional")
         if not bool(torch.isfinite(data).all()):
             bad = int((~torch.isfinite(data.reshape(data.shape[0], -1))).any(1).sum())
             raise ConfigError(f"data has non-finite values (NaN or inf) in {bad} of its {data.shape[0]} examples", "data")
@@ -75,6 +99,10 @@ class Trainer:
         if shard.shape[0] < 1:
             raise ConfigError(f"data has {data.shape[0]} examples, fewer than the {self.dist.world_size} ranks", "data")
         self.data = shard.to(self.device, torch.float32)
+        self.labels = None
+        if labels is not None:
+            lab = labels[self.dist.rank :: self.dist.world_size] if self.dist.enabled else labels
+            self.labels = lab.to(self.device)
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} must be divisible by the number of ranks ({self.dist.world_size})",
@@ -86,7 +114,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         try:
             net = build_model(
-                kind, cfg.model_size, self.data_shape, self.sde.order, output_blocks(self.sde, cfg.parameterization)
+                kind, cfg.model_size, self.data_shape, self.sde.order, output_blocks(self.sde, cfg.parameterization),
+                num_classes=self.num_classes,
             )
         except ValueError as err:
             raise ConfigError(str(err), "model") from None
@@ -99,6 +128,7 @@ class Trainer:
             "parameterization": cfg.parameterization,
             "data_std": cfg.data_std,
             "input_scaling": cfg.input_scaling,
+            "num_classes": self.num_classes,
         }
         self.ema = EMA(self.net, cfg.ema_decay)
 
@@ -116,7 +146,7 @@ class Trainer:
         )
         self.loss_fn = DSMLoss(
             self.sde, cfg.parameterization, cfg.weighting, cfg.t_eps, cfg.time_sampling,
-            data_std=cfg.data_std, input_scaling=cfg.input_scaling,
+            data_std=cfg.data_std, input_scaling=cfg.input_scaling, label_dropout=cfg.label_dropout if cfg.conditional else 0.0,
         )
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -150,7 +180,8 @@ class Trainer:
             g["lr"] = lr
         idx = torch.randint(self.data.shape[0], (self.local_batch,), generator=self.data_gen)
         x0 = self.data[idx.to(self.data.device)]
-        loss = self.loss_fn(self.train_model, x0, generator=self.noise_gen)
+        y = None if self.labels is None else self.labels[idx.to(self.labels.device)]
+        loss = self.loss_fn(self.train_model, x0, generator=self.noise_gen, labels=y)
 
         stats = torch.stack([loss.detach().float(), torch.tensor(float(self.stop_requested), device=loss.device)])
         if self.dist.enabled:
