@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["broadcast_time", "SinusoidalEmbedding", "FourierEmbedding", "LabelEmbedding", "check_num_classes"]
+__all__ = ["broadcast_time", "SinusoidalEmbedding", "FourierEmbedding", "LabelEmbedding", "check_num_classes",
+           "conditioning_embedding"]
 
 
 def broadcast_time(
@@ -130,6 +131,19 @@ class LabelEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes} (+1 null)"
+
+
+def conditioning_embedding(net: nn.Module, x: torch.Tensor, t: torch.Tensor | float,
+                           labels: torch.Tensor | None) -> torch.Tensor:
+    """The (B, C) embedding of time t, plus that of the class labels for a conditional ``net`` (one with
+    ``num_classes > 0``, ``time_embed`` and ``label_embed``); labels for an unconditional net are an error."""
+    t = broadcast_time(t, x.shape[0], x.device, x.dtype)
+    temb = net.time_embed(t)
+    if net.num_classes:
+        return temb + net.label_embed(labels, x.shape[0], x.device).to(temb.dtype)
+    if labels is not None:
+        raise ValueError(f"labels were given to an unconditional {type(net).__name__} (built with num_classes=0)")
+    return temb
 
 
 def check_labels(

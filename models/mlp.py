@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, broadcast_time, check_num_classes
+from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, check_num_classes, conditioning_embedding
 
 __all__ = ["MLP", "MLP_PRESETS"]
 
@@ -98,12 +98,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise ValueError(f"MLP expects x of shape (B, {self.in_dim}), got {tuple(x.shape)}")
-        t = broadcast_time(t, x.shape[0], x.device, x.dtype)
-        temb = self.time_embed(t)
-        if self.num_classes:
-            temb = temb + self.label_embed(labels, x.shape[0], x.device).to(temb.dtype)
-        elif labels is not None:
-            raise ValueError("labels were given to an unconditional MLP (built with num_classes=0)")
+        temb = conditioning_embedding(self, x, t, labels)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, temb)

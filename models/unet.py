@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, broadcast_time, check_num_classes
+from .embeddings import FourierEmbedding, LabelEmbedding, SinusoidalEmbedding, check_num_classes, conditioning_embedding
 
 __all__ = ["UNet", "UNET_PRESETS"]
 
@@ -238,12 +238,7 @@ class UNet(nn.Module):
                 f"input size {H}x{W} is not divisible by 2**(len(channel_mult)-1)={self._factor} "
                 f"(channel_mult={self.channel_mult}, resolution={self.resolution})"
             )
-        t = broadcast_time(t, x.shape[0], x.device, x.dtype)
-        temb = self.time_embed(t)
-        if self.num_classes:
-            temb = temb + self.label_embed(labels, x.shape[0], x.device).to(temb.dtype)
-        elif labels is not None:
-            raise ValueError("labels were given to an unconditional UNet (built with num_classes=0)")
+        temb = conditioning_embedding(self, x, t, labels)
 
         h = self.conv_in(x)
         hs = [h]
