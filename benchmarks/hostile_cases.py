@@ -50,10 +50,15 @@ def run(cmd: list[str] | str, cwd: Path, py: bool = False) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def _step(run_dir: Path) -> int:
+    from kinetic.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(run_dir)["step"])
+
+
 def cases(d: Path) -> list[tuple[str, str, object, bool]]:
     """(section, case, command, is_python) in the order of the issue; R is a small moons run."""
     R = str(d / "R")
-    ro = d / "readonly"
     binary = d / "binary.toml"
     base = ["train", "--data", "moons", "--model", "mlp", "--steps", "20", "--threads", "1", "--quiet"]
 
@@ -76,12 +81,12 @@ def cases(d: Path) -> list[tuple[str, str, object, bool]]:
         ("2", "--config X/config.toml replays overwrite", ["train", "--config", f"{R}/config.toml", "--steps", "10",
                                                           "--threads", "1", "--quiet"], False),
         ("2", "second training on the same --out", "SECOND", False),
-        ("2", "sample --out <unwritable>/s.npz", ["sample", "-c", R, "--n", "8", "--steps", "5",
-                                                  "--out", str(ro / "s.npz")], False),
-        ("2", "evaluate --json <unwritable>", ["evaluate", "-c", R, "--n", "64", "--steps", "5",
-                                               "--json", str(ro / "e.json")], False),
+        ("2", "sample --out <a file>/s.npz (unwritable)", ["sample", "-c", R, "--n", "8", "--steps", "5",
+                                                  "--out", str(d / "afile" / "s.npz")], False),
+        ("2", "evaluate --json <a file>/e.json (unwritable)", ["evaluate", "-c", R, "--n", "64", "--steps", "5",
+                                               "--json", str(d / "afile" / "e.json")], False),
         ("2", "stale .checkpoint.pt.*.tmp after SIGKILL", "STALE", False),
-        ("2", "train --out R --resume (the interrupt hint)", ["train", "--out", R, "--resume", "--steps", "30",
+        ("2", "train --out R --resume (the interrupt hint)", ["train", "--out", R, "--resume", "--steps", "80",
                                                              "--threads", "1", "--quiet"], False),
         ("2", "--resume --steps 20 on a run past it", ["train", "--out", R, "--resume", "--steps", "5",
                                                        "--threads", "1", "--quiet"], False),
@@ -94,7 +99,7 @@ def cases(d: Path) -> list[tuple[str, str, object, bool]]:
                                                       "--batch-size", "1000", "--out", str(d / "big.npz")], False),
         ("4", "info --param beta=1e308", ["info", "--sde", "vp", "--param", "beta_max=1e308"], False),
         ("4", "train --out <a file>/run", [*base, "--out", str(d / "afile" / "run")], False),
-        ("4", "train --out <read-only dir>", [*base, "--out", str(ro / "run")], False),
+        ("4", "train --out <read-only dir> (/proc)", [*base, "--out", "/proc/kinetic-run"], False),
         ("4", "train --out <5000 characters>", [*base, "--out", str(d / ("x" * 5000))], False),
         ("4", "train --config <binary file>", ["train", "--config", str(binary)], False),
         ("4", "sample --n 100000000000", ["sample", "-c", R, "--n", "100000000000", "--steps", "5",
@@ -139,9 +144,6 @@ def main() -> None:
         setup = run(["train", "--data", "moons", "--model", "mlp", "--steps", "50", "--threads", "1", "--quiet",
                      "--out", str(d / "R")], d)
         assert setup["rc"] == 0, setup
-        (d / "ro").mkdir()
-        (d / "readonly").mkdir()
-        os.chmod(d / "readonly", 0o500)
         (d / "afile").write_text("a file")
         (d / "binary.toml").write_bytes(bytes(range(256)) * 4)
         (d / "junk.pt").write_bytes(os.urandom(4096))
@@ -156,18 +158,25 @@ def main() -> None:
                 first.wait()
                 r["message"] = f"first run rc {first.returncode}; second: " + r["message"]
             elif cmd == "STALE":
-                (d / "R" / ".checkpoint.pt.123.tmp").write_bytes(b"partial")
+                (d / "R" / ".checkpoint.pt.k3j2h9q1.tmp").write_bytes(b"partial")
                 r = run(["train", "--out", str(d / "R"), "--resume", "--steps", "60", "--threads", "1", "--quiet"], d)
-                r["message"] = ("temp file removed" if not (d / "R" / ".checkpoint.pt.123.tmp").exists()
+                r["message"] = ("temp file removed" if not (d / "R" / ".checkpoint.pt.k3j2h9q1.tmp").exists()
                                 else "temp file still there") + "; " + r["message"]
             else:
+                before = (d / "R" / "checkpoint.pt").read_bytes()
                 r = run(cmd, d, py=py)
+                if name.startswith("--config"):
+                    same = (d / "R" / "checkpoint.pt").read_bytes() == before
+                    r["message"] = (("R's checkpoint unchanged" if same else "R's checkpoint REPLACED")
+                                    + f"; new run in {', '.join(p.name for p in (d / 'runs').iterdir())}")
+                elif "resume" in name and r["rc"] == 0:
+                    r["message"] = r["message"] or "resumed"
+                    r["message"] += f" (R now at step {_step(d / 'R')})"
             r["api"] = py and cmd not in ("SECOND", "STALE")
             rows.append((sec, name, r))
             print(f"[{sec}] {name}: rc {r['rc']}, traceback {r['traceback']}, {r['seconds']:.1f} s: {r['message']}",
                   flush=True)
     finally:
-        os.chmod(d / "readonly", 0o700)
         shutil.rmtree(d, ignore_errors=True)
     md = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; command: "
           f"`python benchmarks/hostile_cases.py`; limits per case {TIME_LIMIT} s and {MEMORY_LIMIT // 2**30} GiB.", "",

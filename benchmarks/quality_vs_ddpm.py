@@ -107,8 +107,11 @@ class Settings:
         return self.steps * self.long_factor
 
     def budgets(self) -> dict[str, int]:
-        """Snapshot tag -> training steps of the two equal-steps budgets."""
-        return {"steps": self.steps, "long": self.long_steps}
+        """Snapshot tag -> training steps of the equal-steps budgets (one when long_factor is 1)."""
+        return {"steps": self.steps, "long": self.long_steps} if self.long_factor > 1 else {"steps": self.steps}
+
+    def budget_words(self) -> str:
+        return f"{self.steps} and {self.long_steps}" if self.long_factor > 1 else f"{self.steps}"
 
     def validate(self) -> "Settings":
         if not self.seeds or any(int(s) != s or s < 0 for s in self.seeds):
@@ -737,6 +740,7 @@ def summarise(results: dict, methods: list[Method], settings: Settings) -> dict:
     floors = [results["floor"][str(s)]["fd"] for s in settings.seeds]
     summary: dict = {"floor": mean_sd(floors), "methods": {}}
     tags = list(settings.budgets()) + [f"wall_{t}" for t in settings.budgets()]
+    nb = len(settings.budgets())
     for method in methods:
         runs = results["runs"][method.name]
         evs = {seed: runs[seed]["evals"] for seed in runs}
@@ -747,8 +751,8 @@ def summarise(results: dict, methods: list[Method], settings: Settings) -> dict:
         row["train_seconds"] = {tag: mean_sd([runs[s]["train"]["elapsed_at"][str(runs[s]["train"]["snapshots"][tag])]
                                               for s in runs]) for tag in settings.budgets()}
         if method.kind != "ddpm":
-            row["wall_steps"] = {tag: [runs[s]["train"]["snapshots"][tag] for s in runs] for tag in tags[2:]}
-            row["wall_capped"] = {tag: any(runs[s]["train"]["capped"][tag] for s in runs) for tag in tags[2:]}
+            row["wall_steps"] = {tag: [runs[s]["train"]["snapshots"][tag] for s in runs] for tag in tags[nb:]}
+            row["wall_capped"] = {tag: any(runs[s]["train"]["capped"][tag] for s in runs) for tag in tags[nb:]}
         nfe_map = ddpm_best_at(settings) if method.kind == "ddpm" else {nfe: None for nfe in settings.nfes}
         for tag in tags:
             src = tag[5:] if (method.kind == "ddpm" and tag.startswith("wall_")) else tag
@@ -961,7 +965,7 @@ def study_fragment(results: dict, tables: str, command: str) -> str:
     return "\n".join([
         "## Quality at equal budget against diffusers' DDPM (issue 14)", "",
         "### Setup", "",
-        f"- Data: the 1500 training digits (8x8, [-1, 1]). Budgets: {st.steps} and {st.long_steps} steps of batch "
+        f"- Data: the 1500 training digits (8x8, [-1, 1]). Budgets: {st.budget_words()} steps of batch "
         f"{tc.batch_size}; AdamW lr {tc.lr:g} (baseline: {st.ddpm_lr or tc.lr:g}), weight decay {tc.weight_decay:g}, "
         f"{tc.warmup} warm-up steps then constant, gradient clipping {tc.grad_clip:g}, EMA "
         f"min({tc.ema_decay:g}, (1 + s) / (10 + s)); seeds {st.seeds}.",
@@ -978,7 +982,7 @@ def study_fragment(results: dict, tables: str, command: str) -> str:
         "The best sampler of each list is chosen on the same numbers it is reported with (a small optimistic bias "
         "for the rows with several samplers).",
         f"- Equal wall-clock: every model is also evaluated at the last training step within the seconds the diffusers "
-        f"baseline of the same seed needed for {st.steps} and for {st.long_steps} steps (training steps only, "
+        f"baseline of the same seed needed for {st.budget_words().replace(' and ', ' and for ')} steps (training steps only, "
         "measured in the same process; 'capped' marks a run that ended inside the budget), with the sampler that was "
         "best at equal steps for that NFE. Everything runs in float32; timings on a shared machine carry its load.",
         f"- Machine: {mach['processor']}, {mach['cpus']} cores, {mach['threads']} torch thread(s), torch "
@@ -1039,7 +1043,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default=None, help="cache of trained weights and evaluations (default runs/quality_vs_ddpm[-quick])")
     p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=None, help="subset of methods (ddpm always runs)")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="the default budget (the long one is 5x)")
+    p.add_argument("--steps", type=int, default=None, help="the default budget (the long one is --long-factor x)")
+    p.add_argument("--long-factor", type=int, default=None,
+                   help="the long budget in multiples of --steps (default 5; 1: the default budget only)")
     p.add_argument("--n", type=int, default=None, help="samples per set (reference: the other 1797 - n digits)")
     p.add_argument("--nfes", nargs="+", type=int, default=None)
     p.add_argument("--ddpm-steps", type=int, default=None, help="DDPMScheduler sampling steps (default 1000)")
@@ -1054,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         settings = Settings.quick() if a.quick else Settings.full()
-        for name in ("seeds", "steps", "n", "nfes", "ddpm_steps", "ddpm_lr"):
+        for name in ("seeds", "steps", "long_factor", "n", "nfes", "ddpm_steps", "ddpm_lr"):
             if getattr(a, name) is not None:
                 setattr(settings, name, getattr(a, name))
         settings.device = a.device
