@@ -41,11 +41,9 @@ F64 = torch.float64
 T_EPS = 1e-3
 
 PRESETS: dict[str, Callable[[], kn.LinearSDE]] = {
-    "vp": kn.vp, "cld": kn.cld, "hold": kn.hold, "langevin4": lambda: kn.langevin(4),
+    "vp": kn.vp, "cld": kn.cld, "psld": kn.psld, "hold": kn.hold, "langevin4": lambda: kn.langevin(4),
 }
 """name -> preset constructor: adding a preset is one line."""
-if hasattr(kn, "psld"):
-    PRESETS["psld"] = kn.psld
 
 GRIDS = ("uniform", "quadratic", "logsnr")
 NFES = (3, 5, 8, 10, 20, 50)

@@ -4,7 +4,7 @@
     python benchmarks/solver_accuracy.py --few-step-only --few-step issue  # the few-step tables of docs/benchmarks.md
     python benchmarks/solver_accuracy.py --full                          # every NFE level and configuration
 
-Accuracy (issue 4): for VP, CLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
+Accuracy (issue 4): for VP, CLD, PSLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
 64-dimensional Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at NFE
 10 ... 100 (1000 full). Errors: W2 between the Gaussian fitted to the samples and the true law
 (Gaussian data); sliced W2 against a fresh data sample of the same size (mixture). The Monte Carlo
@@ -37,7 +37,7 @@ from .report import bench_parser, command_line, machine_info, machine_line, pars
 __all__ = ["w2_gaussian", "gaussian_fit_w2", "eigenbasis_w2", "sliced_wasserstein", "run_accuracy", "run_focus",
            "measure_overhead", "main", "cli"]
 
-ACCURACY_PRESETS = ("vp", "cld", "hold", "langevin4")
+ACCURACY_PRESETS = ("vp", "cld", "psld", "hold", "langevin4")
 
 
 # ------------------------------------------------------------------ problems
