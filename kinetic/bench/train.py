@@ -217,7 +217,7 @@ def to_markdown(res: dict) -> str:
         "",
         "Only the first convolution of the U-Net grows with the order (k input channels); the exact k x k",
         "kernels (per batch element, float64), the float64 state and the x0 preconditioning make up the",
-        "overhead rows. The loss itself is in `kinetic/losses.py`, the loop in `kinetic/training.py`.",
+        "overhead rows. The loss itself is in `kinetic/losses.py`, the step in `kinetic/training/trainer.py`.",
         "",
     ]
     st = res.get("study")
