@@ -95,7 +95,11 @@ def check_writable(path: Optional[Path], option: str, suffixes: tuple[str, ...] 
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise fail(f"{option}: cannot write {clip(path, 200)}: {err.strerror or first_line(err)}") from None
+        if isinstance(err, (FileExistsError, NotADirectoryError)) and any(p.is_file() for p in path.parents):
+            why = "a part of the path is a file, not a directory"
+        else:
+            why = err.strerror or first_line(err)
+        raise fail(f"{option}: cannot write {clip(path, 200)}: {why}") from None
     return path
 
 

@@ -367,6 +367,8 @@ class LinearSDE:
             raise ValueError(f"{name} must have shape (B, *data_shape) with at least 2 dims, got {tuple(x0.shape)}")
         if not x0.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {x0.dtype}")
+        if x0.numel() == 0:
+            raise ValueError(f"{name} must hold at least one example with a nonempty data shape, got shape {tuple(x0.shape)}")
 
     def check_state(self, z: Tensor, name: str = "z") -> None:
         """Raise a clear error unless z has shape (B, k, *D) and a float dtype."""

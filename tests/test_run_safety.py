@@ -111,7 +111,7 @@ def test_output_path_checked_before_the_work(run, tmp_path, monkeypatch, cmd):
     monkeypatch.setattr(ev, "draw", lambda *a, **k: pytest.fail("sampled before checking the output path"))
     opt = "--out" if cmd == "sample" else "--json"
     r = runner.invoke(app, [cmd, "-c", str(run), opt, str(tmp_path / "file" / "s.npz"), "--quiet"])
-    one_line_exit_2(r, opt, "cannot write")
+    one_line_exit_2(r, opt, "cannot write", "a part of the path is a file")
 
 
 def test_stale_temp_files_are_removed(tmp_path):

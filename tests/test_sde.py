@@ -524,6 +524,9 @@ def test_bad_times_and_shapes():
         sde.reverse_drift(torch.randn(4, 3, 2), 0.5, torch.randn(4, 3))
     with pytest.raises(ValueError, match="shape"):
         sde.prior_sample((0, 2))
+    for f in (sde.perturb, sde.marginal):  # an empty batch: one line, not torch's reshape error
+        with pytest.raises(ValueError, match="x0 must hold at least one example"):
+            f(torch.zeros(0, 2), torch.zeros(0))
 
 
 # ----------------------------------------------------------------------------- torchsde Monte Carlo
