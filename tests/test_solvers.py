@@ -62,8 +62,10 @@ def test_bad_inputs():
         sample(kn.cld(), data.score_fn(kn.cld()), (4, 2), solver="pc")
     with pytest.raises(ValueError, match="uniform"):
         sample(sde, sf, (4, 2), solver="torchsde", grid="quadratic", steps=4)
-    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
-        sample(sde, sf, (4, 2), solver="ei", order=4)
+    with pytest.raises(ValueError, match="order must be 1, 2, 3 or 4"):
+        sample(sde, sf, (4, 2), solver="ei", order=5)
+    with pytest.raises(ValueError, match="corrector must be True or False"):
+        sample(sde, sf, (4, 2), solver="ei", corrector=1)
     with pytest.raises(ValueError, match="shape must be"):
         sample(sde, sf, (4,))
     with pytest.raises(TypeError, match="LinearSDE"):
@@ -114,9 +116,11 @@ def test_ei_deterministic_exact_for_gaussian_data(sde):
     sf = data.score_fn(sde)
     ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9,
                     generator=torch.Generator().manual_seed(0), return_state=True)
-    for steps, grid, order in [(1, "uniform", 1), (3, "quadratic", 2), (17, "logsnr", 3)]:
-        z, nfe = sample(sde, sf, (2, 3), solver="ei", steps=steps, grid=grid, order=order, data_std=math.sqrt(var),
-                        generator=torch.Generator().manual_seed(0), return_state=True)
+    cases = [(1, "uniform", {"order": 1}), (3, "quadratic", {"order": 2}), (17, "logsnr", {"order": 3}),
+             (5, "quadratic", {"order": 3, "corrector": True, "poly": "logsigma"})]
+    for steps, grid, opts in cases:
+        z, nfe = sample(sde, sf, (2, 3), solver="ei", steps=steps, grid=grid, data_std=math.sqrt(var),
+                        generator=torch.Generator().manual_seed(0), return_state=True, **opts)
         assert nfe == steps
         err = float((z - ref).abs().max() / ref.abs().max())
         assert err < 1e-6, (steps, err)
@@ -237,7 +241,8 @@ ORDER_CASES = [
     ("vp", "em", {}), ("vp", "em", {"probability_flow": True}), ("vp", "pc", {}), ("vp", "sscs", {}),
     ("vp", "lie_trotter", {}), ("vp", "ei", {"order": 1}), ("vp", "ei", {"order": 2}), ("vp", "ei", {"order": 3}),
     ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"order": 1}),
-    ("cld", "ei", {"order": 2}),
+    ("cld", "ei", {"order": 2}), ("vp", "ei", {"order": 1, "corrector": True}),
+    ("vp", "ei", {"order": 3, "corrector": True}),
 ]
 
 
