@@ -39,6 +39,12 @@ any step count: gDDIM's Props. 4 and 6. Psi is integrated once per grid, all ste
 by substep count), with RK4 in v = log tau + alpha tau (alpha = the spectral radius of A; substeps
 set from the rate of the linear part, which is scale-free in v) and the W_j, P integrals by
 Simpson's rule on the same nodes.
+
+Corrector (``corrector``; UniPC's, Zhao et al. 2023, "UniPC", generalised to k blocks): the
+evaluation at the start of step i + 1 gives mu_{i+1}; step i is then redone from its start with
+the polynomial through x_{i+1}, x_i, ..., x_{i-order+1} (Adams-Moulton weights from the same
+moments), and step i + 1 starts from the corrected state. No extra NFE; one order more; the last
+step is not corrected. Both weight sets sum to c_tau' - F c_tau, so exactness is kept.
 """
 
 from __future__ import annotations
@@ -278,24 +284,29 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, mome
 
 @register
 class ExponentialIntegrator(FixedGridSolver):
-    """gDDIM-style exponential integrator. Options: ``order`` (1, 2, 3: multistep in ``poly``, default 3),
+    """gDDIM-style exponential integrator. Options: ``order`` (1 to 4: multistep in ``poly``, default 3),
     ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_std``
     (sigma_d, the std of the Gaussian reference for which every step is exact; default 0.5 = EDM's
     sigma_data for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
-    polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda"), ``ds`` (RK4 step in log tau times the
-    rate, for the coefficients)."""
+    polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda", "logsigma"), ``corrector`` (True: after
+    each evaluation the step just taken is redone with the polynomial through its new end point, UniPC's
+    corrector generalised to k blocks, no extra NFE, one order more; None, the default: on for the
+    deterministic sampler (eta = 0), off for eta > 0, where it loses at 5 NFE in docs/benchmarks.md),
+    ``ds`` (RK4 step in log tau times the rate, for the coefficients). Its default grid is ``band``
+    (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
 
     name = "ei"
     defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
-                "corrector": False}
+                "corrector": None}
+    default_grid = "band"
 
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
         if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4):
             raise ValueError(f"ei: order must be 1, 2, 3 or 4, got {o['order']!r}")
-        if not isinstance(o["corrector"], bool):
-            raise ValueError(f"ei: corrector must be True or False, got {o['corrector']!r}")
+        if o["corrector"] is not None and not isinstance(o["corrector"], bool):
+            raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
         self.eta = _number("eta", o["eta"])
         if o["stochastic"] and self.eta == 0.0:
             self.eta = 1.0
@@ -307,8 +318,13 @@ class ExponentialIntegrator(FixedGridSolver):
             raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {o['poly']!r}")
 
     @property
+    def corrector(self) -> bool:
+        c = self.options["corrector"]
+        return self.eta == 0 if c is None else bool(c)
+
+    @property
     def order(self) -> int:
-        return int(self.options["order"]) + int(self.options["corrector"] and self.eta == 0)
+        return int(self.options["order"]) + int(self.corrector and self.eta == 0)
 
     @property
     def stochastic(self) -> bool:
@@ -317,7 +333,7 @@ class ExponentialIntegrator(FixedGridSolver):
     def plan(self, sde, ts):
         o = self.options
         return plan(sde, ts, order=int(o["order"]), eta=self.eta, data_std=self.data_std, ds=self.ds, poly=o["poly"],
-                    corrector=bool(o["corrector"]))
+                    corrector=self.corrector)
 
     def step(self, i, z, plan, score, noise, state):
         s = score(z, plan["t_score"][i])
