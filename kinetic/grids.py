@@ -93,7 +93,7 @@ def _band(sde, steps: int, t_eps: float) -> Tensor:
     below). The data block's own noise level (``logsnr``) is a poor clock for k >= 2, where sigma spans
     from ~700 to ~1e-5 (HOLD) and most of that range is spent where nothing changes."""
     lo, hi = BAND
-    fine = fine_times(t_eps, sde.T, 8193)
+    fine = fine_times(t_eps, sde.T)
     sig = torch.cummax(sde.coefficients(fine).sigma_tilde, 0).values
     ls = torch.log(sig)
     w = 1.0 / torch.sqrt((1.0 + (sig / hi) ** 2) * (1.0 + (lo / sig) ** 2))
