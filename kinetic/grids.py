@@ -80,11 +80,34 @@ def _logsnr(sde, steps: int, t_eps: float) -> Tensor:
     return interp(target, lam, torch.log(fine)).exp()
 
 
+BAND = (0.08, 3.0)
+"""The ``band`` grid's (sigma_lo, sigma_hi): where data of about unit scale is resolved (docs/benchmarks.md)."""
+
+
+@register_grid("band")
+def _band(sde, steps: int, t_eps: float) -> Tensor:
+    """Uniform in x(sigma) = int w(sigma) d log sigma, w = 1 / sqrt((1 + (sigma / s_hi)^2) (1 + (s_lo / sigma)^2)),
+    sigma = `Coefficients.sigma_tilde` (the noise level of the least-squares estimate of x0 from the whole
+    state; sigma / alpha for VP) and (s_lo, s_hi) = `BAND`: uniform in log sigma inside the band, where
+    the data estimate changes, and about one step for each tail (w ~ s_hi / sigma above, sigma / s_lo
+    below). The data block's own noise level (``logsnr``) is a poor clock for k >= 2, where sigma spans
+    from ~700 to ~1e-5 (HOLD) and most of that range is spent where nothing changes."""
+    lo, hi = BAND
+    fine = fine_times(t_eps, sde.T)
+    sig = torch.cummax(sde.coefficients(fine).sigma_tilde, 0).values
+    ls = torch.log(sig)
+    w = 1.0 / torch.sqrt((1.0 + (sig / hi) ** 2) * (1.0 + (lo / sig) ** 2))
+    x = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (w[1:] + w[:-1]) * (ls[1:] - ls[:-1]), 0)])
+    target = torch.linspace(float(x[-1]), float(x[0]), steps + 1, dtype=torch.float64)
+    return interp(target, x, torch.log(fine)).exp()
+
+
 def time_grid(sde, steps: int, t_eps: float = 1e-3, grid: str | Tensor = "uniform") -> Tensor:
     """Decreasing float64 CPU times (steps + 1,) from T to t_eps.
 
     ``grid``: a name in `GRIDS` ("uniform": linear in t; "quadratic": (linspace(sqrt T, sqrt t_eps))^2,
-    fine near t_eps; "logsnr": uniform in the data block's log noise-to-signal ratio), or a
+    fine near t_eps; "logsnr": uniform in the data block's log noise-to-signal ratio; "band": uniform
+    in log sigma_tilde inside `BAND`, see `_band`), or a
     decreasing tensor of times from T to t_eps (checked and returned as float64; ``steps`` and
     ``t_eps`` are then ignored). At most `MAX_STEPS` steps.
     """

@@ -42,8 +42,8 @@ DEFAULT_SOLVER = "ei"
 
 def default_grid(solver: str | Solver) -> str:
     """The grid `sample` uses for ``solver`` when ``grid`` is None: the solver's ``default_grid``
-    ("quadratic" for the fixed-grid solvers, the best of the grids in docs/benchmarks.md for the
-    default ``ei``; "uniform" for torchsde, which needs it, and ode, which uses only the end points)."""
+    ("band" for the default ``ei``, the best of the grids in docs/benchmarks.md; "quadratic" for the
+    other fixed-grid solvers; "uniform" for torchsde, which needs it, and ode, which uses only the end points)."""
     cls = SOLVERS[solver] if isinstance(solver, str) else type(solver)
     return cls.default_grid
 
@@ -243,9 +243,10 @@ def sample(
         solver: a name in `kinetic.solvers.SOLVERS` (em, pc, sscs, lie_trotter, ei, ode, torchsde).
         steps: number of solver steps (NFE for one-evaluation-per-step solvers), at most
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
-        grid: None (the solver's `default_grid`: "quadratic" for ei, em, pc, sscs and lie_trotter,
-            the best grid for ei in docs/benchmarks.md; "uniform" for torchsde and ode), a name in `kinetic.grids.GRIDS`
-            ("uniform", "quadratic", "logsnr"; see `time_grid`) or decreasing times from T to t_eps.
+        grid: None (the solver's `default_grid`: "band" for ei, the best grid for it in docs/benchmarks.md;
+            "quadratic" for em, pc, sscs and lie_trotter; "uniform" for torchsde and ode), a name in
+            `kinetic.grids.GRIDS` ("uniform", "quadratic", "logsnr", "band"; see `time_grid`) or decreasing
+            times from T to t_eps.
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
             noise increments of the fixed-grid solvers (e.g. zeros: the mean path of a stochastic

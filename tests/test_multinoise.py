@@ -143,8 +143,8 @@ def test_reversed_linear_part(make):
 # ------------------------------------------------------------------ orders and convergence
 COARSE, FINE = (32, 64, 128, 256), (128, 256, 512, 1024)
 ORDER_CASES = [("full", "em", {}, COARSE), ("full", "sscs", {}, COARSE), ("full", "pc", {}, COARSE),
-               ("full", "ei", {"order": 2}, FINE), ("n02", "lie_trotter", {}, COARSE), ("n02", "ei", {"order": 1}, COARSE),
-               ("n02", "ei", {"order": 3}, COARSE)]
+               ("full", "ei", {"order": 2, "corrector": False}, FINE), ("n02", "lie_trotter", {}, COARSE), ("n02", "ei", {"order": 1, "corrector": False}, COARSE),
+               ("n02", "ei", {"order": 3, "corrector": False}, COARSE)]
 
 
 @pytest.mark.parametrize("sde_name,name,opts,Ns", ORDER_CASES, ids=[f"{a}-{b}-{c}" for a, b, c, _ in ORDER_CASES])

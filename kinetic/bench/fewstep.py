@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 import kinetic as kn
+from kinetic import grids as kinetic_grids
 from kinetic import solvers as kinetic_solvers
 
 from . import problems as pb
@@ -45,7 +46,7 @@ PRESETS: dict[str, Callable[[], kn.LinearSDE]] = {
 }
 """name -> preset constructor: adding a preset is one line."""
 
-GRIDS = ("uniform", "quadratic", "logsnr")
+GRIDS = ("uniform", "quadratic", "logsnr", "band")
 NFES = (3, 5, 8, 10, 20, 50)
 
 
@@ -72,13 +73,19 @@ CONFIGS = [
     Config("pc", "pc"),
     Config("sscs", "sscs"),
     Config("lie_trotter", "lie_trotter"),
-    Config("ei-1", "ei", {"order": 1}),
-    Config("ei-2", "ei", {"order": 2}),
-    Config("ei-3", "ei", {"order": 3}),
-    Config("ei-3 (data scale 0)", "ei", {"order": 3, "data_std": 0.0}),
+    Config("ei-1", "ei", {"order": 1, "corrector": False}),
+    Config("ei-2", "ei", {"order": 2, "corrector": False}),
+    Config("ei-3", "ei", {"order": 3, "corrector": False}),
+    Config("ei-3 (data scale 0)", "ei", {"order": 3, "data_std": 0.0, "corrector": False}),
+    Config("ei-2 + corrector", "ei", {"order": 2, "corrector": True}),
+    Config("ei-3 + corrector", "ei", {"order": 3, "corrector": True}),
+    Config("ei-3 + corrector, logsigma", "ei", {"order": 3, "corrector": True, "poly": "logsigma"}),
     Config("ei-2 (eta 1)", "ei", {"order": 2, "eta": 1.0}),
+    Config("ei-3 (eta 1)", "ei", {"order": 3, "eta": 1.0}),
 ]
 REDUCED = ("kn.sample default", "em", "sscs", "ei-2", "ei-3", "ei-2 (eta 1)", "pc")
+ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 + corrector, logsigma", "ei-3 (eta 1)")
+"""The configurations compared by ``python -m kinetic.bench.fewstep`` (the after-tables of issue 12)."""
 
 
 # ------------------------------------------------------------------ errors and the reference
@@ -375,3 +382,50 @@ def plot(res: dict, path: str, top: float = 10.0) -> None:
             ax.set_ylim(lo, min(hi, top))
             ax.set_title(f"{s} / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=8)
     save_figure(fig, axes, path, 0.85)
+
+
+def main(argv=None) -> None:
+    """``python -m kinetic.bench.fewstep [--presets vp,hold] [--configs LABEL;LABEL] [--grids quadratic,band]
+    [--nfes 3,5,8,10] [--n 20000] [--threads 1] [--out FILE.md]``: `run` for some configurations and grids;
+    writes `to_markdown` (and FILE.json with the raw rows), prints one line per configuration."""
+    import argparse
+    import json
+    import os
+
+    global GRIDS  # Config.grids() reads it
+
+    p = argparse.ArgumentParser(prog="python -m kinetic.bench.fewstep", description=main.__doc__.splitlines()[0])
+    p.add_argument("--presets", default=",".join(PRESETS))
+    p.add_argument("--configs", default=";".join(ISSUE12), help="labels of CONFIGS, separated by ';'")
+    p.add_argument("--grids", default=",".join(GRIDS))
+    p.add_argument("--nfes", default="3,5,8,10")
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--n-path", type=int, default=500)
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="markdown file to write (its folder must exist)")
+    a = p.parse_args(argv)
+    labels = [c for c in a.configs.split(";") if c]
+    known = {c.label for c in CONFIGS}
+    bad = [c for c in labels if c not in known] + [g for g in a.grids.split(",") if g not in kinetic_grids.GRIDS]
+    bad += [s for s in a.presets.split(",") if s not in PRESETS]
+    if bad:
+        p.error(f"unknown configuration, grid or preset {bad}; configurations: {sorted(known)}")
+    if a.out and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
+        p.error(f"--out: the folder of {a.out!r} does not exist")
+    torch.set_num_threads(a.threads)
+    GRIDS = tuple(a.grids.split(","))
+    t0 = time.perf_counter()
+    res = run(presets=a.presets.split(","), nfes=[int(x) for x in a.nfes.split(",")], n=a.n, n_path=a.n_path,
+              configs=labels, rtol=a.rtol, log=print)
+    res["seconds"] = time.perf_counter() - t0
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write(to_markdown(res) + "\n")
+        with open(os.path.splitext(a.out)[0] + ".json", "w", encoding="utf-8") as f:
+            json.dump(res, f)
+    print(f"{res['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,6 +39,12 @@ any step count: gDDIM's Props. 4 and 6. Psi is integrated once per grid, all ste
 by substep count), with RK4 in v = log tau + alpha tau (alpha = the spectral radius of A; substeps
 set from the rate of the linear part, which is scale-free in v) and the W_j, P integrals by
 Simpson's rule on the same nodes.
+
+Corrector (``corrector``; UniPC's, Zhao et al. 2023, "UniPC", generalised to k blocks): the
+evaluation at the start of step i + 1 gives mu_{i+1}; step i is then redone from its start with
+the polynomial through x_{i+1}, x_i, ..., x_{i-order+1} (Adams-Moulton weights from the same
+moments), and step i + 1 starts from the corrected state. No extra NFE; one order more; the last
+step is not corrected. Both weight sets sum to c_tau' - F c_tau, so exactness is kept.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ from .base import FixedGridSolver, mix, noised_columns, step_sizes
 
 __all__ = ["ExponentialIntegrator", "plan", "POLY_VARIABLES"]
 
-POLY_VARIABLES = ("t", "logtau", "lambda")
+POLY_VARIABLES = ("t", "logtau", "lambda", "logsigma")
+MAX_MOMENT = 4  # polynomials of degree <= 4 in the multistep predictor / corrector (up to 5 nodes)
 _CHUNK_NODES = 1 << 16  # time nodes per batch of k x k work in the plan (bounds its memory)
 
 
@@ -87,16 +94,19 @@ def _reference(sde, t: Tensor, data_std: float, score_weight: float) -> dict:
         "state_coef": (Dw.unsqueeze(-2) @ R).squeeze(-2) / den[..., None],
         "den": den,
         "lam": co.lam,
+        "logsig": torch.log(co.sigma_tilde),
     }
 
 
-def _poly_value(poly: str, t: Tensor, tau: Tensor, lam: Tensor) -> Tensor:
-    """The polynomial variable x(t): t (gDDIM, DEIS tAB), log tau, or lambda (DPM-Solver++)."""
+def _poly_value(poly: str, t: Tensor, ref: dict) -> Tensor:
+    """The polynomial variable x(t) from `_reference`'s output at t: t (gDDIM, DEIS tAB), log tau,
+    lambda (the data block's half log noise-to-signal ratio; DPM-Solver++'s variable for VP) or
+    log sigma_tilde (the noise level of the GLS estimate of x0 from the whole state: lambda for k = 1)."""
     if poly == "t":
         return t
     if poly == "logtau":
-        return torch.log(tau)
-    return lam
+        return torch.log(ref["tau"])
+    return ref["lam"] if poly == "lambda" else ref["logsig"]
 
 
 def _spectral_radius(K: Tensor) -> Tensor:
@@ -119,8 +129,8 @@ def _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx, m, e
     """For the steps idx (n,), each split into m RK4 substeps uniform in v = log tau + alpha tau
     (logarithmic near 0, linear where the drift's own rate dominates): integrate H(u) = Psi(tau', u)
     (dH/dv = -H M du/dv, H(tau') = I) and, by Simpson's rule on the same nodes, I_p = int H b x^p du
-    (p = 1, 2; x the polynomial variable scaled to [-1, 0] over the step) and
-    P = eta^2 int H D H^T du. Returns F = H(tau), I1, I2, P."""
+    (p = 1 .. MAX_MOMENT; x the polynomial variable scaled to [-1, 0] over the step) and
+    P = eta^2 int H D H^T du. Returns F = H(tau), I (n, MAX_MOMENT, k), P."""
     n, k = idx.shape[0], sde.order
     nodes = 4 * m + 1  # RK4 nodes at even indices, midpoints at odd ones
     frac = torch.arange(nodes, dtype=torch.float64)[None, :] / (4 * m)
@@ -153,28 +163,32 @@ def _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx, m, e
     due = dudv[:, ::2]
     b = ref["b"].reshape(n, nodes, k)[:, ::2]  # (n, even, k)
     Hb = (He @ b.unsqueeze(-1)).squeeze(-1) * due[..., None]  # Psi(tau', u) b(u) du/dv
-    x_even = _poly_value(poly, t_nodes[:, ::2], ref["tau"].reshape(n, nodes)[:, ::2], ref["lam"].reshape(n, nodes)[:, ::2])
+    sub = {key: ref[key].reshape(n, nodes)[:, ::2] for key in ("tau", "lam", "logsig")}
+    x_even = _poly_value(poly, t_nodes[:, ::2], sub)
     xs = (x_even - x_grid[idx, None]) / x_step[idx, None]  # in [-1, 0] over the step
-    I1 = (simpson[..., None] * Hb * xs[..., None]).sum(1)
-    I2 = (simpson[..., None] * Hb * (xs**2)[..., None]).sum(1)
+    I = torch.stack([(simpson[..., None] * Hb * (xs**p)[..., None]).sum(1) for p in range(1, MAX_MOMENT + 1)], 1)
     P = torch.zeros(n, k, k, dtype=torch.float64)
     if eta > 0:
         HG = He @ sde.diffusion_matrix  # Psi D Psi^T = (Psi G)(Psi G)^T
         P = eta**2 * ((simpson * due)[..., None, None] * (HG @ HG.transpose(-1, -2))).sum(1)
-    return H, I1, I2, P
+    return H, I, P
 
 
 def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float = 0.5, ds: float = 0.02,
-         poly: str = "t") -> dict:
+         poly: str = "t", corrector: bool = False) -> dict:
     """Per-step float64 CPU coefficients of the exponential integrator on the grid ``ts`` (N steps).
 
     Returns "transition" F (N, k, k); "data_weights" W (N, order, k) (zero-padded; W[i, j]
-    multiplies the data prediction of step i - j); "noise_chol" chol P (N, k, k) when eta > 0;
-    the data-prediction map mu_i = score_coef_i . s_N + state_coef_i . z ("score_coef" (N, m),
-    "state_coef" (N, k)); "t_score" (N,); and "substeps" (N,) (RK4 substeps per step).
+    multiplies the data prediction of step i - j); with ``corrector``, "corrector_weights"
+    Wc (N, order + 1, k) (Wc[i, 0] multiplies the data prediction at the END of step i, Wc[i, 1 + j]
+    that of step i - j); "noise_chol" chol P (N, k, k) when eta > 0; the data-prediction map
+    mu_i = score_coef_i . s_N + state_coef_i . z ("score_coef" (N, m), "state_coef" (N, k));
+    "t_score" (N,); and "substeps" (N,) (RK4 substeps per step).
     """
     if poly not in POLY_VARIABLES:
         raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {poly!r}")
+    if order + int(corrector) > MAX_MOMENT + 1:
+        raise ValueError(f"ei: order {order} with the corrector needs more than {MAX_MOMENT + 1} nodes")
     q = step_sizes(sde, ts)
     t, tau = q["t"], q["tau"]
     N = t.shape[0] - 1
@@ -198,15 +212,16 @@ def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float =
     dv = v[:-1] - v[1:]  # (N,) > 0
     rho = torch.maximum(rate[:-1], rate[1:]).clamp_min(1.0)
     substeps = torch.ceil(dv * rho / ds).clamp(2, 16384).to(torch.int64)  # RK4 steps per step
-    x_grid = _poly_value(poly, t, tau, grid["lam"])  # (N+1,)
-    x_step = x_grid[:-1] - x_grid[1:]  # (N,), > 0
+    x_grid = _poly_value(poly, t, grid)  # (N+1,)
+    x_step = x_grid[:-1] - x_grid[1:]  # (N,)
+    if not bool((x_step > 0).all()):
+        raise ValueError(f"ei: the polynomial variable {poly!r} is not strictly monotone on this grid")
 
     # steps are grouped in buckets of similar substep counts (rounded up to a power of two) so that
     # work stays ~ sum_i substeps_i; inside a bucket every step uses the same number of nodes, and
     # a bucket is processed in chunks of at most _CHUNK_NODES time nodes
     F = torch.empty(N, k, k, dtype=torch.float64)
-    I1 = torch.empty(N, k, dtype=torch.float64)
-    I2 = torch.empty(N, k, dtype=torch.float64)
+    I = torch.empty(N, MAX_MOMENT, k, dtype=torch.float64)
     P = torch.zeros(N, k, k, dtype=torch.float64)
     bucket = torch.ceil(torch.log2(substeps.to(torch.float64))).to(torch.int64)
     for b in bucket.unique().tolist():
@@ -214,38 +229,54 @@ def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float =
         per = max(1, _CHUNK_NODES // (4 * 2**b + 1))
         for j in range(0, idx_all.numel(), per):
             idx = idx_all[j : j + per]
-            F[idx], I1[idx], I2[idx], P[idx] = _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx,
-                                                          2**b, eta)
+            F[idx], I[idx], P[idx] = _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx, 2**b, eta)
     c = grid["c"]
     I0 = c[1:] - (F @ c[:-1].unsqueeze(-1)).squeeze(-1)  # exact: int Psi b du = c_tau' - F c_tau
-    moments = torch.stack([I0, I1, I2], dim=1)  # (N, 3, k)
-
-    # Lagrange weights through x_i, x_{i-1}, ..., x_{i-q+1} (q = min(order, i + 1)), in (x - x_i) / step_i
-    W = torch.zeros(N, order, k, dtype=torch.float64)
-    for i in range(min(order - 1, N)):  # the first steps: lower orders
-        W[i, : i + 1] = _lagrange(x_grid, x_step, torch.tensor([i]), i + 1, moments)[0]
-    if N >= order:
-        idx = torch.arange(order - 1, N)
-        W[idx] = _lagrange(x_grid, x_step, idx, order, moments)
+    moments = torch.cat([I0[:, None], I], dim=1)  # (N, MAX_MOMENT + 1, k)
 
     out = {
         "transition": F,
-        "data_weights": W,
+        "data_weights": _multistep_weights(x_grid, x_step, moments, order, new=False),
         "score_coef": grid["score_coef"][:-1],
         "state_coef": grid["state_coef"][:-1],
         "t_score": t[:-1],
         "substeps": substeps,
     }
+    if corrector:
+        out["corrector_weights"] = _multistep_weights(x_grid, x_step, moments, order + 1, new=True)
     if eta > 0:
         out["noise_chol"] = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
     return out
 
 
-def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, q: int, moments: Tensor) -> Tensor:
+def _multistep_weights(x_grid: Tensor, x_step: Tensor, moments: Tensor, q: int, new: bool) -> Tensor:
+    """(N, q, k) weights of the data predictions for every step i, from the Lagrange polynomial
+    through q nodes (fewer at the first steps, where the history is shorter; zero-padded): the
+    predictor (``new`` False) through x_i, x_{i-1}, ..., x_{i-q+1} (Adams-Bashforth); the corrector
+    (``new`` True) through x_{i+1}, x_i, ..., x_{i-q+2} (Adams-Moulton: the first weight multiplies
+    the prediction at the step's end)."""
+    N, k = moments.shape[0], moments.shape[-1]
+    W = torch.zeros(N, q, k, dtype=torch.float64)
+    first = 1 if new else 0
+    for i in range(min(q - 1 - first, N)):  # the first steps: as many past nodes as there are
+        W[i, : i + 1 + first] = _lagrange(x_grid, x_step, torch.tensor([i]), _offsets(i + 1 + first, new), moments)[0]
+    lo = max(q - 1 - first, 0)
+    if N > lo:
+        W[lo:] = _lagrange(x_grid, x_step, torch.arange(lo, N), _offsets(q, new), moments)
+    return W
+
+
+def _offsets(q: int, new: bool) -> Tensor:
+    """Grid-index offsets of the q interpolation nodes of step i: 0, -1, ... (predictor), or
+    +1, 0, -1, ... (corrector)."""
+    return torch.arange(q) * -1 + (1 if new else 0)
+
+
+def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, moments: Tensor) -> Tensor:
     """W[i, j] = sum_p a[j, p] moments[i, p] for the steps idx, with l_j(x) = sum_p a[j, p] x^p the
-    Lagrange basis through the q nodes (x_{i-j} - x_i) / step_i, j < q. Returns (len(idx), q, k)."""
-    lags = torch.arange(q)
-    nodes = (x_grid[idx[:, None] - lags] - x_grid[idx, None]) / x_step[idx, None]  # (n, q)
+    Lagrange basis through the nodes (x_{i+offsets_j} - x_i) / step_i. Returns (len(idx), q, k)."""
+    q = offsets.numel()
+    nodes = (x_grid[idx[:, None] + offsets] - x_grid[idx, None]) / x_step[idx, None]  # (n, q)
     V = nodes[..., None] ** torch.arange(q, dtype=torch.float64)  # V[l, p]
     a = torch.linalg.inv(V).transpose(-1, -2)  # a[j, p]
     return a @ moments[idx, :q]
@@ -253,21 +284,29 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, q: int, moments: Tens
 
 @register
 class ExponentialIntegrator(FixedGridSolver):
-    """gDDIM-style exponential integrator. Options: ``order`` (1, 2, 3: multistep in ``poly``, default 3),
+    """gDDIM-style exponential integrator. Options: ``order`` (1 to 4: multistep in ``poly``, default 3),
     ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_std``
     (sigma_d, the std of the Gaussian reference for which every step is exact; default 0.5 = EDM's
     sigma_data for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
-    polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda"), ``ds`` (RK4 step in log tau times the
-    rate, for the coefficients)."""
+    polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda", "logsigma"), ``corrector`` (True: after
+    each evaluation the step just taken is redone with the polynomial through its new end point, UniPC's
+    corrector generalised to k blocks, no extra NFE, one order more; None, the default: on for the
+    deterministic sampler (eta = 0), off for eta > 0, where it loses at 5 NFE in docs/benchmarks.md),
+    ``ds`` (RK4 step in log tau times the rate, for the coefficients). Its default grid is ``band``
+    (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
 
     name = "ei"
-    defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t"}
+    defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
+                "corrector": None}
+    default_grid = "band"
 
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
-        if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3):
-            raise ValueError(f"ei: order must be 1, 2 or 3, got {o['order']!r}")
+        if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4):
+            raise ValueError(f"ei: order must be 1, 2, 3 or 4, got {o['order']!r}")
+        if o["corrector"] is not None and not isinstance(o["corrector"], bool):
+            raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
         self.eta = _number("eta", o["eta"])
         if o["stochastic"] and self.eta == 0.0:
             self.eta = 1.0
@@ -279,29 +318,43 @@ class ExponentialIntegrator(FixedGridSolver):
             raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {o['poly']!r}")
 
     @property
+    def corrector(self) -> bool:
+        c = self.options["corrector"]
+        return self.eta == 0 if c is None else bool(c)
+
+    @property
     def order(self) -> int:
-        return int(self.options["order"])
+        return int(self.options["order"]) + int(self.corrector and self.eta == 0)
 
     @property
     def stochastic(self) -> bool:
         return self.eta > 0
 
     def plan(self, sde, ts):
-        return plan(sde, ts, order=self.order, eta=self.eta, data_std=self.data_std, ds=self.ds, poly=self.options["poly"])
+        o = self.options
+        return plan(sde, ts, order=int(o["order"]), eta=self.eta, data_std=self.data_std, ds=self.ds, poly=o["poly"],
+                    corrector=self.corrector)
 
     def step(self, i, z, plan, score, noise, state):
         s = score(z, plan["t_score"][i])
         mu = (mix(plan["score_coef"][i : i + 1], s) + mix(plan["state_coef"][i : i + 1], z))[:, 0]
         history = state.setdefault("data", [])  # data predictions, newest first
         history.insert(0, mu)
-        del history[self.order :]
+        if "corrector_weights" in plan and i > 0:
+            # redo the step just taken with the polynomial through its new end point (no extra NFE)
+            Wc = plan["corrector_weights"][i - 1]
+            z = mix(plan["transition"][i - 1], state["start"]) + state["noise"]
+            for j, mu_j in enumerate(history[: Wc.shape[0]]):
+                z = z + Wc[j][None, :, None] * mu_j[:, None, :]
         W = plan["data_weights"][i]
+        del history[W.shape[0] :]  # the predictor's nodes; the corrector adds the next one
         new = mix(plan["transition"][i], z)
-        for j, mu_j in enumerate(history):
+        for j, mu_j in enumerate(history[: W.shape[0]]):
             new = new + W[j][None, :, None] * mu_j[:, None, :]
-        if "noise_chol" in plan:
-            new = new + mix(plan["noise_chol"][i], noise(z.shape[1]))
-        return new
+        xi = mix(plan["noise_chol"][i], noise(z.shape[1])) if "noise_chol" in plan else torch.zeros_like(z[:1])
+        if "corrector_weights" in plan:
+            state["start"], state["noise"] = z, xi
+        return new + xi
 
 
 def _number(name: str, value) -> float:
