@@ -13,6 +13,12 @@ from kinetic.presets import PRESETS
 from .common import build_sde, cli_errors, console, parse_params
 
 
+def _reason(err: BaseException) -> str:
+    """The words of an OverflowError, without the errno tuple math.exp adds."""
+    a = err.args
+    return str(a[1]) if len(a) == 2 and isinstance(a[1], str) else (str(err) or type(err).__name__)
+
+
 def _matrix_table(title: str, rows) -> Table:
     console.print(f"[bold]{title}[/]")
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -43,7 +49,7 @@ def info(
     try:
         model = build_sde(sde, order, parse_params(param))
     except ArithmeticError as err:
-        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({_reason(err)}); use smaller values") from None
     try:
         fracs = [float(x) for x in times.split(",") if x.strip()]
     except ValueError:
@@ -53,7 +59,7 @@ def info(
     try:
         data = model.info([f * model.T for f in fracs])
     except ArithmeticError as err:
-        raise ValueError(f"--param: these SDE parameters overflow in floating point ({err}); use smaller values") from None
+        raise ValueError(f"--param: these SDE parameters overflow in floating point ({_reason(err)}); use smaller values") from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

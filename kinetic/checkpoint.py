@@ -102,12 +102,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[st
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, i.e. running the file's code: never do that
         raise CheckpointError(
-            f"cannot read {path}: not a kinetic checkpoint (it holds Python objects, not only tensors and plain "
-            "data; kinetic never unpickles those, since a file from an untrusted source could run code)"
+            f"cannot read {path}: not a kinetic checkpoint (not a torch file of tensors and plain data only; kinetic "
+            "never unpickles anything else, since a file from an untrusted source could run code)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, OverflowError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} (not a kinetic checkpoint?): {msg}") from None
+        raise CheckpointError(f"cannot read {path}: not a kinetic checkpoint (torch cannot read it: {msg})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a kinetic checkpoint (no format field {CHECKPOINT_FORMAT!r})")
     if ckpt.get("format_version") != CHECKPOINT_FORMAT_VERSION:

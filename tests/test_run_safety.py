@@ -260,6 +260,11 @@ def test_hostile_values_are_truncated_and_pickles_refused_plainly(run, tmp_path)
     r = runner.invoke(app, ["sample", "-c", str(tmp_path / "mal.pt"), "--quiet"])
     one_line_exit_2(r, "not a kinetic checkpoint", "never unpickles")
     assert "weights_only" not in r.output
+    for junk in (bytes(range(256)) * 16, b"\x88" + bytes(4095), b"PK\x03\x04" + bytes(100)):  # not even a pickle
+        (tmp_path / "junk.pt").write_bytes(junk)
+        r = runner.invoke(app, ["sample", "-c", str(tmp_path / "junk.pt"), "--quiet"])
+        one_line_exit_2(r, "not a kinetic checkpoint")
+        assert "weights_only" not in r.output
 
 
 # ---------------------------------------------------------------------- compatibility
