@@ -13,10 +13,12 @@ from kinetic.presets import PRESETS
 from .common import build_sde, cli_errors, console, parse_params
 
 
-def _reason(err: BaseException) -> str:
-    """The words of an OverflowError, without the errno tuple math.exp adds."""
+def _overflow(err: ArithmeticError) -> ValueError:
+    """The one-line error for SDE parameters that overflow: the words of ``err`` without the errno
+    tuple math.exp adds."""
     a = err.args
-    return str(a[1]) if len(a) == 2 and isinstance(a[1], str) else (str(err) or type(err).__name__)
+    why = str(a[1]) if len(a) == 2 and isinstance(a[1], str) else (str(err) or type(err).__name__)
+    return ValueError(f"--param: these SDE parameters overflow in floating point ({why}); use smaller values")
 
 
 def _matrix_table(title: str, rows) -> Table:
@@ -49,7 +51,7 @@ def info(
     try:
         model = build_sde(sde, order, parse_params(param))
     except ArithmeticError as err:
-        raise ValueError(f"--param: these SDE parameters overflow in floating point ({_reason(err)}); use smaller values") from None
+        raise _overflow(err) from None
     try:
         fracs = [float(x) for x in times.split(",") if x.strip()]
     except ValueError:
@@ -59,7 +61,7 @@ def info(
     try:
         data = model.info([f * model.T for f in fracs])
     except ArithmeticError as err:
-        raise ValueError(f"--param: these SDE parameters overflow in floating point ({_reason(err)}); use smaller values") from None
+        raise _overflow(err) from None
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
