@@ -80,7 +80,7 @@ def _logsnr(sde, steps: int, t_eps: float) -> Tensor:
     return interp(target, lam, torch.log(fine)).exp()
 
 
-BAND = (0.08, 3.0)
+BAND = (0.1, 2.5)
 """The ``band`` grid's (sigma_lo, sigma_hi): where data of about unit scale is resolved (docs/benchmarks.md)."""
 
 

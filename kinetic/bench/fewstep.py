@@ -61,9 +61,11 @@ class Config:
     def grids(self) -> tuple:
         return (None,) if self.solver is None else GRIDS
 
+    def solver_name(self) -> str:
+        return self.solver or inspect.signature(kn.sample).parameters["solver"].default
+
     def deterministic(self) -> bool:
-        name = self.solver or inspect.signature(kn.sample).parameters["solver"].default
-        return not kinetic_solvers.get_solver(name, **self.options).stochastic
+        return not kinetic_solvers.get_solver(self.solver_name(), **self.options).stochastic
 
 
 CONFIGS = [
@@ -82,9 +84,12 @@ CONFIGS = [
     Config("ei-3 + corrector, logsigma", "ei", {"order": 3, "corrector": True, "poly": "logsigma"}),
     Config("ei-2 (eta 1)", "ei", {"order": 2, "eta": 1.0}),
     Config("ei-3 (eta 1)", "ei", {"order": 3, "eta": 1.0}),
+    Config("gls-2 + corrector", "gls", {"order": 2}),
+    Config("gls-3 + corrector", "gls", {"order": 3}),
+    Config("gls-3", "gls", {"order": 3, "corrector": False}),
 ]
 REDUCED = ("kn.sample default", "em", "sscs", "ei-2", "ei-3", "ei-2 (eta 1)", "pc")
-ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 + corrector, logsigma", "ei-3 (eta 1)")
+ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 (eta 1)", "gls-3 + corrector", "gls-3")
 """The configurations compared by ``python -m kinetic.bench.fewstep`` (the after-tables of issue 12)."""
 
 
@@ -104,12 +109,22 @@ def floor(law, error: Callable[[Tensor], float], n: int, seed: int = 0, repeats:
 
 @dataclass
 class Reference:
-    """The prior draw z_T (n, k, d) of a seed and its exact probability-flow image x_ref (n_path, d)."""
+    """The prior draw z_T (n, k, d) of a seed, its exact probability-flow image x_ref (n_path, d), and
+    x_gls (n_path, d): the GLS estimate at t_eps under the flow of the ``gls`` solver
+    (`problems.gls_flow_map`; the same as x_ref for k = 1)."""
 
     z_T: Tensor
     x_ref: Tensor
     nfe: int
     seconds: float
+    x_gls: Tensor | None = None
+
+    def target(self, sde, solver: str, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(output, exact) of a deterministic ``solver`` whose final state is z (n, k, d): the data block
+        and x_ref, or for ``gls`` on k > 1 the GLS estimate of the state and x_gls."""
+        if solver == "gls" and sde.order > 1:
+            return pb.gls_estimate(sde, z[: self.x_gls.shape[0]], T_EPS), self.x_gls
+        return z[: self.x_ref.shape[0], 0], self.x_ref
 
 
 def reference(sde, law, n: int, n_path: int, seed: int = 0, rtol: float = 1e-8) -> Reference:
@@ -125,7 +140,9 @@ def reference(sde, law, n: int, n_path: int, seed: int = 0, rtol: float = 1e-8) 
 
     t0 = time.perf_counter()
     x_ref = pb.flow_map(sde, counted, z_T[:n_path], T_EPS, rtol=rtol)[:, 0]
-    return Reference(z_T, x_ref, calls[0], time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    x_gls = None if sde.order == 1 else pb.gls_flow_map(sde, sf, z_T[:n_path], T_EPS, rtol=rtol)
+    return Reference(z_T, x_ref, calls[0], seconds, x_gls)
 
 
 class _FirstCall:
@@ -188,7 +205,11 @@ def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Ref
         seconds = time.perf_counter() - t0
         for p, (sl, error) in errors.items():
             x = z[:, 0, sl]
-            pe = pb.pathwise_error(x[: ref.x_ref.shape[0]], ref.x_ref[:, sl]) if path else None
+            if path:
+                out_x, exact = ref.target(sde, cfg.solver_name(), z)
+                pe = pb.pathwise_error(out_x[:, sl], exact[:, sl])
+            else:
+                pe = None
             out[p].append({"target": target, "nfe": nfe, "error": error(x), "path_error": pe, "seconds": seconds})
     return out
 

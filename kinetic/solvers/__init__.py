@@ -4,7 +4,7 @@ A solver is stateless: ``SOLVERS[name](**options)`` validates its options, and
 ``solver.run(sde, score, z, ts, generator=..., noise_sampler=..., callback=...) -> (z, nfe)``
 integrates the state z (n, k, *D) along the decreasing time grid ``ts`` (float64 CPU tensor,
 ts[0] = T, ts[-1] = t_eps). ``score(z, t)`` is the score of the noised blocks (``sde.score_shape``).
-The fixed-grid solvers (em, pc, sscs, lie_trotter, ei) share the loop of `FixedGridSolver`
+The fixed-grid solvers (em, pc, sscs, lie_trotter, ei, gls) share the loop of `FixedGridSolver`
 (`kinetic.solvers.base`); ode and torchsde hand the integration to torchdiffeq / torchsde.
 
 Each solver's ``order`` (its convergence order: weak order for the stochastic ones) and
@@ -38,4 +38,4 @@ def get_solver(name: str, **options) -> Solver:
 
 
 # registration: importing each module registers its solver(s)
-from . import em, pc, sscs, lie_trotter, ei, ode, torchsde_backend  # noqa: E402,F401
+from . import em, pc, sscs, lie_trotter, ei, gls, ode, torchsde_backend  # noqa: E402,F401

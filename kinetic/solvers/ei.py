@@ -357,12 +357,12 @@ class ExponentialIntegrator(FixedGridSolver):
         return new + xi
 
 
-def _number(name: str, value) -> float:
+def _number(name: str, value, solver: str = "ei") -> float:
     """A finite float >= 0 named in the error."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         v = float("nan")
     if isinstance(value, bool) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"ei: {name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{solver}: {name} must be a finite number >= 0, got {value!r}")
     return v
