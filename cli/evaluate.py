@@ -28,7 +28,7 @@ def evaluate_cmd(
     checkpoint: CheckpointOpt,
     metric: List[str] = typer.Option(["swd"], "--metric", "-m", help=f"{_metric_names()}; repeatable."),
     n: int = typer.Option(1000, "--n", help="Samples to draw (fd-digits/fid/swd) or held-out examples (nll)."),
-    solver: SolverOpt = "gls",
+    solver: SolverOpt = "ei",
     steps: StepsOpt = 50,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",

@@ -54,7 +54,7 @@ def _save(x, nfe: int, out: Path, labels=None, nrow: Optional[int] = None) -> No
 @cli_errors
 def sample_cmd(
     checkpoint: CheckpointOpt,
-    solver: SolverOpt = "gls",
+    solver: SolverOpt = "ei",
     steps: StepsOpt = 50,
     n: int = typer.Option(64, "--n", help="Number of samples."),
     seed: SeedOpt = 0,

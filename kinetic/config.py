@@ -171,7 +171,7 @@ class TrainConfig:
     sample_every: int = 300
     n_samples: int = 64
     sample_steps: int = 100
-    sample_solver: str = "gls"
+    sample_solver: str = "ei"
     sample_t_eps: float = 1e-3
     eval_every: int = 0
     eval_n: int = 500

@@ -85,7 +85,7 @@ def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[i
 
 
 def draw(
-    sde, score_fn, shape, *, solver: str = "gls", steps: int = 50, t_eps: float = 1e-3, grid=None,
+    sde, score_fn, shape, *, solver: str = "ei", steps: int = 50, t_eps: float = 1e-3, grid=None,
     seed: int = 0, batch_size: int | None = None, denoise: bool = False, device=None,
     callback: Optional[Callable[[dict], None]] = None, labels=None, guidance: float = 0.0, known=None, mask=None,
     **solver_options,
@@ -195,7 +195,7 @@ def resolve_labels(score_model, ckpt: dict, n: int, classes=None, guidance: floa
 
 
 def generate(
-    checkpoint, *, solver: str = "gls", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
+    checkpoint, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
     model=None, grid=None, batch_size: int | None = None, classes=None, guidance: float = 0.0,
     return_labels: bool = False, **solver_options,
@@ -226,7 +226,7 @@ def generate(
 
 
 def evaluate_checkpoint(
-    checkpoint, metrics, *, n: int = 1000, solver: str = "gls", steps: int = 50, seed: int = 0, device="cpu",
+    checkpoint, metrics, *, n: int = 1000, solver: str = "ei", steps: int = 50, seed: int = 0, device="cpu",
     data_dir: Optional[str] = None, inception_weights: Optional[str] = None, reference_stats: Optional[str] = None,
     t_eps: float = 1e-3, denoise: bool = False, nll_batch: int = 64, grid=None,
     callback: Optional[Callable[[dict], None]] = None, model=None, samples=None, batch_size: int | None = None,
@@ -369,7 +369,7 @@ def _classifier_accuracy() -> float:
 
 
 def inpaint_digits(
-    score_model, *, n: int = 297, solver: str = "gls", steps: int = 50, seed: int = 0, device="cpu",
+    score_model, *, n: int = 297, solver: str = "ei", steps: int = 50, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, grid=None, batch_size: int | None = None, callback=None, return_samples: bool = False,
     **solver_options,
 ) -> dict:

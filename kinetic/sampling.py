@@ -1,7 +1,7 @@
 """`sample(...)`: draw data from a `LinearSDE` model by integrating the reverse dynamics from T to t_eps.
 
     import kinetic as kn
-    x = kn.sample(kn.cld(), score_fn, (64, 2), steps=20)                       # (64, 2), gls on its grid
+    x = kn.sample(kn.cld(), score_fn, (64, 2), steps=20)                       # (64, 2), ei on its grid
     z, nfe = kn.sample(sde, score_fn, (64, 2), solver="em", steps=500, return_state=True)
     for x in kn.sample_batches(sde, score_fn, (100_000, 2), batch_size=4096): ...   # bounded memory
 
@@ -37,12 +37,12 @@ from .solvers.base import gaussian_noise
 __all__ = ["sample", "sample_batches", "time_grid", "default_grid", "GRIDS", "MAX_STEPS", "tweedie_denoise",
            "CheckedScore"]
 
-DEFAULT_SOLVER = "gls"
+DEFAULT_SOLVER = "ei"
 
 
 def default_grid(solver: str | Solver) -> str:
     """The grid `sample` uses for ``solver`` when ``grid`` is None: the solver's ``default_grid``
-    ("band" for the default ``gls`` and for ``ei``, the best of the grids in docs/benchmarks.md; "quadratic" for the
+    ("band" for the default ``ei`` and for ``gls``, the best of the grids in docs/benchmarks.md; "quadratic" for the
     other fixed-grid solvers; "uniform" for torchsde, which needs it, and ode, which uses only the end points)."""
     cls = SOLVERS[solver] if isinstance(solver, str) else type(solver)
     return cls.default_grid
@@ -241,7 +241,8 @@ def sample(
     Args:
         shape: (n, *data_shape) of the output.
         solver: a name in `kinetic.solvers.SOLVERS` (em, pc, sscs, lie_trotter, ei, gls, ode, torchsde); the
-            default ``gls`` is deterministic: pass ``solver="ei", eta=1.0`` (or em, sscs, ...) for a stochastic sampler.
+            default ``ei`` with eta = 0 runs grids of at most `kinetic.solvers.ei.GLS_STEPS` (6) steps with the
+            ``gls`` plan (the few-step choice; ``gls_steps=0`` turns it off) and longer ones on the k-block flow.
         steps: number of solver steps (NFE for one-evaluation-per-step solvers), at most
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
         grid: None (the solver's `default_grid`: "band" for gls and ei, the best grid for them in docs/benchmarks.md;
@@ -266,7 +267,7 @@ def sample(
         replacement: how the known pixels are redrawn: "fresh" (default; an independent draw from the
             kernel given the data at every node) or "bridge" (the forward kernel given the data and
             their previous state); see `kinetic.conditioning.REPLACEMENT_METHODS`.
-        solver_options: passed to the solver (e.g. ``order=3`` for ``gls``, ``eta=1.0`` for ``ei``; ``rtol`` for ``ode``).
+        solver_options: passed to the solver (e.g. ``order=2``, ``eta=1.0`` for ``ei``; ``rtol`` for ``ode``).
     Returns:
         the data block (n, *data_shape), or ``(z (n, k, *data_shape), nfe)`` with ``return_state=True``
         (nfe: network evaluations along one batch's path, the largest over the batches: the score

@@ -150,7 +150,8 @@ def test_converges_to_the_tight_flow_on_a_mixture(sde):
     ref = pb.gls_flow_map(sde, sf, z_T, 1e-3, rtol=1e-8)
     errs = []
     for steps in (10, 40, 160):  # (one of the 64 draws lies on the components' boundary: it needs ~40 steps)
-        z, _ = sample(sde, sf, (64, 2), steps=steps, return_state=True, generator=torch.Generator().manual_seed(0))
+        z, _ = sample(sde, sf, (64, 2), solver="gls", steps=steps, return_state=True,
+                      generator=torch.Generator().manual_seed(0))
         errs.append(pb.pathwise_error(pb.gls_estimate(sde, z, 1e-3), ref))
     assert errs[0] > errs[1] > errs[2] and errs[2] < 2e-3, errs
 
@@ -168,6 +169,33 @@ def test_options_and_default():
         sample(sde, sf, (4, 2), solver="gls", data_std=-1)
     with pytest.raises(ValueError, match="gls: corrector must be True, False or None"):
         sample(sde, sf, (4, 2), solver="gls", corrector="yes")
-    a = sample(sde, sf, (4, 2), steps=5, generator=torch.Generator().manual_seed(0))
-    b = sample(sde, sf, (4, 2), solver="gls", grid="band", steps=5, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)  # kn.sample's default is gls on the band grid
+    # kn.sample's default (ei on the band grid) runs gls for deterministic grids of at most GLS_STEPS steps
+    from kinetic.solvers.ei import GLS_STEPS
+
+    for steps in (3, GLS_STEPS, GLS_STEPS + 1):
+        a = sample(sde, sf, (4, 2), steps=steps, generator=torch.Generator().manual_seed(0))
+        b = sample(sde, sf, (4, 2), solver="gls", grid="band", steps=steps, generator=torch.Generator().manual_seed(0))
+        c = sample(sde, sf, (4, 2), solver="ei", gls_steps=0, steps=steps, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b if steps <= GLS_STEPS else c) and not torch.equal(b, c)
+    # eta > 0 and gls_steps = 0 keep the k-block flow; a bad gls_steps names the option
+    assert not get_solver("ei", eta=1.0).uses_gls(5) and not get_solver("ei", gls_steps=0).uses_gls(5)
+    assert get_solver("ei").uses_gls(GLS_STEPS) and get_solver("ei").order == 4
+    with pytest.raises(ValueError, match="ei: gls_steps must be an integer >= 0"):
+        sample(sde, sf, (4, 2), solver="ei", gls_steps=-1)
+
+
+def test_few_step_harness_measures_each_run_against_the_flow_it_discretises():
+    """The harness compares a run of the GLS plan with the GLS flow and a k-block run with the k-block flow."""
+    from kinetic.bench import fewstep as fs
+    from kinetic.solvers.ei import GLS_STEPS
+
+    default = fs.Config("kn.sample default", None)
+    assert default.uses_gls(GLS_STEPS) and not default.uses_gls(GLS_STEPS + 1)
+    assert fs.Config("g", "gls").uses_gls(50) and not fs.Config("e", "ei", {"gls_steps": 0}).uses_gls(3)
+    sde = kn.cld()
+    law = GaussianData(torch.tensor([0.4, -1.0]), 0.25)
+    ref = fs.reference(sde, law, 6, 6, seed=1, rtol=1e-9)
+    z = torch.randn(6, 2, 2, dtype=F64)
+    out, exact = ref.target(sde, True, z)
+    torch.testing.assert_close(out, pb.gls_estimate(sde, z, fs.T_EPS))
+    assert exact is ref.x_gls and ref.target(sde, False, z)[1] is ref.x_ref

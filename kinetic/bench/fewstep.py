@@ -64,6 +64,11 @@ class Config:
     def solver_name(self) -> str:
         return self.solver or inspect.signature(kn.sample).parameters["solver"].default
 
+    def uses_gls(self, steps: int) -> bool:
+        """Whether a run of ``steps`` steps integrates the VE flow of the GLS estimate (`kinetic.solvers.gls`)."""
+        slv = kinetic_solvers.get_solver(self.solver_name(), **self.options)
+        return slv.name == "gls" or bool(getattr(slv, "uses_gls", lambda s: False)(steps))
+
     def deterministic(self) -> bool:
         return not kinetic_solvers.get_solver(self.solver_name(), **self.options).stochastic
 
@@ -75,15 +80,15 @@ CONFIGS = [
     Config("pc", "pc"),
     Config("sscs", "sscs"),
     Config("lie_trotter", "lie_trotter"),
-    Config("ei-1", "ei", {"order": 1, "corrector": False}),
-    Config("ei-2", "ei", {"order": 2, "corrector": False}),
-    Config("ei-3", "ei", {"order": 3, "corrector": False}),
-    Config("ei-3 (data scale 0)", "ei", {"order": 3, "data_std": 0.0, "corrector": False}),
-    Config("ei-2 + corrector", "ei", {"order": 2, "corrector": True}),
-    Config("ei-3 + corrector", "ei", {"order": 3, "corrector": True}),
-    Config("ei-3 + corrector, logsigma", "ei", {"order": 3, "corrector": True, "poly": "logsigma"}),
-    Config("ei-2 (eta 1)", "ei", {"order": 2, "eta": 1.0}),
-    Config("ei-3 (eta 1)", "ei", {"order": 3, "eta": 1.0}),
+    Config("ei-1", "ei", {"gls_steps": 0, "order": 1, "corrector": False}),
+    Config("ei-2", "ei", {"gls_steps": 0, "order": 2, "corrector": False}),
+    Config("ei-3", "ei", {"gls_steps": 0, "order": 3, "corrector": False}),
+    Config("ei-3 (data scale 0)", "ei", {"gls_steps": 0, "order": 3, "data_std": 0.0, "corrector": False}),
+    Config("ei-2 + corrector", "ei", {"gls_steps": 0, "order": 2, "corrector": True}),
+    Config("ei-3 + corrector", "ei", {"gls_steps": 0, "order": 3, "corrector": True}),
+    Config("ei-3 + corrector, logsigma", "ei", {"gls_steps": 0, "order": 3, "corrector": True, "poly": "logsigma"}),
+    Config("ei-2 (eta 1)", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}),
+    Config("ei-3 (eta 1)", "ei", {"gls_steps": 0, "order": 3, "eta": 1.0}),
     Config("gls-2 + corrector", "gls", {"order": 2}),
     Config("gls-3 + corrector", "gls", {"order": 3}),
     Config("gls-3", "gls", {"order": 3, "corrector": False}),
@@ -119,10 +124,10 @@ class Reference:
     seconds: float
     x_gls: Tensor | None = None
 
-    def target(self, sde, solver: str, z: Tensor) -> tuple[Tensor, Tensor]:
-        """(output, exact) of a deterministic ``solver`` whose final state is z (n, k, d): the data block
-        and x_ref, or for ``gls`` on k > 1 the GLS estimate of the state and x_gls."""
-        if solver == "gls" and sde.order > 1:
+    def target(self, sde, gls: bool, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(output, exact) of a deterministic sampler whose final state is z (n, k, d): the data block and
+        x_ref, or for a run of the GLS flow (``gls``) on k > 1 the GLS estimate of the state and x_gls."""
+        if gls and sde.order > 1:
             return pb.gls_estimate(sde, z[: self.x_gls.shape[0]], T_EPS), self.x_gls
         return z[: self.x_ref.shape[0], 0], self.x_ref
 
@@ -206,7 +211,7 @@ def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Ref
         for p, (sl, error) in errors.items():
             x = z[:, 0, sl]
             if path:
-                out_x, exact = ref.target(sde, cfg.solver_name(), z)
+                out_x, exact = ref.target(sde, cfg.uses_gls(int(round(nfe / per))), z)
                 pe = pb.pathwise_error(out_x[:, sl], exact[:, sl])
             else:
                 pe = None

@@ -282,9 +282,17 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, mome
     return a @ moments[idx, :q]
 
 
+GLS_STEPS = 6
+"""``ei`` runs deterministic grids of at most this many steps with the GLS plan (`kinetic.solvers.gls`): the
+only sampler within 3x of the floor at 5 NFE for every preset with exact scores, and better than the k-block
+flow at 5 NFE for trained networks, but worse than it from 10 NFE on for trained k >= 2 networks
+(docs/benchmarks.md and docs/study.md, few-step sampling)."""
+
+
 @register
 class ExponentialIntegrator(FixedGridSolver):
-    """gDDIM-style exponential integrator. Options: ``order`` (1 to 4: multistep in ``poly``, default 3),
+    """gDDIM-style exponential integrator. Options: ``order`` (1 to 4: multistep in ``poly``; None, the
+    default: 3, and 2 for a GLS run),
     ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_std``
     (sigma_d, the std of the Gaussian reference for which every step is exact; default 0.5 = EDM's
     sigma_data for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
@@ -292,21 +300,27 @@ class ExponentialIntegrator(FixedGridSolver):
     each evaluation the step just taken is redone with the polynomial through its new end point, UniPC's
     corrector generalised to k blocks, no extra NFE, one order more; None, the default: on for the
     deterministic sampler (eta = 0), off for eta > 0, where it loses at 5 NFE in docs/benchmarks.md),
-    ``ds`` (RK4 step in log tau times the rate, for the coefficients). Its default grid is ``band``
-    (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
+    ``ds`` (RK4 step in log tau times the rate, for the coefficients), ``gls_steps`` (deterministic runs
+    of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow: the
+    plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; default `GLS_STEPS`;
+    0: never). Its default grid is ``band`` (`kinetic.grids`), the best one for every preset at 5-10 NFE
+    in docs/benchmarks.md."""
 
     name = "ei"
-    defaults = {"order": 3, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
-                "corrector": None}
+    defaults = {"order": None, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
+                "corrector": None, "gls_steps": GLS_STEPS}
     default_grid = "band"
 
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
-        if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4):
-            raise ValueError(f"ei: order must be 1, 2, 3 or 4, got {o['order']!r}")
+        if o["order"] is not None and (isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4)):
+            raise ValueError(f"ei: order must be 1, 2, 3 or 4 (or None: 3), got {o['order']!r}")
         if o["corrector"] is not None and not isinstance(o["corrector"], bool):
             raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
+        g = o["gls_steps"]
+        if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+            raise ValueError(f"ei: gls_steps must be an integer >= 0, got {g!r}")
         self.eta = _number("eta", o["eta"])
         if o["stochastic"] and self.eta == 0.0:
             self.eta = 1.0
@@ -324,7 +338,12 @@ class ExponentialIntegrator(FixedGridSolver):
 
     @property
     def order(self) -> int:
-        return int(self.options["order"]) + int(self.corrector and self.eta == 0)
+        """The order on grids of more than ``gls_steps`` steps (the k-block flow)."""
+        return int(self.options["order"] or 3) + int(self.corrector and self.eta == 0)
+
+    def uses_gls(self, steps: int) -> bool:
+        """Whether a deterministic run of ``steps`` steps uses the GLS plan (`kinetic.solvers.gls`)."""
+        return self.eta == 0 and steps <= self.options["gls_steps"]
 
     @property
     def stochastic(self) -> bool:
@@ -332,7 +351,11 @@ class ExponentialIntegrator(FixedGridSolver):
 
     def plan(self, sde, ts):
         o = self.options
-        return plan(sde, ts, order=int(o["order"]), eta=self.eta, data_std=self.data_std, ds=self.ds, poly=o["poly"],
+        if self.uses_gls(ts.numel() - 1):
+            from . import gls
+
+            return gls.plan(sde, ts, order=int(o["order"] or 2), data_std=self.data_std, corrector=self.corrector)
+        return plan(sde, ts, order=int(o["order"] or 3), eta=self.eta, data_std=self.data_std, ds=self.ds, poly=o["poly"],
                     corrector=self.corrector)
 
     def step(self, i, z, plan, score, noise, state):

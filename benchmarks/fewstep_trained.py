@@ -1,0 +1,129 @@
+"""Few-step sampling of trained networks: the default `gls` against `ei` on the same checkpoints.
+
+The exact-score tables of docs/benchmarks.md say which sampler is best when the score is exact; this
+asks whether that holds for trained networks. For every checkpoint under ``--runs`` (e.g. the VP, CLD
+and HOLD digit models of ``benchmarks/conditional.py study``, 3 seeds each) and every sampler in
+`SAMPLERS`, draw n samples at each NFE (a conditional model: class i mod C for sample i, no guidance)
+and score them with fd-digits (against all 1797 bundled digits) and, for a conditional model, the
+class accuracy of the bundled classifier. The last NFE serves as the converged reference.
+
+    python benchmarks/fewstep_trained.py --runs runs/conditional --out docs/figures [--nfes 5,10,20,50,200] [--n 1000]
+
+Writes ``fewstep_trained.json`` and ``fewstep_trained.md`` into ``--out``. Downloads nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from kinetic.bench.report import command_line, machine_line
+from kinetic.checkpoint import load_model
+from kinetic.evaluation import evaluate_checkpoint, generate
+from kinetic.fileio import atomic_write_text
+
+SAMPLERS = {
+    "gls (order 2 + corrector)": {"solver": "gls"},
+    "gls, order 3 + corrector": {"solver": "gls", "order": 3},
+    "ei-3 + corrector (k-block flow)": {"solver": "ei", "gls_steps": 0},
+    "ei-3, eta 1": {"solver": "ei", "eta": 1.0},
+}
+"""kn.sample's default (``ei``) is the gls row at up to `kinetic.solvers.ei.GLS_STEPS` steps and the
+k-block row above."""
+
+
+def run(runs: Path, nfes, n: int, seed: int, log=print) -> dict:
+    out = {"nfes": list(nfes), "n": n, "seed": seed, "models": {}}
+    ckpts = sorted(runs.glob("*/checkpoint.pt"))
+    if not ckpts:
+        raise SystemExit(f"--runs: no */checkpoint.pt under {runs}")
+    for ck in ckpts:
+        model = load_model(ck)
+        sde = model[1]["sde"].get("name")
+        conditional = bool(getattr(model[0], "num_classes", 0))
+        metrics = ["fd-digits"] + (["class-accuracy"] if conditional else [])
+        rows = {}
+        for label, opts in SAMPLERS.items():
+            solver, extra = opts["solver"], {k: v for k, v in opts.items() if k != "solver"}
+            rows[label] = []
+            for nfe in nfes:
+                t0 = time.perf_counter()
+                res = _evaluate(ck, model, metrics, n, solver, nfe, seed, extra)
+                rows[label].append({"nfe": res["nfe"], "seconds": round(time.perf_counter() - t0, 2),
+                                    **{m: res["metrics"][m]["value"] for m in metrics}})
+            log(f"{ck.parent.name:28s} {label:38s} " + "  ".join(f"{r['fd-digits']:.2f}@{r['nfe']}" for r in rows[label]))
+        out["models"][ck.parent.name] = {"sde": sde, "conditional": conditional, "rows": rows}
+    return out
+
+
+def _evaluate(ck, model, metrics, n, solver, steps, seed, extra):
+    """Draw n samples with the sampler and its options, then score them (`evaluate_checkpoint`)."""
+    samples, nfe, _, labels = generate(ck, solver=solver, steps=steps, n=n, seed=seed, model=model,
+                                       return_labels=True, **extra)
+    res = evaluate_checkpoint(ck, metrics, n=n, model=model, samples=samples, labels=labels)
+    res["nfe"] = nfe
+    return res
+
+
+def to_markdown(res: dict) -> str:
+    sdes = sorted({m["sde"] for m in res["models"].values()}, key=["vp", "cld", "psld", "hold", "langevin4"].index)
+    lines = [f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min). Machine: {res['machine']}.",
+             f"n = {res['n']} samples per cell (class i mod 10 for sample i, no guidance), seed {res['seed']}; "
+             "mean ± std over the checkpoints of each SDE (seeds). fd-digits: Fréchet distance in the bundled "
+             "digits classifier's features to all 1797 digits (lower is better).", ""]
+    for metric in ("fd-digits", "class-accuracy"):
+        if not any(metric in r[0] for m in res["models"].values() for r in m["rows"].values()):
+            continue
+        lines += [f"**{metric}**", "", "| SDE | sampler | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",
+                  "|---|---|" + "---:|" * len(res["nfes"])]
+        for sde in sdes:
+            models = [m for m in res["models"].values() if m["sde"] == sde]
+            for label in SAMPLERS:
+                cells = []
+                for j in range(len(res["nfes"])):
+                    v = [m["rows"][label][j][metric] for m in models]
+                    mu = sum(v) / len(v)
+                    sd = math.sqrt(sum((x - mu) ** 2 for x in v) / max(len(v) - 1, 1))
+                    cells.append(f"{mu:.3g} ± {sd:.2g}" if len(v) > 1 else f"{mu:.3g}")
+                lines.append(f"| {sde} | {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, required=True, help="a folder of run folders, each with a checkpoint.pt")
+    p.add_argument("--out", type=Path, default=None, help="folder for fewstep_trained.{json,md} (must exist)")
+    p.add_argument("--nfes", default="5,10,20,50,200")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    if not a.runs.is_dir():
+        p.error(f"--runs: {a.runs} is not a folder")
+    if a.out is not None and not a.out.is_dir():
+        p.error(f"--out: {a.out} is not a folder")
+    try:
+        nfes = [int(x) for x in a.nfes.split(",")]
+    except ValueError:
+        p.error(f"--nfes: comma-separated integers expected, got {a.nfes!r}")
+    if a.n < 2 or any(x < 1 for x in nfes):
+        p.error("--n must be >= 2 and every NFE >= 1")
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    res = run(a.runs, nfes, a.n, a.seed)
+    res.update(seconds=time.perf_counter() - t0, machine=machine_line(), command=command_line("fewstep_trained.py", argv))
+    md = to_markdown(res)
+    print(md)
+    if a.out is not None:
+        atomic_write_text(a.out / "fewstep_trained.json", json.dumps(res, indent=1))
+        atomic_write_text(a.out / "fewstep_trained.md", md + "\n")
+
+
+if __name__ == "__main__":
+    main()
