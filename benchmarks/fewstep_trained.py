@@ -33,8 +33,8 @@ SAMPLERS = {
     "ei-3 + corrector (k-block flow)": {"solver": "ei", "gls_steps": 0},
     "ei-3, eta 1": {"solver": "ei", "eta": 1.0},
 }
-"""kn.sample's default (``ei``) is the gls row at up to `kinetic.solvers.ei.GLS_STEPS` steps and the
-k-block row above."""
+"""kn.sample's default (``ei``) is the gls row at up to 2k + 1 steps (`kinetic.solvers.ei.default_gls_steps`)
+and the k-block row above."""
 
 
 def run(runs: Path, nfes, n: int, seed: int, log=print) -> dict:

@@ -169,8 +169,8 @@ def test_options_and_default():
         sample(sde, sf, (4, 2), solver="gls", data_std=-1)
     with pytest.raises(ValueError, match="gls: corrector must be True, False or None"):
         sample(sde, sf, (4, 2), solver="gls", corrector="yes")
-    # kn.sample's default (ei on the band grid) runs gls for deterministic grids of at most GLS_STEPS steps
-    from kinetic.solvers.ei import GLS_STEPS
+    # kn.sample's default (ei on the band grid) runs gls for deterministic grids of at most 2k + 1 steps
+    GLS_STEPS = 7  # HOLD: k = 3
 
     for steps in (3, GLS_STEPS, GLS_STEPS + 1):
         a = sample(sde, sf, (4, 2), steps=steps, generator=torch.Generator().manual_seed(0))
@@ -178,8 +178,10 @@ def test_options_and_default():
         c = sample(sde, sf, (4, 2), solver="ei", gls_steps=0, steps=steps, generator=torch.Generator().manual_seed(0))
         assert torch.equal(a, b if steps <= GLS_STEPS else c) and not torch.equal(b, c)
     # eta > 0 and gls_steps = 0 keep the k-block flow; a bad gls_steps names the option
-    assert not get_solver("ei", eta=1.0).uses_gls(5) and not get_solver("ei", gls_steps=0).uses_gls(5)
-    assert get_solver("ei").uses_gls(GLS_STEPS) and get_solver("ei").order == 4
+    assert not get_solver("ei", eta=1.0).uses_gls(5, 3) and not get_solver("ei", gls_steps=0).uses_gls(5, 3)
+    assert get_solver("ei").uses_gls(GLS_STEPS, 3) and get_solver("ei").order == 4
+    assert [max(s for s in range(20) if get_solver("ei").uses_gls(s, k)) for k in (1, 2, 4)] == [3, 5, 9]
+    assert get_solver("ei", gls_steps=10).uses_gls(10, 2) and not get_solver("ei", gls_steps=10).uses_gls(11, 2)
     with pytest.raises(ValueError, match="ei: gls_steps must be an integer >= 0"):
         sample(sde, sf, (4, 2), solver="ei", gls_steps=-1)
 
@@ -187,11 +189,9 @@ def test_options_and_default():
 def test_few_step_harness_measures_each_run_against_the_flow_it_discretises():
     """The harness compares a run of the GLS plan with the GLS flow and a k-block run with the k-block flow."""
     from kinetic.bench import fewstep as fs
-    from kinetic.solvers.ei import GLS_STEPS
-
     default = fs.Config("kn.sample default", None)
-    assert default.uses_gls(GLS_STEPS) and not default.uses_gls(GLS_STEPS + 1)
-    assert fs.Config("g", "gls").uses_gls(50) and not fs.Config("e", "ei", {"gls_steps": 0}).uses_gls(3)
+    assert default.uses_gls(5, 2) and not default.uses_gls(6, 2) and default.uses_gls(7, 3)
+    assert fs.Config("g", "gls").uses_gls(50, 2) and not fs.Config("e", "ei", {"gls_steps": 0}).uses_gls(3, 2)
     sde = kn.cld()
     law = GaussianData(torch.tensor([0.4, -1.0]), 0.25)
     ref = fs.reference(sde, law, 6, 6, seed=1, rtol=1e-9)

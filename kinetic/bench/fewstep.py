@@ -64,10 +64,11 @@ class Config:
     def solver_name(self) -> str:
         return self.solver or inspect.signature(kn.sample).parameters["solver"].default
 
-    def uses_gls(self, steps: int) -> bool:
-        """Whether a run of ``steps`` steps integrates the VE flow of the GLS estimate (`kinetic.solvers.gls`)."""
+    def uses_gls(self, steps: int, order: int) -> bool:
+        """Whether a run of ``steps`` steps on an SDE of order ``order`` integrates the VE flow of the GLS
+        estimate (`kinetic.solvers.gls`)."""
         slv = kinetic_solvers.get_solver(self.solver_name(), **self.options)
-        return slv.name == "gls" or bool(getattr(slv, "uses_gls", lambda s: False)(steps))
+        return slv.name == "gls" or bool(getattr(slv, "uses_gls", lambda s, k: False)(steps, order))
 
     def deterministic(self) -> bool:
         return not kinetic_solvers.get_solver(self.solver_name(), **self.options).stochastic
@@ -211,7 +212,7 @@ def run_config(sde, law, errors: dict, cfg: Config, grid, nfes, n: int, ref: Ref
         for p, (sl, error) in errors.items():
             x = z[:, 0, sl]
             if path:
-                out_x, exact = ref.target(sde, cfg.uses_gls(int(round(nfe / per))), z)
+                out_x, exact = ref.target(sde, cfg.uses_gls(int(round(nfe / per)), sde.order), z)
                 pe = pb.pathwise_error(out_x[:, sl], exact[:, sl])
             else:
                 pe = None

@@ -282,11 +282,12 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, mome
     return a @ moments[idx, :q]
 
 
-GLS_STEPS = 6
-"""``ei`` runs deterministic grids of at most this many steps with the GLS plan (`kinetic.solvers.gls`): the
-only sampler within 3x of the floor at 5 NFE for every preset with exact scores, and better than the k-block
-flow at 5 NFE for trained networks, but worse than it from 10 NFE on for trained k >= 2 networks
-(docs/benchmarks.md and docs/study.md, few-step sampling)."""
+def default_gls_steps(order: int) -> int:
+    """2k + 1: the most steps for which ``ei`` runs the GLS plan (`kinetic.solvers.gls`) on an SDE of order k.
+    The crossover measured on trained digit models (docs/study.md, few-step sampling): the GLS plan is the
+    better sampler up to 5 steps for CLD and 7 for HOLD, the k-block flow beyond; with exact scores the GLS
+    plan is the only sampler within 3x of the floor at 5 NFE for every preset (docs/benchmarks.md)."""
+    return 2 * int(order) + 1
 
 
 @register
@@ -302,13 +303,13 @@ class ExponentialIntegrator(FixedGridSolver):
     deterministic sampler (eta = 0), off for eta > 0, where it loses at 5 NFE in docs/benchmarks.md),
     ``ds`` (RK4 step in log tau times the rate, for the coefficients), ``gls_steps`` (deterministic runs
     of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow: the
-    plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; default `GLS_STEPS`;
-    0: never). Its default grid is ``band`` (`kinetic.grids`), the best one for every preset at 5-10 NFE
+    plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; None, the default:
+    `default_gls_steps` = 2k + 1 for an SDE of order k; 0: never). Its default grid is ``band`` (`kinetic.grids`), the best one for every preset at 5-10 NFE
     in docs/benchmarks.md."""
 
     name = "ei"
     defaults = {"order": None, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
-                "corrector": None, "gls_steps": GLS_STEPS}
+                "corrector": None, "gls_steps": None}
     default_grid = "band"
 
     def __init__(self, **options):
@@ -319,8 +320,8 @@ class ExponentialIntegrator(FixedGridSolver):
         if o["corrector"] is not None and not isinstance(o["corrector"], bool):
             raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
         g = o["gls_steps"]
-        if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-            raise ValueError(f"ei: gls_steps must be an integer >= 0, got {g!r}")
+        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 0):
+            raise ValueError(f"ei: gls_steps must be an integer >= 0 or None (2k + 1), got {g!r}")
         self.eta = _number("eta", o["eta"])
         if o["stochastic"] and self.eta == 0.0:
             self.eta = 1.0
@@ -341,9 +342,10 @@ class ExponentialIntegrator(FixedGridSolver):
         """The order on grids of more than ``gls_steps`` steps (the k-block flow)."""
         return int(self.options["order"] or 3) + int(self.corrector and self.eta == 0)
 
-    def uses_gls(self, steps: int) -> bool:
-        """Whether a deterministic run of ``steps`` steps uses the GLS plan (`kinetic.solvers.gls`)."""
-        return self.eta == 0 and steps <= self.options["gls_steps"]
+    def uses_gls(self, steps: int, order: int) -> bool:
+        """Whether a run of ``steps`` steps on an SDE of order k = ``order`` uses the GLS plan (`kinetic.solvers.gls`)."""
+        g = self.options["gls_steps"]
+        return self.eta == 0 and steps <= (default_gls_steps(order) if g is None else g)
 
     @property
     def stochastic(self) -> bool:
@@ -351,7 +353,7 @@ class ExponentialIntegrator(FixedGridSolver):
 
     def plan(self, sde, ts):
         o = self.options
-        if self.uses_gls(ts.numel() - 1):
+        if self.uses_gls(ts.numel() - 1, sde.order):
             from . import gls
 
             return gls.plan(sde, ts, order=int(o["order"] or 2), data_std=self.data_std, corrector=self.corrector)
