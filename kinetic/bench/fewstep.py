@@ -68,7 +68,7 @@ class Config:
         """Whether a run of ``steps`` steps on an SDE of order ``order`` integrates the VE flow of the GLS
         estimate (`kinetic.solvers.gls`)."""
         slv = kinetic_solvers.get_solver(self.solver_name(), **self.options)
-        return slv.name == "gls" or bool(getattr(slv, "uses_gls", lambda s, k: False)(steps, order))
+        return bool(getattr(slv, "uses_gls", lambda s, k: False)(steps, order))
 
     def deterministic(self) -> bool:
         return not kinetic_solvers.get_solver(self.solver_name(), **self.options).stochastic

@@ -304,8 +304,8 @@ class ExponentialIntegrator(FixedGridSolver):
     ``ds`` (RK4 step in log tau times the rate, for the coefficients), ``gls_steps`` (deterministic runs
     of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow: the
     plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; None, the default:
-    `default_gls_steps` = 2k + 1 for an SDE of order k; 0: never). Its default grid is ``band`` (`kinetic.grids`), the best one for every preset at 5-10 NFE
-    in docs/benchmarks.md."""
+    `default_gls_steps` = 2k + 1 for an SDE of order k; 0: never). Its default grid is ``band``
+    (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
 
     name = "ei"
     defaults = {"order": None, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",

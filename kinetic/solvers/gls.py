@@ -151,5 +151,8 @@ class GLSIntegrator(ExponentialIntegrator):
     def corrector(self) -> bool:
         return self.options["corrector"] is not False
 
+    def uses_gls(self, steps: int, order: int) -> bool:
+        return True
+
     def plan(self, sde, ts):
         return plan(sde, ts, order=int(self.options["order"]), data_std=self.data_std, corrector=self.corrector)
