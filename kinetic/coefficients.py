@@ -80,6 +80,12 @@ class Coefficients:
         return (self.q * self.q).sum(-1).rsqrt()
 
     @cached_property
+    def gls_row(self) -> Tensor:
+        """(..., k): c^T Sigma^-1 / (c^T Sigma^-1 c), the row that gives the GLS estimate of x0 from the
+        state, y = gls_row . z = x0 + sigma_tilde n (docs/math.md, "The GLS sampler")."""
+        return (self.q.unsqueeze(-2) @ self.chol_inv).squeeze(-2) / (self.q * self.q).sum(-1, keepdim=True)
+
+    @cached_property
     def lam(self) -> Tensor:
         """(...,): 1/2 log(Sigma_00 / c_0^2), the log noise-to-signal ratio of the data block."""
         return 0.5 * torch.log(self.sigma[..., 0, 0]) - torch.log(self.c[..., 0].abs())

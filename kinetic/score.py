@@ -386,8 +386,7 @@ def preconditioning(
         u = co.q.unsqueeze(-2) @ co.chol_inv  # (B, 1, k): (Sigma^-1 c)^T
         out["gauss_rows"] = prec_rows - gamma[:, None, None] * co.noised_data_column.unsqueeze(-1) * u
     elif parameterization == "x0":
-        prec = (co.q * co.q).sum(-1)
-        out["w"] = (co.q.unsqueeze(-2) @ co.chol_inv)[:, 0, :] / prec[:, None]
+        out["w"] = co.gls_row
         out["prec_rows"] = prec_rows
         out["prec_c"] = co.noised_data_column
         c_in = c_in.clone()

@@ -199,3 +199,17 @@ def test_few_step_harness_measures_each_run_against_the_flow_it_discretises():
     out, exact = ref.target(sde, True, z)
     torch.testing.assert_close(out, pb.gls_estimate(sde, z, fs.T_EPS))
     assert exact is ref.x_gls and ref.target(sde, False, z)[1] is ref.x_ref
+
+
+@pytest.mark.parametrize("sde", SDES, ids=lambda s: s.name)
+def test_gls_row_is_the_unbiased_minimum_variance_estimate(sde):
+    """gls_row . z is unbiased for x0 (g . c = 1) with variance g Sigma g^T = sigma_tilde^2, and no unbiased
+    row does better: adding any direction v with v . c = 0 raises the variance."""
+    co = sde.coefficients(torch.tensor([0.02, 0.3, 0.9], dtype=F64))
+    g, c, S = co.gls_row, co.c, co.sigma
+    torch.testing.assert_close((g * c).sum(-1), torch.ones(3, dtype=F64))
+    torch.testing.assert_close(torch.einsum("bi,bij,bj->b", g, S, g), co.sigma_tilde**2, rtol=1e-9, atol=0)
+    v = torch.randn(3, sde.order, dtype=F64, generator=torch.Generator().manual_seed(0))
+    v = v - (v * c).sum(-1, keepdim=True) / (c * c).sum(-1, keepdim=True) * c  # v . c = 0
+    worse = g + 0.1 * v
+    assert bool((torch.einsum("bi,bij,bj->b", worse, S, worse) > co.sigma_tilde**2).all())

@@ -240,8 +240,7 @@ def flow_map(sde, score_fn, z_T: Tensor, t_eps: float = 1e-3, rtol: float = 1e-1
 
 def gls_estimate(sde, z: Tensor, t: float) -> Tensor:
     """The GLS estimate of x0 from the state: y = sigma^2 c^T Sigma^-1 z, (n, k, *D) -> (n, *D) (float64)."""
-    co = sde.coefficients(torch.tensor([t], dtype=F64))
-    g = co.sigma_tilde[0] ** 2 * (co.q[0] @ co.chol_inv[0])  # (k,)
+    g = sde.coefficients(torch.tensor([t], dtype=F64)).gls_row[0]  # (k,)
     return torch.einsum("j,nj...->n...", g, z.to(F64))
 
 

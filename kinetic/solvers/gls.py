@@ -100,7 +100,7 @@ def plan(sde, ts: Tensor, *, order: int = 2, data_std: float = 0.5, corrector: b
     if not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
         raise ValueError("gls: the state carries no information on the data on this grid (sigma_tilde is not finite)")
     a = co.q * sig[:, None]  # unit whitened data direction, L^-1 c / |L^-1 c|
-    g = sig[:, None] ** 2 * (co.q.unsqueeze(-2) @ Li).squeeze(-2)  # y = g . z
+    g = co.gls_row  # y = g . z
     perp = torch.eye(k, dtype=F64) - a[:, :, None] * a[:, None, :]
     T = L[1:] @ _transport(a[:-1], a[1:]) @ perp[:-1] @ Li[:-1]
     phi, m = moments(sig, data_std)
