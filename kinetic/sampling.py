@@ -241,8 +241,8 @@ def sample(
     Args:
         shape: (n, *data_shape) of the output.
         solver: a name in `kinetic.solvers.SOLVERS` (em, pc, sscs, lie_trotter, ei, gls, ode, torchsde); the
-            default ``ei`` with eta = 0 runs grids of at most 2k + 1 steps (`kinetic.solvers.ei.default_gls_steps`) with the
-            ``gls`` plan (the few-step choice; ``gls_steps=0`` turns it off) and longer ones on the k-block flow.
+            default ``ei`` with eta = 0 runs grids of at most `kinetic.solvers.ei.default_gls_steps` steps (3 for VP,
+            5 for CLD/PSLD, 9 for HOLD) with the ``gls`` plan (the few-step choice; ``gls_steps=0`` turns it off) and longer ones on the k-block flow.
         steps: number of solver steps (NFE for one-evaluation-per-step solvers), at most
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
         grid: None (the solver's `default_grid`: "band" for gls and ei, the best grid for them in docs/benchmarks.md;

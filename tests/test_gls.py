@@ -169,8 +169,8 @@ def test_options_and_default():
         sample(sde, sf, (4, 2), solver="gls", data_std=-1)
     with pytest.raises(ValueError, match="gls: corrector must be True, False or None"):
         sample(sde, sf, (4, 2), solver="gls", corrector="yes")
-    # kn.sample's default (ei on the band grid) runs gls for deterministic grids of at most 2k + 1 steps
-    GLS_STEPS = 7  # HOLD: k = 3
+    # kn.sample's default (ei on the band grid) runs gls for deterministic grids of at most max(3, 4k - 3) steps
+    GLS_STEPS = 9  # HOLD: k = 3
 
     for steps in (3, GLS_STEPS, GLS_STEPS + 1):
         a = sample(sde, sf, (4, 2), steps=steps, generator=torch.Generator().manual_seed(0))
@@ -180,7 +180,7 @@ def test_options_and_default():
     # eta > 0 and gls_steps = 0 keep the k-block flow; a bad gls_steps names the option
     assert not get_solver("ei", eta=1.0).uses_gls(5, 3) and not get_solver("ei", gls_steps=0).uses_gls(5, 3)
     assert get_solver("ei").uses_gls(GLS_STEPS, 3) and get_solver("ei").order == 4
-    assert [max(s for s in range(20) if get_solver("ei").uses_gls(s, k)) for k in (1, 2, 4)] == [3, 5, 9]
+    assert [max(s for s in range(20) if get_solver("ei").uses_gls(s, k)) for k in (1, 2, 3, 4)] == [3, 5, 9, 13]
     assert get_solver("ei", gls_steps=10).uses_gls(10, 2) and not get_solver("ei", gls_steps=10).uses_gls(11, 2)
     with pytest.raises(ValueError, match="ei: gls_steps must be an integer >= 0"):
         sample(sde, sf, (4, 2), solver="ei", gls_steps=-1)

@@ -436,10 +436,10 @@ def test_gls_few_step_pathwise(sde):
 
 @pytest.mark.parametrize("sde", [kn.cld(), kn.hold()], ids=lambda s: s.name)
 def test_default_sampler_10_nfe_follows_the_k_block_flow(sde):
-    """kn.sample's default at 10 NFE (more than 2k + 1 steps: ei order 3 + corrector on the band grid) follows
-    the exact probability-flow map of its prior draw on a 2-D mixture (an adaptive DOPRI reference):
-    within 0.05, where ei order 3 on the quadratic grid without the corrector (the default before issue
-    12) is 0.23 (CLD) and 0.56 (HOLD) away."""
+    """kn.sample's default at 10 NFE (more than `default_gls_steps` for CLD and HOLD: ei order 3 + corrector
+    on the band grid) follows the exact probability-flow map of its prior draw on a 2-D mixture (an
+    adaptive DOPRI reference): within 0.05, where ei order 3 on the quadratic grid without the corrector
+    (the default before issue 12) is 0.23 (CLD) and 0.56 (HOLD) away."""
     data = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.0, -0.5]], [0.15, 0.3])
     sf = data.score_fn(sde)
     ref, _ = sample(sde, sf, (64, 2), solver="ode", rtol=1e-7, atol=1e-7, generator=torch.Generator().manual_seed(0),

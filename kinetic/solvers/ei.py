@@ -283,11 +283,13 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, mome
 
 
 def default_gls_steps(order: int) -> int:
-    """2k + 1: the most steps for which ``ei`` runs the GLS plan (`kinetic.solvers.gls`) on an SDE of order k.
-    The crossover measured on trained digit models (docs/study.md, few-step sampling): the GLS plan is the
-    better sampler up to 5 steps for CLD and 7 for HOLD, the k-block flow beyond; with exact scores the GLS
-    plan is the only sampler within 3x of the floor at 5 NFE for every preset (docs/benchmarks.md)."""
-    return 2 * int(order) + 1
+    """max(3, 4k - 3): the most steps for which ``ei`` runs the GLS plan (`kinetic.solvers.gls`) on an SDE of
+    order k (3 for VP, 5 for CLD and PSLD, 9 for HOLD, 13 for langevin(4)). It fits the crossovers measured on
+    trained digit models, an MLP and the default U-Net (docs/study.md, few-step sampling): for CLD the GLS plan
+    is the better sampler up to 5 steps on both; for HOLD up to 12 steps on the U-Net and 7 on the MLP, and 9
+    keeps the larger of the two losses smallest. The value for k >= 4 is an extrapolation. With exact scores
+    the GLS plan is the only sampler within 3x of the floor at 5 NFE for every preset (docs/benchmarks.md)."""
+    return max(3, 4 * int(order) - 3)
 
 
 @register
@@ -304,7 +306,7 @@ class ExponentialIntegrator(FixedGridSolver):
     ``ds`` (RK4 step in log tau times the rate, for the coefficients), ``gls_steps`` (deterministic runs
     of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow: the
     plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; None, the default:
-    `default_gls_steps` = 2k + 1 for an SDE of order k; 0: never). Its default grid is ``band``
+    `default_gls_steps`: 3 for VP, 5 for CLD/PSLD, 9 for HOLD; 0: never). Its default grid is ``band``
     (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
 
     name = "ei"
@@ -321,7 +323,7 @@ class ExponentialIntegrator(FixedGridSolver):
             raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
         g = o["gls_steps"]
         if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 0):
-            raise ValueError(f"ei: gls_steps must be an integer >= 0 or None (2k + 1), got {g!r}")
+            raise ValueError(f"ei: gls_steps must be an integer >= 0 or None (default_gls_steps), got {g!r}")
         self.eta = _number("eta", o["eta"])
         if o["stochastic"] and self.eta == 0.0:
             self.eta = 1.0
