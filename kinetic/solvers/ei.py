@@ -284,10 +284,11 @@ def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, mome
 
 def default_gls_steps(order: int) -> int:
     """max(3, 4k - 3): the most steps for which ``ei`` runs the GLS plan (`kinetic.solvers.gls`) on an SDE of
-    order k (3 for VP, 5 for CLD and PSLD, 9 for HOLD, 13 for langevin(4)). It fits the crossovers measured on
-    trained digit models, an MLP and the default U-Net (docs/study.md, few-step sampling): for CLD the GLS plan
-    is the better sampler up to 5 steps on both; for HOLD up to 12 steps on the U-Net and 7 on the MLP, and 9
-    keeps the larger of the two losses smallest. The value for k >= 4 is an extrapolation. With exact scores
+    order k (3 for VP, 5 for CLD and PSLD, 9 for HOLD, 13 for langevin(4)). It is set from the crossovers
+    measured on trained digit models, an MLP and the default U-Net (docs/study.md, few-step sampling): the GLS
+    plan is the better sampler (fd-digits) up to 5 steps for CLD on the MLP and 6 on the U-Net (at 6 either
+    choice costs one model about 15%), and up to 7 steps for HOLD on the MLP and 9 on the U-Net (at 8-9 it
+    saves the U-Net 20-36% and costs the MLP 10-28%). The value for k >= 4 is an extrapolation. With exact scores
     the GLS plan is the only sampler within 3x of the floor at 5 NFE for every preset (docs/benchmarks.md)."""
     return max(3, 4 * int(order) - 3)
 
