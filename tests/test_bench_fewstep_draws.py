@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def fd():
-    spec = importlib.util.spec_from_file_location("fewstep_draws", ROOT / "benchmarks" / "fewstep_draws.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    yield load_benchmark("fewstep_draws")
+    sys.modules.pop("fewstep_draws", None)
 
 
 def test_tiny_run_gives_one_ratio_per_draw_and_the_default_matches_its_plan(fd):

@@ -3,23 +3,16 @@ tested elsewhere)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ft():
-    spec = importlib.util.spec_from_file_location("fewstep_trained", ROOT / "benchmarks" / "fewstep_trained.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    yield load_benchmark("fewstep_trained")
+    sys.modules.pop("fewstep_trained", None)
 
 
 def test_short_names_cover_every_sampler_and_the_kblock_row_pins_the_flow(ft):

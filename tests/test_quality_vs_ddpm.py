@@ -3,28 +3,21 @@ tiny end-to-end run (trained weights and evaluations cached and reused)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 pytest.importorskip("diffusers")
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def qv():
-    spec = importlib.util.spec_from_file_location("quality_vs_ddpm", ROOT / "benchmarks" / "quality_vs_ddpm.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    yield load_benchmark("quality_vs_ddpm")
+    sys.modules.pop("quality_vs_ddpm", None)
 
 
 def test_sampler_configs(qv):
