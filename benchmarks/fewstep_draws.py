@@ -15,7 +15,6 @@ Writes ``fewstep_draws.{md,json}`` into ``--out``. Downloads nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,8 +23,7 @@ import torch
 import kinetic as kn
 from kinetic.bench import fewstep as fs
 from kinetic.bench import problems as pb
-from kinetic.bench.report import command_line, machine_line
-from kinetic.fileio import atomic_write_text
+from kinetic.bench.report import command_line, int_list, machine_line, parse, write_outputs
 
 SAMPLERS = {
     "kn.sample default": {},
@@ -79,33 +77,27 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--problems", default="mixture4,gauss64")
     p.add_argument("--presets", default=",".join(fs.PRESETS))
-    p.add_argument("--nfes", default="5,8,10")
+    p.add_argument("--nfes", type=int_list, default="5,8,10")
     p.add_argument("--seeds", type=int, default=5, help="prior draws per cell (seeds 0 .. N-1)")
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="folder for fewstep_draws.{json,md} (must exist)")
-    a = p.parse_args(argv)
+    a = parse(p, argv)
     problems, presets = a.problems.split(","), a.presets.split(",")
     bad = [x for x in problems if x not in pb.PROBLEMS] + [x for x in presets if x not in fs.PRESETS]
     if bad:
         p.error(f"unknown problem or preset {bad}; problems: {sorted(pb.PROBLEMS)}, presets: {sorted(fs.PRESETS)}")
-    try:
-        nfes = [int(x) for x in a.nfes.split(",")]
-    except ValueError:
-        p.error(f"--nfes: comma-separated integers expected, got {a.nfes!r}")
-    if a.seeds < 1 or a.n < 2 or any(x < 1 for x in nfes):
+    if a.seeds < 1 or a.n < 2 or any(x < 1 for x in a.nfes):
         p.error("--seeds must be >= 1, --n >= 2 and every NFE >= 1")
     if a.out is not None and not a.out.is_dir():
         p.error(f"--out: {a.out} is not a folder")
-    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    res = run(problems, presets, nfes, a.seeds, a.n)
+    res = run(problems, presets, a.nfes, a.seeds, a.n)
     res.update(seconds=time.perf_counter() - t0, machine=machine_line(), command=command_line("fewstep_draws.py", argv))
     md = to_markdown(res)
     print(md)
     if a.out is not None:
-        atomic_write_text(a.out / "fewstep_draws.json", json.dumps(res, indent=1))
-        atomic_write_text(a.out / "fewstep_draws.md", md + "\n")
+        write_outputs(a.out, {"fewstep_draws.json": res, "fewstep_draws.md": md + "\n"})
 
 
 if __name__ == "__main__":

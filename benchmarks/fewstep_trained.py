@@ -17,17 +17,13 @@ Writes ``<stem>.json`` and ``<stem>.md`` into ``--out``. Downloads nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-import torch
-
-from kinetic.bench.report import command_line, machine_line
+from kinetic.bench.report import command_line, int_list, machine_line, parse, write_outputs
 from kinetic.checkpoint import load_model
 from kinetic.evaluation import evaluate_checkpoint, generate
-from kinetic.fileio import atomic_write_text
 
 SAMPLERS = {
     "gls (order 2 + corrector)": {"solver": "gls"},
@@ -111,41 +107,31 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, required=True, help="a folder of run folders, each with a checkpoint.pt")
     p.add_argument("--out", type=Path, default=None, help="folder for fewstep_trained.{json,md} (must exist)")
-    p.add_argument("--nfes", default="5,10,20,50,200")
+    p.add_argument("--nfes", type=int_list, default="5,10,20,50,200")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seeds", default="0", help="sampling seeds, comma-separated")
+    p.add_argument("--seeds", type=int_list, default="0", help="sampling seeds, comma-separated")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samplers", default=",".join(SHORT), help=f"comma-separated, of {', '.join(SHORT)}")
     p.add_argument("--stem", default="fewstep_trained", help="the output files' name, without .json / .md")
-    a = p.parse_args(argv)
+    a = parse(p, argv)
     if not a.runs.is_dir():
         p.error(f"--runs: {a.runs} is not a folder")
     if a.out is not None and not a.out.is_dir():
         p.error(f"--out: {a.out} is not a folder")
-    try:
-        nfes = [int(x) for x in a.nfes.split(",")]
-    except ValueError:
-        p.error(f"--nfes: comma-separated integers expected, got {a.nfes!r}")
-    try:
-        seeds = [int(x) for x in a.seeds.split(",")]
-    except ValueError:
-        p.error(f"--seeds: comma-separated integers expected, got {a.seeds!r}")
     samplers = [x.strip() for x in a.samplers.split(",")]
     if not samplers or any(x not in SHORT for x in samplers):
         p.error(f"--samplers: comma-separated names of {', '.join(SHORT)} expected, got {a.samplers!r}")
     if not a.stem or "/" in a.stem:
         p.error(f"--stem: a file name without folders expected, got {a.stem!r}")
-    if a.n < 2 or any(x < 1 for x in nfes):
+    if a.n < 2 or any(x < 1 for x in a.nfes):
         p.error("--n must be >= 2 and every NFE >= 1")
-    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    res = run(a.runs, nfes, a.n, seeds, [SHORT[x] for x in samplers])
+    res = run(a.runs, a.nfes, a.n, a.seeds, [SHORT[x] for x in samplers])
     res.update(seconds=time.perf_counter() - t0, machine=machine_line(), command=command_line("fewstep_trained.py", argv))
     md = to_markdown(res)
     print(md)
     if a.out is not None:
-        atomic_write_text(a.out / f"{a.stem}.json", json.dumps(res, indent=1))
-        atomic_write_text(a.out / f"{a.stem}.md", md + "\n")
+        write_outputs(a.out, {f"{a.stem}.json": res, f"{a.stem}.md": md + "\n"})
 
 
 if __name__ == "__main__":

@@ -128,3 +128,14 @@ def test_a_preset_is_one_line_and_unsupported_samplers_are_skipped(monkeypatch):
     for label in ("em", "ei-3"):
         for rows in res["results"]["mixture4"]["two"][label].values():
             assert all(("skipped" in r) or r["error"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nfes", "3,x"], "argument --nfes: comma-separated integers expected, got '3,x'"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--grids", "nope"], "unknown configuration, grid or preset ['nope']"),
+])
+def test_bad_options_exit_2_with_one_line_naming_the_option(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        fs.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err

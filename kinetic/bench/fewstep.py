@@ -31,6 +31,7 @@ from kinetic import grids as kinetic_grids
 from kinetic import solvers as kinetic_solvers
 
 from . import problems as pb
+from .report import int_list, parse
 
 __all__ = [
     "PRESETS", "GRIDS", "Config", "CONFIGS", "REDUCED", "NFES",
@@ -425,13 +426,13 @@ def main(argv=None) -> None:
     p.add_argument("--presets", default=",".join(PRESETS))
     p.add_argument("--configs", default=";".join(ISSUE12), help="labels of CONFIGS, separated by ';'")
     p.add_argument("--grids", default=",".join(GRIDS))
-    p.add_argument("--nfes", default="3,5,8,10")
+    p.add_argument("--nfes", type=int_list, default="3,5,8,10")
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--n-path", type=int, default=500)
     p.add_argument("--rtol", type=float, default=1e-6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="markdown file to write (its folder must exist)")
-    a = p.parse_args(argv)
+    a = parse(p, argv)  # also sets torch's thread count
     labels = [c for c in a.configs.split(";") if c]
     known = {c.label for c in CONFIGS}
     bad = [c for c in labels if c not in known] + [g for g in a.grids.split(",") if g not in kinetic_grids.GRIDS]
@@ -440,10 +441,9 @@ def main(argv=None) -> None:
         p.error(f"unknown configuration, grid or preset {bad}; configurations: {sorted(known)}")
     if a.out and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
         p.error(f"--out: the folder of {a.out!r} does not exist")
-    torch.set_num_threads(a.threads)
     GRIDS = tuple(a.grids.split(","))
     t0 = time.perf_counter()
-    res = run(presets=a.presets.split(","), nfes=[int(x) for x in a.nfes.split(",")], n=a.n, n_path=a.n_path,
+    res = run(presets=a.presets.split(","), nfes=a.nfes, n=a.n, n_path=a.n_path,
               configs=labels, rtol=a.rtol, log=print)
     res["seconds"] = time.perf_counter() - t0
     if a.out:

@@ -19,8 +19,8 @@ import torch
 
 from ..fileio import atomic_write_text
 
-__all__ = ["machine_info", "machine_line", "bench_parser", "parse", "standard_cli", "command_line", "write_outputs",
-           "replace_section", "md_table"]
+__all__ = ["machine_info", "machine_line", "bench_parser", "parse", "int_list", "standard_cli", "command_line",
+           "write_outputs", "replace_section", "md_table"]
 
 
 def machine_info() -> dict:
@@ -69,6 +69,14 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
         p.error(f"--threads must be >= 1, got {a.threads}")
     torch.set_num_threads(a.threads)
     return a
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse ``type``: "5,8,10" -> [5, 8, 10]; anything else is the option's one-line error."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers expected, got {text!r}") from None
 
 
 def standard_cli(argv, main, to_markdown, *, description: str, full_help: str, out_help: str, tag: str) -> dict:
