@@ -234,18 +234,27 @@ def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float =
     I0 = c[1:] - (F @ c[:-1].unsqueeze(-1)).squeeze(-1)  # exact: int Psi b du = c_tau' - F c_tau
     moments = torch.cat([I0[:, None], I], dim=1)  # (N, MAX_MOMENT + 1, k)
 
+    out = layout(F, moments, x_grid, grid, t, order, corrector)
+    out["substeps"] = substeps
+    if eta > 0:
+        out["noise_chol"] = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
+    return out
+
+
+def layout(F: Tensor, moments: Tensor, x_grid: Tensor, ref: dict, t: Tensor, order: int, corrector: bool) -> dict:
+    """The plan entries that `ExponentialIntegrator.step` reads, from the transitions F (N, k, k), the moments
+    (N, MAX_MOMENT + 1, k) of each step's data-prediction kernel in the polynomial variable x_grid (N + 1,),
+    `_reference`'s output ``ref`` on the grid t (N + 1,), the multistep ``order`` and ``corrector``."""
+    x_step = x_grid[:-1] - x_grid[1:]
     out = {
         "transition": F,
         "data_weights": _multistep_weights(x_grid, x_step, moments, order, new=False),
-        "score_coef": grid["score_coef"][:-1],
-        "state_coef": grid["state_coef"][:-1],
+        "score_coef": ref["score_coef"][:-1],
+        "state_coef": ref["state_coef"][:-1],
         "t_score": t[:-1],
-        "substeps": substeps,
     }
     if corrector:
         out["corrector_weights"] = _multistep_weights(x_grid, x_step, moments, order + 1, new=True)
-    if eta > 0:
-        out["noise_chol"] = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
     return out
 
 

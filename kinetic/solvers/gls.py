@@ -41,7 +41,7 @@ from torch import Tensor
 
 from . import register
 from .base import FixedGridSolver
-from .ei import MAX_MOMENT, ExponentialIntegrator, _multistep_weights, _number, _reference
+from .ei import MAX_MOMENT, ExponentialIntegrator, _number, _reference, layout
 
 __all__ = ["GLSIntegrator", "plan"]
 
@@ -110,17 +110,7 @@ def plan(sde, ts: Tensor, *, order: int = 2, data_std: float = 0.5, corrector: b
     x_step = x_grid[:-1] - x_grid[1:]
     if not bool((x_step > 0).all()):
         raise ValueError("gls: sigma_tilde must decrease strictly along the grid; use fewer steps or another grid")
-    ref = _reference(sde, t, data_std, 1.0)
-    out = {
-        "transition": F,
-        "data_weights": _multistep_weights(x_grid, x_step, mom, order, new=False),
-        "score_coef": ref["score_coef"][:-1],
-        "state_coef": ref["state_coef"][:-1],
-        "t_score": t[:-1],
-    }
-    if corrector:
-        out["corrector_weights"] = _multistep_weights(x_grid, x_step, mom, order + 1, new=True)
-    return out
+    return layout(F, mom, x_grid, _reference(sde, t, data_std, 1.0), t, order, corrector)
 
 
 @register
