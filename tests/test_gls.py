@@ -143,17 +143,24 @@ def test_convergence_order(sde, order, corrector):
 @pytest.mark.parametrize("sde", [kn.cld(), kn.hold()], ids=lambda s: s.name)
 def test_converges_to_the_tight_flow_on_a_mixture(sde):
     """On a 2-D mixture (nonlinear denoiser) the solver converges to an adaptive DOPRI integration of the
-    VE flow of the GLS estimate (`problems.gls_flow_map`, no kinetic sampler code), and the error falls with NFE."""
+    VE flow of the GLS estimate (`problems.gls_flow_map`, no kinetic sampler code), and the error falls with NFE.
+    At few steps (order 2 + corrector, band grid) the median distance is under 0.03 at 5 NFE and 0.006 at 10
+    (the median: one draw of the 64 lies on the components' boundary and needs ~40 steps), where `ei`'s
+    k-block flow ends 0.2-0.5 from it."""
     data = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.0, -0.5]], [0.15, 0.3])
     sf = data.score_fn(sde)
     z_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0), dtype=F64)
     ref = pb.gls_flow_map(sde, sf, z_T, 1e-3, rtol=1e-8)
-    errs = []
-    for steps in (10, 40, 160):  # (one of the 64 draws lies on the components' boundary: it needs ~40 steps)
-        z, _ = sample(sde, sf, (64, 2), solver="gls", steps=steps, return_state=True,
-                      generator=torch.Generator().manual_seed(0))
-        errs.append(pb.pathwise_error(pb.gls_estimate(sde, z, 1e-3), ref))
-    assert errs[0] > errs[1] > errs[2] and errs[2] < 2e-3, errs
+    errs = {}
+    for steps in (5, 10, 40, 160):
+        z, nfe = sample(sde, sf, (64, 2), solver="gls", steps=steps, return_state=True,
+                        generator=torch.Generator().manual_seed(0))
+        assert nfe == steps
+        errs[steps] = pb.gls_estimate(sde, z, 1e-3) - ref
+    medians = {s: float(e.norm(dim=-1).median()) for s, e in errs.items()}
+    assert medians[5] < 0.03 and medians[10] < 0.006, medians
+    rms = [pb.pathwise_error(errs[s], torch.zeros_like(ref)) for s in (10, 40, 160)]
+    assert rms[0] > rms[1] > rms[2] and rms[2] < 2e-3, rms
 
 
 def test_options_and_default():

@@ -415,26 +415,6 @@ def test_ode_sampler_errors_are_clear():
 
 
 @pytest.mark.parametrize("sde", [kn.cld(), kn.hold()], ids=lambda s: s.name)
-def test_gls_few_step_pathwise(sde):
-    """`gls` (order 2 + corrector, band grid; kn.sample's default for at most 6 steps) at 5 and 10 NFE
-    follows the flow it discretises (the VE flow of the GLS estimate, integrated by DOPRI5 in
-    `problems.gls_flow_map`) on a 2-D mixture: median distance 0.02 and 0.003 (one draw of the 64 lies on
-    the components' boundary, so the median), where `ei`'s k-block flow ends 0.2-0.5 from it."""
-    from kinetic.bench import problems as pb
-
-    data = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.0, -0.5]], [0.15, 0.3])
-    sf = data.score_fn(sde)
-    z_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ref = pb.gls_flow_map(sde, sf, z_T, 1e-3, rtol=1e-8)
-    for steps, bound in ((5, 0.03), (10, 0.006)):
-        z, nfe = sample(sde, sf, (64, 2), solver="gls", steps=steps, generator=torch.Generator().manual_seed(0),
-                        return_state=True)
-        assert nfe == steps
-        err = float((pb.gls_estimate(sde, z, 1e-3) - ref).norm(dim=-1).median())
-        assert err < bound, (steps, err)
-
-
-@pytest.mark.parametrize("sde", [kn.cld(), kn.hold()], ids=lambda s: s.name)
 def test_default_sampler_10_nfe_follows_the_k_block_flow(sde):
     """kn.sample's default at 10 NFE (more than `default_gls_steps` for CLD and HOLD: ei order 3 + corrector
     on the band grid) follows the exact probability-flow map of its prior draw on a 2-D mixture (an
