@@ -1,4 +1,4 @@
-"""Conditional generation for any order (issue 15): exact measurements and the digits study.
+"""Conditional generation for any order: exact measurements and the digits study.
 
     python benchmarks/conditional.py exact --out docs/figures          # no network, ~10 min on one core
     python benchmarks/conditional.py study --out docs/figures          # 9 trainings + evaluation, ~2 h on one core

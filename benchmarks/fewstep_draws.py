@@ -1,7 +1,7 @@
 """Few-step sampling with exact scores over several prior draws: how safe is a cell of docs/benchmarks.md?
 
 `kinetic.bench.fewstep` measures every sampler on one prior draw (seed 0). A ratio to the floor near the
-issue-12 goals (3x at 5 NFE, 1.5x at 10) can move by a few tenths from one draw to the next, because the
+few-step goals (3x at 5 NFE, 1.5x at 10) can move by a few tenths from one draw to the next, because the
 samples' own Monte Carlo error is of the floor's size. This draws ``--seeds`` prior samples per cell and
 reports the ratio of the distribution error to the floor (exact samples, `kinetic.bench.fewstep.floor`)
 as min-max and mean over the draws, for `kn.sample`'s default, the k-block flow of ``ei`` and ``gls``.
@@ -31,7 +31,7 @@ SAMPLERS = {
     "gls (order 2 + corrector)": {"solver": "gls"},
 }
 GOAL = {5: 3.0, 10: 1.5}
-"""Issue 12's goals: the ratio to the floor at 5 and 10 NFE."""
+"""The few-step goals: the ratio to the floor at 5 and 10 NFE."""
 
 
 def run(problems, presets, nfes, seeds: int, n: int, log=print) -> dict:
@@ -58,7 +58,7 @@ def run(problems, presets, nfes, seeds: int, n: int, log=print) -> dict:
 def to_markdown(res: dict) -> str:
     lines = [f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min). Machine: {res['machine']}.",
              f"Ratio of the distribution error to the floor (exact samples), over prior draws 0-{res['seeds'] - 1} "
-             f"(n = {res['n']}): min-max (mean). Bold: outside issue 12's goal ({', '.join(f'{g}x at {t} NFE' for t, g in GOAL.items())}).", ""]
+             f"(n = {res['n']}): min-max (mean). Bold: outside the few-step goal ({', '.join(f'{g}x at {t} NFE' for t, g in GOAL.items())}).", ""]
     for name, p in res["problems"].items():
         lines += [f"**{name}** (floor {p['floor']:.4g})", "", "| SDE | sampler | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",
                   "|---|---|" + "---|" * len(res["nfes"])]

@@ -1,4 +1,4 @@
-"""Few-step sampling with exact scores (issue 12): every kinetic sampler and grid at NFE 3 ... 50.
+"""Few-step sampling with exact scores: every kinetic sampler and grid at NFE 3 ... 50.
 
 For each preset (`PRESETS`) and problem (``mixture4``: 4 unequal 2-D Gaussians, n = 20000;
 ``gauss64``: the anisotropic 64-D Gaussian) every sampler configuration (`CONFIGS`) runs through
@@ -97,7 +97,7 @@ CONFIGS = [
 ]
 REDUCED = ("kn.sample default", "em", "sscs", "ei-2", "ei-3", "ei-2 (eta 1)", "pc")
 ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 (eta 1)", "gls-3 + corrector", "gls-3")
-"""The configurations compared by ``python -m kinetic.bench.fewstep`` (the after-tables of issue 12)."""
+"""The configurations compared by ``python -m kinetic.bench.fewstep`` (the tables of docs/benchmarks.md, "Few-step sampling")."""
 
 
 # ------------------------------------------------------------------ errors and the reference

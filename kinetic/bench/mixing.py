@@ -1,6 +1,6 @@
 """Mixing of the forward processes: how fast does the FULL state z_t forget the data?
 
-The question behind issue 6 and HOLD's claim that third-order dynamics "reduce the mixing time by
+The question behind the mixing study (docs/study.md) and HOLD's claim that third-order dynamics "reduce the mixing time by
 two orders of magnitude": the distance KL(p_t || prior) between the forward marginal of the full
 state z_t = (x_t, v_t, a_t, ...) (data pushed forward, auxiliaries started from ``aux_cov``) and the
 prior N(0, P kron I), P = ``sde.stationary_cov``, as a function of t, and the time to reach a tolerance.

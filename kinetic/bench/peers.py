@@ -1,4 +1,4 @@
-"""Peers on VP (issue 12): diffusers' multistep schedulers driven by kinetic's exact score.
+"""Peers on VP: diffusers' multistep schedulers driven by kinetic's exact score.
 
 DPM-Solver++ (2M, 3M; Karras and lambda-uniform spacings), UniPC (bh2, orders 2 and 3) and DEIS
 (orders 2 and 3) run on the same problems, prior draws and exact score (`kinetic.analytic`) as

@@ -1,7 +1,7 @@
 """The sampler benchmarks' test problems and error measures, all with exact answers (no network).
 
 Problems (data laws with exact scores for every linear SDE, `kinetic.analytic`):
-    mixture2d   8 Gaussians on a ring (std 0.1), the toy of the issue-4 benchmark;
+    mixture2d   8 Gaussians on a ring (std 0.1), the toy of the solver-accuracy benchmark;
     mixture4    4 unequal 2-D Gaussians (the few-step benchmark's 2-D problem);
     gauss64     N(m, S) in d = 64 with variances 0.05 .. 1.6 in a random basis.
 
@@ -33,7 +33,7 @@ F64 = torch.float64
 
 # ------------------------------------------------------------------ problems
 def ring8() -> GaussianMixture:
-    """8 equal Gaussians of std 0.1 on a circle of radius 1.41 (the issue-4 ``mixture2d``)."""
+    """8 equal Gaussians of std 0.1 on a circle of radius 1.41 (the solver-accuracy ``mixture2d``)."""
     return GaussianMixture.ring(8, 1.41, 0.1)
 
 
@@ -45,7 +45,7 @@ def mixture4() -> GaussianMixture:
 
 def gauss64() -> GaussianData:
     """N(m, S), d = 64: S = Q diag(logspace(-1.3, 0.2)) Q^T (variances 0.05 .. 1.6), Q random
-    orthogonal, m ~ N(0, 0.25 I) (seed 0; the issue-4 benchmark's Gaussian)."""
+    orthogonal, m ~ N(0, 0.25 I) (seed 0; the solver-accuracy benchmark's Gaussian)."""
     g = torch.Generator().manual_seed(0)
     d = 64
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))

@@ -4,13 +4,13 @@
     python benchmarks/solver_accuracy.py --few-step-only --few-step issue  # the few-step tables of docs/benchmarks.md
     python benchmarks/solver_accuracy.py --full                          # every NFE level and configuration
 
-Accuracy (issue 4): for VP, CLD, PSLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
+Accuracy: for VP, CLD, PSLD, HOLD and langevin(4), on a 2-D mixture of 8 Gaussians and a
 64-dimensional Gaussian, every sampler is run with the exact score (`kinetic.analytic`) at NFE
 10 ... 100 (1000 full). Errors: W2 between the Gaussian fitted to the samples and the true law
 (Gaussian data); sliced W2 against a fresh data sample of the same size (mixture). The Monte Carlo
 floor is the same metric between two fresh data samples of the same size.
 
-Few-step (issue 12, `kinetic.bench.fewstep`, sizes in `FEW_STEP`): each preset, sampler and time
+Few-step (`kinetic.bench.fewstep`, sizes in `FEW_STEP`): each preset, sampler and time
 grid at NFE 3, 5, 8, 10 (20, 50, 100 full) on `mixture4` and `gauss64`: the distribution error
 against the exact law with its floor, and the pathwise error against the exact probability-flow map.
 
@@ -313,7 +313,7 @@ FEW_STEP = {
     # the default run: order 1 against order 3, small samples (about 2 CPU-minutes)
     "reduced": {"presets": ("vp", "hold"), "nfes": (3, 5, 8, 10), "n": 4_000, "n_path": 500, "rtol": 1e-6,
                 "configs": fewstep.REDUCED},
-    # the issue-12 tables of docs/benchmarks.md: every preset, n = 20000 (about 12 CPU-minutes)
+    # the few-step tables of docs/benchmarks.md: every preset, n = 20000 (about 12 CPU-minutes)
     "issue": {"presets": None, "nfes": (3, 5, 8, 10), "n": 20_000, "n_path": 500, "rtol": 1e-6,
               "configs": fewstep.REDUCED},
     # every configuration up to NFE 100 and a tight reference (hours)
@@ -394,10 +394,10 @@ def main(full: bool = False, out_dir: str = "docs", overhead: bool = True, log=N
         few["machine"], few["command"], few["seconds"] = machine_info(), command, seconds
         write_outputs(out_dir, {"figures/fewstep_kinetic.json": few})
         fewstep.plot(few, os.path.join(out_dir, "figures", "fewstep_kinetic.png"))
-        replace_section(path, "few-step", "## Few-step sampling (issue 12)\n\n" + f"Command: `{command}`. "
+        replace_section(path, "few-step", "## Few-step sampling\n\n" + f"Command: `{command}`. "
                         + fewstep.to_markdown(few))
         replace_section(os.path.join(out_dir, "benchmarks.md"), "few-step-kinetic", few_step_summary(few, command, seconds),
-                        title="## Few-step sampling with exact scores (issue 12)")
+                        title="## Few-step sampling with exact scores")
         out["few_step"] = few
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -412,7 +412,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000 reduced, 10000 full)")
     p.add_argument("--all-configs", action="store_true", help="every solver configuration (default only with --full)")
     p.add_argument("--few-step", choices=[*FEW_STEP, "none"], default=None,
-                   help="size of the few-step part (issue 12): reduced (default), issue (the tables of "
+                   help="size of the few-step part: reduced (default), issue (the tables of "
                         "docs/benchmarks.md), full (default with --full) or none")
     p.add_argument("--few-step-only", action="store_true", help="only the few-step part")
     a = parse(p, argv)
