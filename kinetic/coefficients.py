@@ -20,6 +20,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from .linalg import tria
+
 __all__ = ["Coefficients"]
 
 
@@ -89,6 +91,31 @@ class Coefficients:
     def lam(self) -> Tensor:
         """(...,): 1/2 log(Sigma_00 / c_0^2), the log noise-to-signal ratio of the data block."""
         return 0.5 * torch.log(self.sigma[..., 0, 0]) - torch.log(self.c[..., 0].abs())
+
+    # ------------------------------------------------------------------ Gaussian reference
+    def reference_chol(self, variance) -> Tensor:
+        """Lower factor of the Gaussian-reference covariance C = Sigma_t + variance c c^T: the law of
+        z_t given nothing when x0 ~ N(0, variance I) (gDDIM's R_t for variance 0; the "mixed" score's S_t).
+
+        ``variance``: a float >= 0 -> (..., k, k), or a tensor (n,) of variances -> (..., n, k, k).
+        Square-root form, tria([sqrt(variance) c, L_t]), so C keeps its digits where Sigma_t is
+        nearly singular (tiny t, high order); variance 0 returns L_t itself.
+        """
+        if not isinstance(variance, Tensor):
+            v = float(variance)
+            if not v >= 0:
+                raise ValueError(f"variance must be >= 0, got {variance!r}")
+            if v == 0.0:
+                return self.chol
+            return tria(torch.cat([v**0.5 * self.c.unsqueeze(-1), self.chol], dim=-1))
+        v = variance.to(self.chol).clamp_min(0.0).sqrt()  # (n,)
+        col = v[:, None, None] * self.c[..., None, :, None]  # (..., n, k, 1)
+        L = self.chol[..., None, :, :].expand(*col.shape[:-1], self.order)
+        return tria(torch.cat([col, L], dim=-1))
+
+    def reference_precision(self, variance) -> Tensor:
+        """(Sigma_t + variance c c^T)^-1 from `reference_chol`: (..., k, k) (or (..., n, k, k))."""
+        return torch.cholesky_inverse(self.reference_chol(variance))
 
     # ------------------------------------------------------------------ noised-block score
     @cached_property

@@ -45,7 +45,6 @@ from .sde import LinearSDE
 __all__ = [
     "ScoreModel",
     "as_score_fn",
-    "marginal_coefficients",
     "preconditioning",
     "output_blocks",
     "PARAMETERIZATIONS",
@@ -112,8 +111,9 @@ class ScoreModel(nn.Module):
         num_classes: the classes the network is conditioned on; None (default) reads the
             network's ``num_classes`` attribute (0 when it has none: unconditional).
 
-    ``forward(z, t, labels=None)`` is ``eps(z, t, labels)``: the predicted whitened noise eps* of
-    the noised blocks. ``score(z, t, labels=None)``: the predicted score of the noised blocks.
+    ``forward(z, t, labels=None)`` (calling the module): the predicted whitened noise eps* of the
+    noised blocks. ``score(z, t, labels=None)``: the predicted score of the noised blocks (a
+    ``score_fn`` for the samplers).
     Both have `LinearSDE.score_shape`: (B, *D) for one noised block, (B, m, *D) for several.
     ``labels`` (B,) int64 in [0, num_classes]; ``num_classes`` (`null_label`) and None are the
     unconditional branch of a conditional model; an unconditional model refuses labels.
@@ -274,10 +274,6 @@ class ScoreModel(nn.Module):
         """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) [, labels (B,)] -> `score_shape`."""
         return self._predict(z, t, labels=labels)[0]
 
-    def eps(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
-        """Predicted whitened noise eps* of the noised blocks (`LinearSDE.score_shape`)."""
-        return self._predict(z, t, labels=labels)[0]
-
     def score(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """Predicted score of the noised blocks, grad_{z_N} log p_t(z) (`LinearSDE.score_shape`);
         with ``labels``, grad log p_t(z | y) (the null label: the unconditional score)."""
@@ -286,10 +282,6 @@ class ScoreModel(nn.Module):
     def eps_and_score(self, z: Tensor, t, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Both predictions from one network call."""
         return self._predict(z, t, labels=labels)
-
-    def score_fn(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
-        """Alias of `score`, matching the ``score_fn(z, t[, labels])`` convention of the samplers."""
-        return self._predict(z, t, labels=labels)[1]
 
     @property
     def network(self) -> nn.Module:
@@ -381,10 +373,7 @@ def preconditioning(
         c_in = torch.ones(B, k, dtype=torch.float64, device=c.device)
     prec_rows = co.score_map @ co.chol_inv  # (B, m, k): rows N of Sigma^-1 = K L^-1
     if parameterization == "mixed":
-        # S^-1 = Sigma^-1 - g Sigma^-1 c c^T Sigma^-1, g = sd2 / (1 + sd2 c^T Sigma^-1 c) (Sherman-Morrison)
-        gamma = sd2 / (1.0 + sd2 * (co.q * co.q).sum(-1))
-        u = co.q.unsqueeze(-2) @ co.chol_inv  # (B, 1, k): (Sigma^-1 c)^T
-        out["gauss_rows"] = prec_rows - gamma[:, None, None] * co.noised_data_column.unsqueeze(-1) * u
+        out["gauss_rows"] = co.reference_precision(sd2)[..., list(co.noised), :]  # rows N of S_t^-1
     elif parameterization == "x0":
         out["w"] = co.gls_row
         out["prec_rows"] = prec_rows
@@ -394,15 +383,3 @@ def preconditioning(
     out["c_in"] = c_in
     return out
 
-
-def marginal_coefficients(
-    sde: LinearSDE,
-    t: Tensor,
-    data_std: float = 1.0,
-    *,
-    parameterization: str = "x0",
-    input_scaling: bool = True,
-) -> dict[str, Tensor]:
-    """`preconditioning` of ``sde.coefficients(t)`` for times t (B,)."""
-    t64 = torch.as_tensor(t).to(torch.float64).reshape(-1)
-    return preconditioning(sde.coefficients(t64), data_std, parameterization=parameterization, input_scaling=input_scaling)

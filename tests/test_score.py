@@ -108,7 +108,7 @@ def test_input_scaling_uses_gaussian_marginal_std():
     net = Recorder((2,))
     sm = ScoreModel(net, sde, "eps")
     z = torch.randn(4, 1, 2) * 30
-    sm.eps(z, torch.full((4,), 0.9))
+    sm(z, torch.full((4,), 0.9))
     c, sigma = gaussian_pieces(sde, 0.9)
     expected = z[:, 0] / math.sqrt(c[0] ** 2 + sigma[0, 0])
     assert torch.allclose(net.seen[0], expected, rtol=1e-5)
