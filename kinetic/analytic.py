@@ -264,5 +264,32 @@ class GaussianMixture:
 
         return score
 
+    def denoise(self, y: Tensor, sigma, residual: bool = False) -> Tensor:
+        """The exact posterior mean E[x0 | y] under y = x0 + sigma eps (the VE denoiser of this law):
+        y (B, d), sigma (B,) or a scalar -> (B, d) in y's dtype (float64 inside). Per component j,
+        y ~ N(m_j, (s_j^2 + sigma^2) I) and E[x0 | y, j] = m_j + s_j^2 / (s_j^2 + sigma^2) (y - m_j),
+        weighted by the posterior responsibilities. ``residual``: E[x0 | y] - y instead, computed as
+        -sum_j r_j sigma^2 / (s_j^2 + sigma^2) (y - m_j) (relative accuracy at tiny sigma)."""
+        yf = torch.as_tensor(y).to(torch.float64)
+        B = yf.shape[0]
+        sig2 = torch.as_tensor(sigma, dtype=torch.float64, device=yf.device).reshape(-1).expand(B).square()
+        s2 = (self.std**2).to(yf.device)
+        means = self.means.to(yf.device)
+        v = s2[None, :] + sig2[:, None]  # (B, M)
+        d2 = ((yf[:, None, :] - means[None]) ** 2).sum(-1)
+        logr = torch.log(self.weights.to(yf.device)) - 0.5 * d2 / v - 0.5 * self.dim * torch.log(v)
+        r = torch.softmax(logr, dim=1)
+        if residual:
+            post = -(sig2[:, None] / v)[..., None] * (yf[:, None, :] - means[None])  # (B, M, d)
+        else:
+            post = means[None] + (s2[None, :] / v)[..., None] * (yf[:, None, :] - means[None])
+        return (r[..., None] * post).sum(1).to(torch.as_tensor(y).dtype)
+
+    def denoiser(self):
+        """`denoise` as a `kinetic.denoiser.Denoiser` (its ``score_fn(sde)`` is exact for every SDE)."""
+        from .denoiser import FunctionDenoiser
+
+        return FunctionDenoiser(lambda y, sigma: self.denoise(y, sigma, residual=True), residual=True)
+
     def __repr__(self) -> str:
         return f"GaussianMixture(M={self.means.shape[0]}, d={self.dim})"

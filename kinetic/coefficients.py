@@ -165,6 +165,29 @@ class Coefficients:
         den = (Ww * w).sum(-1).to(z.device, z.dtype)
         return (num / den[:, None]).reshape(B, *z.shape[2:])
 
+    def gls_estimate(self, z: Tensor) -> Tensor:
+        """y = gls_row . z = x0 + sigma_tilde n: (B, k, *D) -> (B, *D) in z's dtype, the sufficient
+        statistic of z_t for x0 (docs/math.md, "One denoiser for every SDE")."""
+        B, k = z.shape[0], z.shape[1]
+        return _rows(self.gls_row.unsqueeze(-2), z.reshape(B, k, -1)).reshape(B, *z.shape[2:])
+
+    def score_from_denoiser(self, z: Tensor, y: Tensor, residual: Tensor, variance: float = 1.0) -> Tensor:
+        """The noised-block score -(Sigma^-1 (z - c x0_hat))_N (Tweedie) of the marginal whose posterior
+        mean is x0_hat = y + residual, y = `gls_estimate` (z): (B, k, *D), (B, *D), (B, *D) -> (B, m, *D)
+        in z's dtype. Written through the Gaussian reference C = Sigma + v c c^T (`reference_chol`,
+        v = ``variance`` > 0; exact for any v) as (C^-1 c)_N mu - (C^-1 z)_N with the reference's data
+        prediction mu = y + (1 + v / sigma_tilde^2) residual: at small t, where Sigma^-1 is huge along c,
+        nothing then cancels, as long as the residual x0_hat - y is given to relative accuracy."""
+        B, k = z.shape[0], z.shape[1]
+        m = len(self.noised)
+        rows = self.reference_precision(float(variance))[..., list(self.noised), :]  # (B|., m, k)
+        w = (rows @ self.c.unsqueeze(-1)).squeeze(-1).to(z.device, z.dtype)  # (C^-1 c)_N
+        w = w.expand(B, m) if w.dim() == 1 else w
+        gain = (1.0 + float(variance) / self.sigma_tilde.square()).to(z.device, z.dtype).reshape(-1, 1)
+        mu = y.reshape(B, -1).to(z.dtype) + gain * residual.reshape(B, -1).to(z.dtype)
+        s = w[:, :, None] * mu[:, None, :] - _rows(rows, z.reshape(B, k, -1))
+        return s.reshape(B, m, *z.shape[2:])
+
     def select(self, i) -> "Coefficients":
         """The coefficients at index i of the leading axis (e.g. one grid node)."""
         return Coefficients(

@@ -20,6 +20,10 @@ eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
   scaled) and predicts F, shaped like the data whatever m is; x0_hat = c_skip x_tilde + c_out F
   (EDM's c_skip, c_out, c_in with sigma_data = data_std), and every score follows from it exactly:
   score = -(Sigma^-1 (z - c x0_hat))_N. The linear algebra runs in float64.
+* ``"denoiser"``: the same denoiser, seeing ONLY the data-shaped c_in x_tilde and EDM's
+  c_noise = ln(sigma_tilde) / 4 instead of (z, t): the network is a VE denoiser
+  (`kinetic.denoiser.EDMDenoiser`), the same size for every order, and valid for every SDE
+  (``model.denoiser().score_fn(other_sde)``; docs/math.md, "One denoiser for every SDE").
 
 ``input_scaling`` (default on) divides each block of z by its standard deviation under the same
 Gaussian reference, sqrt(diag S_t), before the network sees it, so inputs are O(1) at every t
@@ -40,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .coefficients import Coefficients
+from .denoiser import Denoiser, EDMDenoiser, denoiser_score
 from .sde import LinearSDE
 
 __all__ = [
@@ -47,12 +52,13 @@ __all__ = [
     "as_score_fn",
     "preconditioning",
     "output_blocks",
+    "input_blocks",
     "PARAMETERIZATIONS",
     "network_input",
     "unwrap_network",
 ]
 
-PARAMETERIZATIONS = ("eps", "score", "mixed", "x0")
+PARAMETERIZATIONS = ("eps", "score", "mixed", "x0", "denoiser")
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -104,7 +110,7 @@ class ScoreModel(nn.Module):
             output has `network_output_shape` (the data shape, with m times the first axis for the
             "eps", "score" and "mixed" parameterisations of an SDE with m noised blocks).
         sde: the `LinearSDE` whose marginals define L_t (and S_t for "mixed" / input scaling).
-        parameterization: "eps" (default), "score", "mixed" or "x0" (see the module docstring;
+        parameterization: "eps" (default), "score", "mixed", "x0" or "denoiser" (see the module docstring;
             "x0" is what `kinetic.training` uses by default: it trains fastest and is stable).
         data_std: the std of the Gaussian reference used by "mixed", "x0" and input scaling.
         input_scaling: divide each block by sqrt(diag S_t) before the network.
@@ -178,6 +184,11 @@ class ScoreModel(nn.Module):
         return check_labels(labels, batch, self.num_classes, allow_null=True, check_range=True)
 
     @property
+    def in_blocks(self) -> int:
+        """Data-shaped blocks the network sees: 1 for "denoiser", the order k otherwise."""
+        return input_blocks(self.sde, self.parameterization)
+
+    @property
     def out_blocks(self) -> int:
         """Data-shaped blocks the network outputs: 1 for "x0", len(noised_blocks) otherwise."""
         return output_blocks(self.sde, self.parameterization)
@@ -231,6 +242,8 @@ class ScoreModel(nn.Module):
         dtype = _param_dtype(self.net) or z.dtype
         z64 = z.to(torch.float64).reshape(B, k, -1)
         h = z64 * pre["c_in"][:, :, None]
+        if self.parameterization == "denoiser":
+            return self._predict_denoiser(z, co, labels)
         if self.parameterization == "x0":
             x_tilde = torch.einsum("bj,bjd->bd", pre["w"], z64)
             h[:, 0] = x_tilde * pre["c_in"][:, :1]
@@ -270,6 +283,23 @@ class ScoreModel(nn.Module):
             eps = -torch.linalg.solve_triangular(R, score, upper=False)
         return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
 
+    def _predict_denoiser(self, z: Tensor, co: Coefficients, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(eps_hat, score_hat) of the "denoiser" parameterisation: x0_hat = D(y, sigma_tilde) from the
+        GLS estimate y alone, score = -(Sigma^-1 (z - c x0_hat))_N."""
+        B, k = z.shape[0], z.shape[1]
+        score_shape = self.sde.score_shape(B, z.shape[2:])
+        z64 = z.to(torch.float64)
+        score = denoiser_score(self.denoiser(), co, z64, labels).reshape(B, len(co.noised), -1)
+        eps = -torch.linalg.solve_triangular(co.score_scale.to(z.device), score, upper=False)
+        return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
+
+    def denoiser(self) -> Denoiser:
+        """The network as a `kinetic.denoiser.EDMDenoiser` (``"denoiser"`` parameterisation only): a VE
+        denoiser D(y, sigma) whose ``score_fn(sde)`` samples ANY SDE with this network."""
+        if self.parameterization != "denoiser":
+            raise ValueError(f"denoiser() needs the 'denoiser' parameterization; this model has {self.parameterization!r}")
+        return EDMDenoiser(self.net, self.data_std, num_classes=self.num_classes)
+
     def forward(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) [, labels (B,)] -> `score_shape`."""
         return self._predict(z, t, labels=labels)[0]
@@ -297,11 +327,19 @@ class ScoreModel(nn.Module):
 
 
 def output_blocks(sde: LinearSDE, parameterization: str) -> int:
-    """Data-shaped blocks a network outputs for this SDE and parameterisation: 1 for "x0" (a
-    denoiser), len(noised_blocks) for "eps", "score" and "mixed"."""
+    """Data-shaped blocks a network outputs for this SDE and parameterisation: 1 for "x0" and
+    "denoiser" (a denoiser), len(noised_blocks) for "eps", "score" and "mixed"."""
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    return 1 if parameterization == "x0" else len(sde.noised_blocks)
+    return 1 if parameterization in ("x0", "denoiser") else len(sde.noised_blocks)
+
+
+def input_blocks(sde: LinearSDE, parameterization: str) -> int:
+    """Data-shaped blocks a network sees (its input has this many times the data's first axis): 1 for
+    "denoiser" (only the GLS estimate of x0), the order k for the others (the whole state)."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    return 1 if parameterization == "denoiser" else sde.order
 
 
 def as_score_fn(
@@ -315,10 +353,19 @@ def as_score_fn(
     """A plain ``score_fn(z, t)`` (`LinearSDE.score_shape`) for the samplers; for a conditional
     model ``score_fn(z, t, labels=None)`` (labels None: the null class, the unconditional score).
 
-    ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), or a
-    raw network that is wrapped with ``ScoreModel(model, sde, parameterization, **kwargs)``.
+    ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), a
+    `kinetic.denoiser.Denoiser` (then ``sde`` is required: any SDE), or a raw network that is wrapped
+    with ``ScoreModel(model, sde, parameterization, **kwargs)``. A `ScoreModel` of the "denoiser"
+    parameterisation takes any ``sde``: its network serves every SDE (`ScoreModel.denoiser`).
     With ``no_grad`` (default) the network runs under ``torch.no_grad()``.
     """
+    if isinstance(model, Denoiser):
+        if sde is None:
+            raise ValueError("as_score_fn: give the sde to sample when model is a Denoiser (any LinearSDE)")
+        return model.score_fn(sde, no_grad=no_grad)
+    if isinstance(model, ScoreModel) and model.parameterization == "denoiser" and sde is not None:
+        if sde is not model.sde and sde.spec() != model.sde.spec():
+            return model.denoiser().score_fn(sde, no_grad=no_grad)
     if isinstance(model, ScoreModel):
         if sde is not None and sde is not model.sde and sde.spec() != model.sde.spec():
             raise ValueError("sde does not match the ScoreModel's SDE; omit it for a ScoreModel")
