@@ -163,7 +163,7 @@ class EDMDenoiser(Denoiser):
                 raise ValueError("labels were given to an unconditional denoiser (num_classes = 0)")
             out = self.net(inp, noise)
         if tuple(out.shape) != tuple(y.shape):
-            raise ValueError(f"the network must return F shaped like the data {tuple(y.shape)}, got {tuple(out.shape)}")
+            raise ValueError(f"network output must have the data shape {tuple(y.shape)} (F of the denoiser), got {tuple(out.shape)}")
         skip = -(sigma.square() * pre["c_in"].square())  # c_skip - 1, without the cancellation
         res = skip.reshape(shape) * y64 + pre["c_out"].reshape(shape) * out.to(torch.float64)
         return res.to(y.dtype)

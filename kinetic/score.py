@@ -3,7 +3,7 @@
 A network ``net(h, t)`` sees the full state z (B, k, *D) reshaped to (B, k*D) for vectors or
 (B, k*C, H, W) for images (the k blocks stacked on the first data axis) and the time t (B,).
 Its output is turned into the score of the NOISED blocks N (the only score the reverse dynamics
-need; m = len(N)) by one of four parameterisations. With z = c x0 + (L_t kron I) eps, the target
+need; m = len(N)) by one of five parameterisations. With z = c x0 + (L_t kron I) eps, the target
 score is -K_t eps (K_t = (L_t^-1)[:, N]^T) and ``eps* = R_t^-1 K_t eps`` is its whitened form, a
 standard normal (m, *D) with R_t = chol((Sigma^-1)_NN); for one noised block, the last, eps* is
 eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
