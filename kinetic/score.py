@@ -277,9 +277,10 @@ class ScoreModel(nn.Module):
         elif self.parameterization == "mixed":  # eps = R^-1 (S^-1 z)_N + net
             eps = torch.linalg.solve_triangular(R, pre["gauss_rows"] @ z64, upper=False) + f
             score = -R @ eps
-        else:  # x0: score = -(Sigma^-1 z)_N + (Sigma^-1 c)_N x0_hat
-            x0_hat = pre["c_skip"][:, None] * x_tilde + pre["c_out"][:, None] * f[:, 0]
-            score = -(pre["prec_rows"] @ z64) + pre["prec_c"][:, :, None] * x0_hat[:, None]
+        else:  # x0: score = -(Sigma^-1 (z - c x0_hat))_N, from the residual x0_hat - x_tilde (no cancellation)
+            sig2 = pre["sigma_tilde"].square()[:, None]
+            res = -(sig2 * pre["c_in"][:, :1].square()) * x_tilde + pre["c_out"][:, None] * f[:, 0]  # c_skip - 1 = -sig2 c_in^2
+            score = co.score_from_denoiser(z64, x_tilde, res)
             eps = -torch.linalg.solve_triangular(R, score, upper=False)
         return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
 
@@ -400,8 +401,7 @@ def preconditioning(
     noise level of the GLS statistic; ``c_skip``, ``c_out`` (B,) (EDM's, with sigma = sigma_tilde);
     ``whitened_c`` (B, m) = R_t^-1 (Sigma^-1 c)_N, the sensitivity of eps* to x0 (eps* error =
     whitened_c (x0 - x0_hat)). "mixed": ``gauss_rows`` (B, m, k), the rows N of S_t^-1. "x0": ``w``
-    (B, k), the GLS row c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z), ``prec_rows`` (B, m, k) the
-    rows N of Sigma^-1 and ``prec_c`` (B, m) = (Sigma^-1 c)_N; c_in[:, 0] is then EDM's
+    (B, k), the GLS row c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z); c_in[:, 0] is then EDM's
     1 / sqrt(data_std^2 + sigma_tilde^2) (block 0 carries x_tilde).
     """
     B, k = co.c.shape
@@ -418,13 +418,10 @@ def preconditioning(
         c_in = (sd2 * c.square() + torch.diagonal(co.sigma, dim1=-2, dim2=-1)).rsqrt()
     else:
         c_in = torch.ones(B, k, dtype=torch.float64, device=c.device)
-    prec_rows = co.score_map @ co.chol_inv  # (B, m, k): rows N of Sigma^-1 = K L^-1
     if parameterization == "mixed":
         out["gauss_rows"] = co.reference_precision(sd2)[..., list(co.noised), :]  # rows N of S_t^-1
     elif parameterization == "x0":
         out["w"] = co.gls_row
-        out["prec_rows"] = prec_rows
-        out["prec_c"] = co.noised_data_column
         c_in = c_in.clone()
         c_in[:, 0] = (sd2 + sig2).rsqrt()
     out["c_in"] = c_in
