@@ -237,7 +237,6 @@ class ScoreModel(nn.Module):
         co = coefficients if coefficients is not None else self.sde.coefficients(t.to(torch.float64))
         pre = self.preconditioning(co)
         B, k = z.shape[0], z.shape[1]
-        m = len(self.sde.noised_blocks)
         score_shape = self.sde.score_shape(B, z.shape[2:])
         dtype = _param_dtype(self.net) or z.dtype
         z64 = z.to(torch.float64).reshape(B, k, -1)
@@ -287,7 +286,7 @@ class ScoreModel(nn.Module):
     def _predict_denoiser(self, z: Tensor, co: Coefficients, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """(eps_hat, score_hat) of the "denoiser" parameterisation: x0_hat = D(y, sigma_tilde) from the
         GLS estimate y alone, score = -(Sigma^-1 (z - c x0_hat))_N."""
-        B, k = z.shape[0], z.shape[1]
+        B = z.shape[0]
         score_shape = self.sde.score_shape(B, z.shape[2:])
         z64 = z.to(torch.float64)
         score = denoiser_score(self.denoiser(), co, z64, labels).reshape(B, len(co.noised), -1)

@@ -4,7 +4,6 @@ the state, EDM's preconditioning, cross-SDE use of one network, and training."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
