@@ -114,7 +114,7 @@ def inpaint_loop(sde, score, shape, known, mask, steps, solver, options, seed, r
             out, used = slv.run(sde, score, start, seg, generator=g, plan=plan, transform=rep)
             nfe += used
             if k < r - 1:  # back to t_i with the exact forward transition, known pixels from the kernel
-                phi, Lq = linalg.noise_factor(sde.drift_matrix, F, tau[i] - tau[e])
+                phi, Lq = linalg.transition_and_noise_factor(sde.drift_matrix, F, tau[i] - tau[e])
                 zf = out.reshape(n, sde.order, -1)
                 eps = torch.randn(zf.shape, generator=g, dtype=zf.dtype)
                 start = (torch.einsum("ij,bjd->bid", phi, zf) + torch.einsum("ij,bjd->bid", Lq, eps)).reshape(out.shape)

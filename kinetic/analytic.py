@@ -25,17 +25,15 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .linalg import tria
-
 __all__ = ["GaussianData", "GaussianMixture"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
 
-def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-    """(c_t (B|1, k), L_t (B|1, k, k)) in float64 from `LinearSDE.coefficients` (L_t L_t^T = Sigma(t),
-    the square-root factor that stays exact where Sigma is numerically singular); a leading size of 1
-    when every t is equal (computed once)."""
+def _coefficients(sde, t: Tensor, batch: int):
+    """`LinearSDE.coefficients` at t (B,) (float64, CPU); a leading size of 1 when every t is equal
+    (computed once and cached). Their `Coefficients.reference_chol` factors each component's
+    C = var c c^T + Sigma(t) in square-root form, so C keeps its digits where Sigma is nearly singular."""
     t = torch.as_tensor(t, dtype=torch.float64).detach().cpu().reshape(-1)
     if t.numel() == 1:
         t = t.expand(batch)
@@ -43,21 +41,12 @@ def _coefficients(sde, t: Tensor, batch: int) -> tuple[Tensor, Tensor]:
         raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
     if bool((t == t[0]).all()):
         return _coefficients_at(sde, float(t[0]))
-    co = sde.coefficients(t)
-    return co.c, co.chol
+    return sde.coefficients(t)
 
 
 @functools.lru_cache(maxsize=4096)
-def _coefficients_at(sde, t: float) -> tuple[Tensor, Tensor]:
-    co = sde.coefficients(torch.tensor([t], dtype=torch.float64))
-    return co.c, co.chol
-
-
-def _gaussian_factor(var: Tensor, c: Tensor, L: Tensor) -> Tensor:
-    """Lower factor of C = var c c^T + L L^T for var (n,) >= 0, c (B, k), L (B, k, k): (B, n, k, k),
-    in square-root form (`linalg.tria`), so C keeps its digits where Sigma = L L^T is nearly singular."""
-    col = var.clamp_min(0.0).sqrt()[None, :, None, None] * c[:, None, :, None]  # (B, n, k, 1)
-    return tria(torch.cat([col, L[:, None].expand(-1, var.shape[0], -1, -1)], dim=-1))
+def _coefficients_at(sde, t: float):
+    return sde.coefficients(torch.tensor([t], dtype=torch.float64))
 
 
 def _check_state(sde, z: Tensor, d: int) -> None:
@@ -133,12 +122,12 @@ class GaussianData:
         C_j = lam_j c c^T + Sigma(t) per eigen-direction j (factored in square-root form)."""
         _check_state(sde, z, self.dim)
         B = z.shape[0]
-        c, L = _coefficients(sde, t, B)
-        c, L = c.to(z.device), L.to(z.device)
+        co = _coefficients(sde, t, B)
+        c = co.c.to(z.device)
         zf = z.to(torch.float64)
         delta = zf - c[:, :, None] * self.mean.to(z.device)  # (B, k, d)
         rot = self._rotate(delta).transpose(1, 2)  # (B, d, k): coordinates in the eigenbasis
-        Lc = _gaussian_factor(self._lam.to(z.device), c, L)  # (B|1, d, k, k)
+        Lc = co.reference_chol(self._lam).to(z.device)  # (B|1, d, k, k): C_j = lam_j c c^T + Sigma
         Cinv = torch.cholesky_inverse(Lc)
         logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum((-1, -2))
         if Cinv.shape[0] == 1:
@@ -236,12 +225,11 @@ class GaussianMixture:
         """Per component: C^-1 delta (B, M, k, d) and log w + log N (B, M), float64."""
         _check_state(sde, z, self.dim)
         B = z.shape[0]
-        c, L = _coefficients(sde, t, B)  # leading size 1 when every t is equal: M factors, once
+        co = _coefficients(sde, t, B)  # leading size 1 when every t is equal: M factors, once
         dev = z.device
-        c, L = c.to(dev), L.to(dev)
-        s2 = (self.std**2).to(dev)
+        c = co.c.to(dev)
         zf = z.to(torch.float64)
-        Lc = _gaussian_factor(s2, c, L)  # (B|1, M, k, k)
+        Lc = co.reference_chol(self.std**2).to(dev)  # (B|1, M, k, k): C_j = s_j^2 c c^T + Sigma
         Cinv = torch.cholesky_inverse(Lc)
         logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(-1)  # (B|1, M)
         delta = zf[:, None] - c[:, None, :, None] * self.means.to(dev)[None, :, None, :]  # (B,M,k,d)
@@ -275,6 +263,33 @@ class GaussianMixture:
             return (s[:, 0] if len(N) == 1 else s).to(z.dtype)
 
         return score
+
+    def denoise(self, y: Tensor, sigma, residual: bool = False) -> Tensor:
+        """The exact posterior mean E[x0 | y] under y = x0 + sigma eps (the VE denoiser of this law):
+        y (B, d), sigma (B,) or a scalar -> (B, d) in y's dtype (float64 inside). Per component j,
+        y ~ N(m_j, (s_j^2 + sigma^2) I) and E[x0 | y, j] = m_j + s_j^2 / (s_j^2 + sigma^2) (y - m_j),
+        weighted by the posterior responsibilities. ``residual``: E[x0 | y] - y instead, computed as
+        -sum_j r_j sigma^2 / (s_j^2 + sigma^2) (y - m_j) (relative accuracy at tiny sigma)."""
+        yf = torch.as_tensor(y).to(torch.float64)
+        B = yf.shape[0]
+        sig2 = torch.as_tensor(sigma, dtype=torch.float64, device=yf.device).reshape(-1).expand(B).square()
+        s2 = (self.std**2).to(yf.device)
+        means = self.means.to(yf.device)
+        v = s2[None, :] + sig2[:, None]  # (B, M)
+        d2 = ((yf[:, None, :] - means[None]) ** 2).sum(-1)
+        logr = torch.log(self.weights.to(yf.device)) - 0.5 * d2 / v - 0.5 * self.dim * torch.log(v)
+        r = torch.softmax(logr, dim=1)
+        if residual:
+            post = -(sig2[:, None] / v)[..., None] * (yf[:, None, :] - means[None])  # (B, M, d)
+        else:
+            post = means[None] + (s2[None, :] / v)[..., None] * (yf[:, None, :] - means[None])
+        return (r[..., None] * post).sum(1).to(torch.as_tensor(y).dtype)
+
+    def denoiser(self):
+        """`denoise` as a `kinetic.denoiser.Denoiser` (its ``score_fn(sde)`` is exact for every SDE)."""
+        from .denoiser import FunctionDenoiser
+
+        return FunctionDenoiser(lambda y, sigma: self.denoise(y, sigma, residual=True), residual=True)
 
     def __repr__(self) -> str:
         return f"GaussianMixture(M={self.means.shape[0]}, d={self.dim})"

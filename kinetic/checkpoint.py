@@ -170,7 +170,7 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
     """
     # kinetic.models is the repository's models/ folder, installed under that name (pyproject package-dir)
     from .models import build_model
-    from .score import ScoreModel, output_blocks
+    from .score import ScoreModel, input_blocks, output_blocks
     from .sde import LinearSDE
 
     ckpt = load_checkpoint(path)
@@ -179,7 +179,7 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
     try:
         sde = LinearSDE.from_spec(ckpt["sde"])
         net = build_model(
-            mc["kind"], mc["size"], mc["data_shape"], mc["order"], output_blocks(sde, mc["parameterization"]),
+            mc["kind"], mc["size"], mc["data_shape"], input_blocks(sde, mc["parameterization"]), output_blocks(sde, mc["parameterization"]),
             num_classes=int(mc.get("num_classes", MODEL_CONFIG_DEFAULTS["num_classes"])),
         )
         which = "ema" if ema and ckpt.get("ema") is not None else "model"

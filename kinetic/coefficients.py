@@ -20,6 +20,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from .linalg import tria
+
 __all__ = ["Coefficients"]
 
 
@@ -90,6 +92,31 @@ class Coefficients:
         """(...,): 1/2 log(Sigma_00 / c_0^2), the log noise-to-signal ratio of the data block."""
         return 0.5 * torch.log(self.sigma[..., 0, 0]) - torch.log(self.c[..., 0].abs())
 
+    # ------------------------------------------------------------------ Gaussian reference
+    def reference_chol(self, variance) -> Tensor:
+        """Lower factor of the Gaussian-reference covariance C = Sigma_t + variance c c^T: the law of
+        z_t given nothing when x0 ~ N(0, variance I) (gDDIM's R_t for variance 0; the "mixed" score's S_t).
+
+        ``variance``: a float >= 0 -> (..., k, k), or a tensor (n,) of variances -> (..., n, k, k).
+        Square-root form, tria([sqrt(variance) c, L_t]), so C keeps its digits where Sigma_t is
+        nearly singular (tiny t, high order); variance 0 returns L_t itself.
+        """
+        if not isinstance(variance, Tensor):
+            v = float(variance)
+            if not v >= 0:
+                raise ValueError(f"variance must be >= 0, got {variance!r}")
+            if v == 0.0:
+                return self.chol
+            return tria(torch.cat([v**0.5 * self.c.unsqueeze(-1), self.chol], dim=-1))
+        v = variance.to(self.chol).clamp_min(0.0).sqrt()  # (n,)
+        col = v[:, None, None] * self.c[..., None, :, None]  # (..., n, k, 1)
+        L = self.chol[..., None, :, :].expand(*col.shape[:-1], self.order)
+        return tria(torch.cat([col, L], dim=-1))
+
+    def reference_precision(self, variance) -> Tensor:
+        """(Sigma_t + variance c c^T)^-1 from `reference_chol`: (..., k, k) (or (..., n, k, k))."""
+        return torch.cholesky_inverse(self.reference_chol(variance))
+
     # ------------------------------------------------------------------ noised-block score
     @cached_property
     def score_map(self) -> Tensor:
@@ -137,6 +164,29 @@ class Coefficients:
         num = torch.einsum("bj,bjd->bd", Ww.to(z.device, z.dtype), sf + u)
         den = (Ww * w).sum(-1).to(z.device, z.dtype)
         return (num / den[:, None]).reshape(B, *z.shape[2:])
+
+    def gls_estimate(self, z: Tensor) -> Tensor:
+        """y = gls_row . z = x0 + sigma_tilde n: (B, k, *D) -> (B, *D) in z's dtype, the sufficient
+        statistic of z_t for x0 (docs/math.md, "One denoiser for every SDE")."""
+        B, k = z.shape[0], z.shape[1]
+        return _rows(self.gls_row.unsqueeze(-2), z.reshape(B, k, -1)).reshape(B, *z.shape[2:])
+
+    def score_from_denoiser(self, z: Tensor, y: Tensor, residual: Tensor, variance: float = 1.0) -> Tensor:
+        """The noised-block score -(Sigma^-1 (z - c x0_hat))_N (Tweedie) of the marginal whose posterior
+        mean is x0_hat = y + residual, y = `gls_estimate` (z): (B, k, *D), (B, *D), (B, *D) -> (B, m, *D)
+        in z's dtype. Written through the Gaussian reference C = Sigma + v c c^T (`reference_chol`,
+        v = ``variance`` > 0; exact for any v) as (C^-1 c)_N mu - (C^-1 z)_N with the reference's data
+        prediction mu = y + (1 + v / sigma_tilde^2) residual: at small t, where Sigma^-1 is huge along c,
+        nothing then cancels, as long as the residual x0_hat - y is given to relative accuracy."""
+        B, k = z.shape[0], z.shape[1]
+        m = len(self.noised)
+        rows = self.reference_precision(float(variance))[..., list(self.noised), :]  # (B|., m, k)
+        w = (rows @ self.c.unsqueeze(-1)).squeeze(-1).to(z.device, z.dtype)  # (C^-1 c)_N
+        w = w.expand(B, m) if w.dim() == 1 else w
+        gain = (1.0 + float(variance) / self.sigma_tilde.square()).to(z.device, z.dtype).reshape(-1, 1)
+        mu = y.reshape(B, -1).to(z.dtype) + gain * residual.reshape(B, -1).to(z.dtype)
+        s = w[:, :, None] * mu[:, None, :] - _rows(rows, z.reshape(B, k, -1))
+        return s.reshape(B, m, *z.shape[2:])
 
     def select(self, i) -> "Coefficients":
         """The coefficients at index i of the leading axis (e.g. one grid node)."""

@@ -227,7 +227,7 @@ class ReplacementPlan:
             G = sde.diffusion_matrix
             F = G[:, G.abs().sum(0) > 0]
             dtau = (co.tau[:-1] - co.tau[1:]).clamp_min(0.0)  # tau_t - tau_t' >= 0
-            phi, Lq = linalg.noise_factor(sde.drift_matrix, F, dtau)  # z_t = phi z_t' + Lq e
+            phi, Lq = linalg.transition_and_noise_factor(sde.drift_matrix, F, dtau)  # z_t = phi z_t' + Lq e
             Lp = co.chol[1:]  # L_t'
             k = sde.order
             top = torch.cat([phi @ Lp, Lq], dim=-1)  # rows of z_t

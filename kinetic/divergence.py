@@ -232,9 +232,9 @@ def mixture_kl(sde, t, mixture: GaussianMixture, h: float | None = None) -> dict
     var = _common_var(mixture)
     if mixture.dim > 2:
         raise ValueError(f"the exact mixture KL needs d <= 2 (a d-dimensional quadrature), got d = {mixture.dim}")
-    c, sig, _ = state_moments(sde, t)
-    C = sig + var * (c[:, :, None] * c[:, None, :])  # (n, k, k), the same for every data direction
-    a = (c * torch.linalg.solve(C, c.unsqueeze(-1)).squeeze(-1)).sum(-1).clamp_min(0.0).sqrt()  # (n,)
+    co = sde.coefficients(torch.as_tensor(t, dtype=F64).reshape(-1))
+    Lc = co.reference_chol(var)  # C = Sigma + std^2 c c^T (n, k, k), the same for every data direction
+    a = torch.linalg.solve_triangular(Lc, co.c.unsqueeze(-1), upper=False).squeeze(-1).norm(dim=-1)  # (n,)
     J = torch.tensor(
         [unit_mixture_negentropy(mixture.weights, float(ai) * mixture.means, h) for ai in a], dtype=F64
     )

@@ -18,7 +18,7 @@ for every entry, including the tiny position-block entries as ``tau -> 0`` (whic
 Entrywise accuracy is not enough for a *factor*: near t = 0 the covariance of a chain of order k is
 graded over many orders of magnitude and close to singular (its correlation matrix reaches condition
 numbers of 1e60 for k = 8 at t = 1e-6), so a Cholesky factorisation of the formed matrix loses every
-digit of the conditional variances the scores divide by. `noise_factor` therefore computes a factor
+digit of the conditional variances the scores divide by. `transition_and_noise_factor` therefore computes a factor
 ``L_Q L_Q^T = Q`` in square-root form: Gauss-Legendre quadrature of ``int f f^T`` with
 ``f(s) = expm(sA) F`` on the scaled step, triangularised by QR (`tria`), and the doubling
 ``L_Q(2h) = tria([Phi(h) L_Q(h), L_Q(h)])``. A square-root factor keeps the accuracy of the columns
@@ -39,7 +39,7 @@ from torch import Tensor
 
 __all__ = [
     "transition_and_noise",
-    "noise_factor",
+    "transition_and_noise_factor",
     "tria",
     "expm",
     "stationary_covariance",
@@ -159,7 +159,7 @@ def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return (x + 1.0) / 2.0, w / 2.0
 
 
-def noise_factor(A: Tensor, F: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+def transition_and_noise_factor(A: Tensor, F: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
     """``Phi = expm(tau A)`` and a lower factor ``L_Q`` with ``L_Q L_Q^T = Q(tau)`` for ``D = F F^T``.
 
     A: (k, k), F: (k, r), tau: (...) >= 0, float64. Returns Phi, L_Q, both (..., k, k). Square-root

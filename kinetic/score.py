@@ -3,7 +3,7 @@
 A network ``net(h, t)`` sees the full state z (B, k, *D) reshaped to (B, k*D) for vectors or
 (B, k*C, H, W) for images (the k blocks stacked on the first data axis) and the time t (B,).
 Its output is turned into the score of the NOISED blocks N (the only score the reverse dynamics
-need; m = len(N)) by one of four parameterisations. With z = c x0 + (L_t kron I) eps, the target
+need; m = len(N)) by one of five parameterisations. With z = c x0 + (L_t kron I) eps, the target
 score is -K_t eps (K_t = (L_t^-1)[:, N]^T) and ``eps* = R_t^-1 K_t eps`` is its whitened form, a
 standard normal (m, *D) with R_t = chol((Sigma^-1)_NN); for one noised block, the last, eps* is
 eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
@@ -20,6 +20,10 @@ eps_k and R_t = 1 / L_t[k, k] (see `kinetic.coefficients` and docs/math.md):
   scaled) and predicts F, shaped like the data whatever m is; x0_hat = c_skip x_tilde + c_out F
   (EDM's c_skip, c_out, c_in with sigma_data = data_std), and every score follows from it exactly:
   score = -(Sigma^-1 (z - c x0_hat))_N. The linear algebra runs in float64.
+* ``"denoiser"``: the same denoiser, seeing ONLY the data-shaped c_in x_tilde and EDM's
+  c_noise = ln(sigma_tilde) / 4 instead of (z, t): the network is a VE denoiser
+  (`kinetic.denoiser.EDMDenoiser`), the same size for every order, and valid for every SDE
+  (``model.denoiser().score_fn(other_sde)``; docs/math.md, "One denoiser for every SDE").
 
 ``input_scaling`` (default on) divides each block of z by its standard deviation under the same
 Gaussian reference, sqrt(diag S_t), before the network sees it, so inputs are O(1) at every t
@@ -40,20 +44,21 @@ import torch
 from torch import Tensor, nn
 
 from .coefficients import Coefficients
+from .denoiser import Denoiser, EDMDenoiser, denoiser_score
 from .sde import LinearSDE
 
 __all__ = [
     "ScoreModel",
     "as_score_fn",
-    "marginal_coefficients",
     "preconditioning",
     "output_blocks",
+    "input_blocks",
     "PARAMETERIZATIONS",
     "network_input",
     "unwrap_network",
 ]
 
-PARAMETERIZATIONS = ("eps", "score", "mixed", "x0")
+PARAMETERIZATIONS = ("eps", "score", "mixed", "x0", "denoiser")
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -105,15 +110,16 @@ class ScoreModel(nn.Module):
             output has `network_output_shape` (the data shape, with m times the first axis for the
             "eps", "score" and "mixed" parameterisations of an SDE with m noised blocks).
         sde: the `LinearSDE` whose marginals define L_t (and S_t for "mixed" / input scaling).
-        parameterization: "eps" (default), "score", "mixed" or "x0" (see the module docstring;
+        parameterization: "eps" (default), "score", "mixed", "x0" or "denoiser" (see the module docstring;
             "x0" is what `kinetic.training` uses by default: it trains fastest and is stable).
         data_std: the std of the Gaussian reference used by "mixed", "x0" and input scaling.
         input_scaling: divide each block by sqrt(diag S_t) before the network.
         num_classes: the classes the network is conditioned on; None (default) reads the
             network's ``num_classes`` attribute (0 when it has none: unconditional).
 
-    ``forward(z, t, labels=None)`` is ``eps(z, t, labels)``: the predicted whitened noise eps* of
-    the noised blocks. ``score(z, t, labels=None)``: the predicted score of the noised blocks.
+    ``forward(z, t, labels=None)`` (calling the module): the predicted whitened noise eps* of the
+    noised blocks. ``score(z, t, labels=None)``: the predicted score of the noised blocks (a
+    ``score_fn`` for the samplers).
     Both have `LinearSDE.score_shape`: (B, *D) for one noised block, (B, m, *D) for several.
     ``labels`` (B,) int64 in [0, num_classes]; ``num_classes`` (`null_label`) and None are the
     unconditional branch of a conditional model; an unconditional model refuses labels.
@@ -178,6 +184,11 @@ class ScoreModel(nn.Module):
         return check_labels(labels, batch, self.num_classes, allow_null=True, check_range=True)
 
     @property
+    def in_blocks(self) -> int:
+        """Data-shaped blocks the network sees: 1 for "denoiser", the order k otherwise."""
+        return input_blocks(self.sde, self.parameterization)
+
+    @property
     def out_blocks(self) -> int:
         """Data-shaped blocks the network outputs: 1 for "x0", len(noised_blocks) otherwise."""
         return output_blocks(self.sde, self.parameterization)
@@ -226,11 +237,12 @@ class ScoreModel(nn.Module):
         co = coefficients if coefficients is not None else self.sde.coefficients(t.to(torch.float64))
         pre = self.preconditioning(co)
         B, k = z.shape[0], z.shape[1]
-        m = len(self.sde.noised_blocks)
         score_shape = self.sde.score_shape(B, z.shape[2:])
         dtype = _param_dtype(self.net) or z.dtype
         z64 = z.to(torch.float64).reshape(B, k, -1)
         h = z64 * pre["c_in"][:, :, None]
+        if self.parameterization == "denoiser":
+            return self._predict_denoiser(z, co, labels)
         if self.parameterization == "x0":
             x_tilde = torch.einsum("bj,bjd->bd", pre["w"], z64)
             h[:, 0] = x_tilde * pre["c_in"][:, :1]
@@ -264,18 +276,32 @@ class ScoreModel(nn.Module):
         elif self.parameterization == "mixed":  # eps = R^-1 (S^-1 z)_N + net
             eps = torch.linalg.solve_triangular(R, pre["gauss_rows"] @ z64, upper=False) + f
             score = -R @ eps
-        else:  # x0: score = -(Sigma^-1 z)_N + (Sigma^-1 c)_N x0_hat
-            x0_hat = pre["c_skip"][:, None] * x_tilde + pre["c_out"][:, None] * f[:, 0]
-            score = -(pre["prec_rows"] @ z64) + pre["prec_c"][:, :, None] * x0_hat[:, None]
+        else:  # x0: score = -(Sigma^-1 (z - c x0_hat))_N, from the residual x0_hat - x_tilde (no cancellation)
+            sig2 = pre["sigma_tilde"].square()[:, None]
+            res = -(sig2 * pre["c_in"][:, :1].square()) * x_tilde + pre["c_out"][:, None] * f[:, 0]  # c_skip - 1 = -sig2 c_in^2
+            score = co.score_from_denoiser(z64, x_tilde, res)
             eps = -torch.linalg.solve_triangular(R, score, upper=False)
         return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
 
+    def _predict_denoiser(self, z: Tensor, co: Coefficients, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(eps_hat, score_hat) of the "denoiser" parameterisation: x0_hat = D(y, sigma_tilde) from the
+        GLS estimate y alone, score = -(Sigma^-1 (z - c x0_hat))_N."""
+        B = z.shape[0]
+        score_shape = self.sde.score_shape(B, z.shape[2:])
+        z64 = z.to(torch.float64)
+        score = denoiser_score(self.denoiser(), co, z64, labels).reshape(B, len(co.noised), -1)
+        eps = -torch.linalg.solve_triangular(co.score_scale.to(z.device), score, upper=False)
+        return eps.reshape(score_shape).to(z.dtype), score.reshape(score_shape).to(z.dtype)
+
+    def denoiser(self) -> Denoiser:
+        """The network as a `kinetic.denoiser.EDMDenoiser` (``"denoiser"`` parameterisation only): a VE
+        denoiser D(y, sigma) whose ``score_fn(sde)`` samples ANY SDE with this network."""
+        if self.parameterization != "denoiser":
+            raise ValueError(f"denoiser() needs the 'denoiser' parameterization; this model has {self.parameterization!r}")
+        return EDMDenoiser(self.net, self.data_std, num_classes=self.num_classes)
+
     def forward(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """Predicted whitened noise of the noised blocks: (B, k, *D), (B,) [, labels (B,)] -> `score_shape`."""
-        return self._predict(z, t, labels=labels)[0]
-
-    def eps(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
-        """Predicted whitened noise eps* of the noised blocks (`LinearSDE.score_shape`)."""
         return self._predict(z, t, labels=labels)[0]
 
     def score(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
@@ -286,10 +312,6 @@ class ScoreModel(nn.Module):
     def eps_and_score(self, z: Tensor, t, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Both predictions from one network call."""
         return self._predict(z, t, labels=labels)
-
-    def score_fn(self, z: Tensor, t, labels: Tensor | None = None) -> Tensor:
-        """Alias of `score`, matching the ``score_fn(z, t[, labels])`` convention of the samplers."""
-        return self._predict(z, t, labels=labels)[1]
 
     @property
     def network(self) -> nn.Module:
@@ -305,11 +327,19 @@ class ScoreModel(nn.Module):
 
 
 def output_blocks(sde: LinearSDE, parameterization: str) -> int:
-    """Data-shaped blocks a network outputs for this SDE and parameterisation: 1 for "x0" (a
-    denoiser), len(noised_blocks) for "eps", "score" and "mixed"."""
+    """Data-shaped blocks a network outputs for this SDE and parameterisation: 1 for "x0" and
+    "denoiser" (a denoiser), len(noised_blocks) for "eps", "score" and "mixed"."""
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    return 1 if parameterization == "x0" else len(sde.noised_blocks)
+    return 1 if parameterization in ("x0", "denoiser") else len(sde.noised_blocks)
+
+
+def input_blocks(sde: LinearSDE, parameterization: str) -> int:
+    """Data-shaped blocks a network sees (its input has this many times the data's first axis): 1 for
+    "denoiser" (only the GLS estimate of x0), the order k for the others (the whole state)."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    return 1 if parameterization == "denoiser" else sde.order
 
 
 def as_score_fn(
@@ -323,10 +353,19 @@ def as_score_fn(
     """A plain ``score_fn(z, t)`` (`LinearSDE.score_shape`) for the samplers; for a conditional
     model ``score_fn(z, t, labels=None)`` (labels None: the null class, the unconditional score).
 
-    ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), or a
-    raw network that is wrapped with ``ScoreModel(model, sde, parameterization, **kwargs)``.
+    ``model`` is a `ScoreModel` (then ``sde`` / ``parameterization`` must be omitted or agree), a
+    `kinetic.denoiser.Denoiser` (then ``sde`` is required: any SDE), or a raw network that is wrapped
+    with ``ScoreModel(model, sde, parameterization, **kwargs)``. A `ScoreModel` of the "denoiser"
+    parameterisation takes any ``sde``: its network serves every SDE (`ScoreModel.denoiser`).
     With ``no_grad`` (default) the network runs under ``torch.no_grad()``.
     """
+    if isinstance(model, Denoiser):
+        if sde is None:
+            raise ValueError("as_score_fn: give the sde to sample when model is a Denoiser (any LinearSDE)")
+        return model.score_fn(sde, no_grad=no_grad)
+    if isinstance(model, ScoreModel) and model.parameterization == "denoiser" and sde is not None:
+        if sde is not model.sde and sde.spec() != model.sde.spec():
+            return model.denoiser().score_fn(sde, no_grad=no_grad)
     if isinstance(model, ScoreModel):
         if sde is not None and sde is not model.sde and sde.spec() != model.sde.spec():
             raise ValueError("sde does not match the ScoreModel's SDE; omit it for a ScoreModel")
@@ -361,8 +400,7 @@ def preconditioning(
     noise level of the GLS statistic; ``c_skip``, ``c_out`` (B,) (EDM's, with sigma = sigma_tilde);
     ``whitened_c`` (B, m) = R_t^-1 (Sigma^-1 c)_N, the sensitivity of eps* to x0 (eps* error =
     whitened_c (x0 - x0_hat)). "mixed": ``gauss_rows`` (B, m, k), the rows N of S_t^-1. "x0": ``w``
-    (B, k), the GLS row c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z), ``prec_rows`` (B, m, k) the
-    rows N of Sigma^-1 and ``prec_c`` (B, m) = (Sigma^-1 c)_N; c_in[:, 0] is then EDM's
+    (B, k), the GLS row c^T Sigma^-1 / (c^T Sigma^-1 c) (x_tilde = w . z); c_in[:, 0] is then EDM's
     1 / sqrt(data_std^2 + sigma_tilde^2) (block 0 carries x_tilde).
     """
     B, k = co.c.shape
@@ -379,30 +417,12 @@ def preconditioning(
         c_in = (sd2 * c.square() + torch.diagonal(co.sigma, dim1=-2, dim2=-1)).rsqrt()
     else:
         c_in = torch.ones(B, k, dtype=torch.float64, device=c.device)
-    prec_rows = co.score_map @ co.chol_inv  # (B, m, k): rows N of Sigma^-1 = K L^-1
     if parameterization == "mixed":
-        # S^-1 = Sigma^-1 - g Sigma^-1 c c^T Sigma^-1, g = sd2 / (1 + sd2 c^T Sigma^-1 c) (Sherman-Morrison)
-        gamma = sd2 / (1.0 + sd2 * (co.q * co.q).sum(-1))
-        u = co.q.unsqueeze(-2) @ co.chol_inv  # (B, 1, k): (Sigma^-1 c)^T
-        out["gauss_rows"] = prec_rows - gamma[:, None, None] * co.noised_data_column.unsqueeze(-1) * u
+        out["gauss_rows"] = co.reference_precision(sd2)[..., list(co.noised), :]  # rows N of S_t^-1
     elif parameterization == "x0":
         out["w"] = co.gls_row
-        out["prec_rows"] = prec_rows
-        out["prec_c"] = co.noised_data_column
         c_in = c_in.clone()
         c_in[:, 0] = (sd2 + sig2).rsqrt()
     out["c_in"] = c_in
     return out
 
-
-def marginal_coefficients(
-    sde: LinearSDE,
-    t: Tensor,
-    data_std: float = 1.0,
-    *,
-    parameterization: str = "x0",
-    input_scaling: bool = True,
-) -> dict[str, Tensor]:
-    """`preconditioning` of ``sde.coefficients(t)`` for times t (B,)."""
-    t64 = torch.as_tensor(t).to(torch.float64).reshape(-1)
-    return preconditioning(sde.coefficients(t64), data_std, parameterization=parameterization, input_scaling=input_scaling)

@@ -183,13 +183,6 @@ class LinearSDE:
         """D_NN = (G G^T)[N][:, N], (m, m) float64 with m = len(noised_blocks)."""
         return self._D_N.clone()
 
-    @property
-    def g2(self) -> float:
-        """(G G^T)_ii of the single noised block i (one noised block only)."""
-        if len(self._noised) != 1:
-            raise AttributeError(f"g2 is defined for one noised block; this SDE has noised blocks {self._noised}")
-        return float(self._D_N[0, 0])
-
     def score_shape(self, batch: int, data_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of ``score_fn``'s output: (B, *D) for one noised block, (B, m, *D) for m > 1."""
         m = len(self._noised)
@@ -319,7 +312,7 @@ class LinearSDE:
 
         L_t is the Cholesky factor of the formed Sigma where that factorisation is well conditioned
         (correlation condition number <= _COND_TOL: at most ~4 digits lost), and otherwise the
-        square-root factor tria([Phi C0, L_Q]) of `linalg.noise_factor` (C0 C0^T = S0), which stays
+        square-root factor tria([Phi C0, L_Q]) of `linalg.transition_and_noise_factor` (C0 C0^T = S0), which stays
         accurate however close to singular Sigma is (e.g. small t, high order; see docs/math.md).
         """
         shape, k = tau.shape, self.order
@@ -330,7 +323,7 @@ class LinearSDE:
         if bad.numel():
             A, _, _ = self._mats(tau.device)
             F, C0 = (m.to(tau.device) for m in self._factors)
-            p, Lq = linalg.noise_factor(A, F, flat[bad])
+            p, Lq = linalg.transition_and_noise_factor(A, F, flat[bad])
             chol[bad] = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k), chol.reshape(*shape, k, k)
 
@@ -458,10 +451,19 @@ class LinearSDE:
         """sqrt(beta(t)), shaped like t: the noise is sqrt(beta(t)) (G kron I) dW."""
         return torch.sqrt(self.beta(t))
 
+    def reverse_score_columns(self, eta: float = 1.0) -> Tensor:
+        """(1 + eta^2)/2 D[:, N], (k, m) float64: how the noised-block score enters the drift of the
+        reverse dynamics dz = beta [(A kron I) z - (W kron I) s_N] dt (forward time; gDDIM's
+        lambda-family, Zhang, Tao & Chen 2023, Eq. 6): the factor is 1 for the reverse SDE (eta = 1,
+        Song et al. 2021, Eq. 6) and 1/2 for the probability-flow ODE (eta = 0, their Eq. 13)."""
+        eta = float(eta)
+        return 0.5 * (1.0 + eta * eta) * self._D[:, list(self._noised)]
+
     def reverse_drift(self, z: Tensor, t, score: Tensor, probability_flow: bool = False) -> Tensor:
         """Drift of the reverse-time SDE (or the probability-flow ODE) in forward time t:
 
-            beta (A kron I) z - c beta (D[:, N] kron I) score,   c = 1 (SDE) or 1/2 (ODE),
+            beta (A kron I) z - beta (W kron I) score,   W = `reverse_score_columns` (c D[:, N],
+            c = 1 for the SDE, 1/2 for the ODE),
 
         where ``score`` is the noised-block score (`score_shape`). Integrate it from T down to 0.
         """
@@ -469,11 +471,10 @@ class LinearSDE:
         self.check_score(score, z, "score")
         t = self._batch_t(t, z.shape[0], z.device)
         B, k = z.shape[0], self.order
-        c = 0.5 if probability_flow else 1.0
         b = self.beta(t).to(z.dtype).reshape(B, 1, 1)
-        Dn = self._D[:, list(self._noised)].to(z.device, z.dtype)  # (k, m)
+        W = self.reverse_score_columns(0.0 if probability_flow else 1.0).to(z.device, z.dtype)  # (k, m)
         s = score.reshape(B, len(self._noised), -1)
-        out = self.drift(z, t).reshape(B, k, -1) - c * b * torch.einsum("im,bmd->bid", Dn, s)
+        out = self.drift(z, t).reshape(B, k, -1) - b * torch.einsum("im,bmd->bid", W, s)
         return out.reshape(z.shape)
 
     # ------------------------------------------------------------------ introspection

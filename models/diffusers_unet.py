@@ -6,7 +6,9 @@
     model = kn.ScoreModel(net, kn.hold(), "x0")         # then DSMLoss, the samplers, ... as usual
 
 The network is built from its config (``UNet2DModel(**config)``), never ``from_pretrained``: nothing
-is downloaded. It needs the optional extra ``pip install 'kinetic[diffusers]'``.
+is downloaded. It needs the optional extra ``pip install 'kinetic[diffusers]'``. To sample a model that
+was trained elsewhere (a folder written by ``save_pretrained``) under any SDE, load it as a denoiser
+with `kinetic.load_diffusers` instead (`kinetic.pretrained`, docs/pretrained.md).
 
 Shapes: like `kinetic.models.UNet`, ``forward(h, t)`` takes the state (B, k, C, H, W) reshaped to
 (B, k*C, H, W) (`kinetic.score.network_input`) and times t (B,) in [0, T], and returns

@@ -82,5 +82,44 @@ def test_noised_blocks_and_score_shapes():
     z = torch.zeros(4, 3, 2)
     with pytest.raises(ValueError, match=r"scores of the 2 noised blocks \(0, 2\).*\(4, 2, 2\)"):
         noise_0_2().check_score(torch.zeros(4, 2), z)
-    with pytest.raises(AttributeError, match="one noised block"):
-        full_noise().g2
+    assert torch.equal(full_noise().noise_block, full_noise().noise_matrix)  # D_NN: both blocks noised
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_reference_factor_and_precision(name):
+    """`Coefficients.reference_chol` / `reference_precision`, the Gaussian reference
+    C = Sigma + v c c^T (ei's reference, the mixed score, analytic's factor, divergence), against
+    (a) C formed and factored directly where Sigma is well conditioned, and (b) everywhere, the
+    Sherman-Morrison inverse built from L_t^-1: Sigma^-1 - g u u^T, u = Sigma^-1 c, g = v / (1 + v c^T u)."""
+    sde = SDES[name]()
+    t = torch.tensor([1e-4, 1e-2, 0.3, 1.0], dtype=torch.float64)
+    co = sde.coefficients(t)
+    for v in (0.0, 0.25, 1.0):
+        L = co.reference_chol(v)
+        C = co.sigma + v * co.c[:, :, None] * co.c[:, None, :]
+        assert torch.allclose(torch.tril(L), L)
+        assert (torch.diagonal(L, dim1=-2, dim2=-1) >= 0).all()
+        well = slice(2, None)  # t >= 0.3: Sigma is well conditioned
+        torch.testing.assert_close(L[well], torch.linalg.cholesky(C[well]), rtol=1e-10, atol=1e-12)
+        sig_inv = co.chol_inv.transpose(-1, -2) @ co.chol_inv
+        u = (sig_inv @ co.c.unsqueeze(-1)).squeeze(-1)
+        g = v / (1.0 + v * (co.c * u).sum(-1))
+        expected = sig_inv - g[:, None, None] * u[:, :, None] * u[:, None, :]
+        got = co.reference_precision(v)
+        # Sherman-Morrison subtracts terms of the size of Sigma^-1: its rounding is relative to that
+        scale = torch.diagonal(sig_inv, dim1=-2, dim2=-1).abs()
+        err = (got - expected).abs() / (scale[:, :, None] * scale[:, None, :]).sqrt()
+        assert float(err.max()) < 1e-11, (v, float(err.max()))
+        # (c) everywhere, the factor reproduces C entrywise relative to its scale (C formed directly
+        # is accurate entrywise; it is factoring it that loses digits at tiny t)
+        d = torch.diagonal(C, dim1=-2, dim2=-1)
+        rel = (L @ L.transpose(-1, -2) - C).abs() / (d[:, :, None] * d[:, None, :]).sqrt()
+        assert float(rel.max()) < 1e-12, (v, float(rel.max()))
+    # a tensor of variances gives one factor per variance
+    vs = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    Ls = co.reference_chol(vs)
+    assert Ls.shape == (4, 3, sde.order, sde.order)
+    for j, v in enumerate(vs.tolist()):
+        torch.testing.assert_close(Ls[:, j] @ Ls[:, j].transpose(-1, -2), co.reference_chol(v) @ co.reference_chol(v).transpose(-1, -2), rtol=1e-9, atol=1e-300)
+    with pytest.raises(ValueError, match="variance"):
+        co.reference_chol(-1.0)

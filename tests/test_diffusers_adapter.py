@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -164,3 +165,123 @@ def test_conditional_adapter_takes_labels_and_guidance():
     assert plain.num_classes == 0
     with pytest.raises(ValueError, match="unconditional"):
         plain(h, t, torch.zeros(3, dtype=torch.int64))
+
+
+# ---------------------------------------------------------------------- a diffusers model folder as a denoiser
+_FOLDER_UNET = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                    norm_num_groups=4, attention_head_dim=None)
+
+
+def _save_folder(path, prediction_type="epsilon", **unet_kw):
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**{**_FOLDER_UNET, **unet_kw})
+    unet.save_pretrained(path)
+    DDPMScheduler(prediction_type=prediction_type).save_pretrained(path)
+    return unet
+
+
+def test_load_diffusers_folder_ddim_is_the_first_order_exponential_integrator(tmp_path):
+    """A random UNet2DModel and its DDPM scheduler saved with save_pretrained and loaded back: under VP,
+    kinetic's first-order deterministic exponential integrator (ei: order 1, no corrector, data_std 0,
+    the k-block plan) on the model's own noise levels equals diffusers' DDIMScheduler (eta = 0) on the
+    same model and timesteps (DDIM is DPM-Solver++ order 1), to float32 tolerance."""
+    from diffusers import DDIMScheduler
+
+    from kinetic.solvers.ei import ExponentialIntegrator
+
+    unet = _save_folder(tmp_path)
+    den = kn.load_diffusers(tmp_path)
+    assert den.num_classes == 0 and den.prediction_type == "epsilon" and den.sigmas.shape == (1000,)
+    sch = DDIMScheduler.from_pretrained(tmp_path, set_alpha_to_one=False, clip_sample=False)
+    sch.set_timesteps(10)
+    steps = sch.timesteps.tolist()  # 900, 800, ..., 0; DDIM's last step (0 -> abar_0) is the identity
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ref = x.clone()
+    with torch.no_grad():
+        for i in sch.timesteps:
+            ref = sch.step(unet(ref, i).sample, i, ref, eta=0.0).prev_sample
+    sde = kn.vp()
+    ts = den.times(sde, steps)
+    torch.testing.assert_close(sde.coefficients(ts).sigma_tilde, den.sigmas[steps], rtol=1e-12, atol=0)
+    torch.testing.assert_close(den.timestep(den.sigmas[steps]), torch.tensor(steps, dtype=torch.float64),
+                               rtol=0, atol=1e-9)
+    solver = ExponentialIntegrator(order=1, corrector=False, data_std=0.0, gls_steps=0)
+    out, nfe = solver.run(sde, kn.as_score_fn(den, sde), x.unsqueeze(1), ts)
+    assert nfe == len(steps) - 1
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(out[:, 0], ref, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_loaded_denoiser_matches_the_schedulers_data_prediction(tmp_path, prediction_type):
+    """x0_hat at a level sigma_i is DDIM's pred_original_sample for every prediction type; between two
+    levels the timestep is interpolated in log sigma."""
+    from diffusers import DDIMScheduler
+
+    unet = _save_folder(tmp_path, prediction_type)
+    den = kn.load_diffusers(tmp_path)
+    sch = DDIMScheduler.from_pretrained(tmp_path, clip_sample=False)
+    sch.set_timesteps(10)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    i = 600
+    abar = float(sch.alphas_cumprod[i])
+    with torch.no_grad():
+        want = sch.step(unet(x, i).sample, i, x, eta=0.0).pred_original_sample
+        sigma = den.sigmas[[i]].expand(3)
+        got = den(x / math.sqrt(abar), sigma)  # y = x_i / sqrt(abar_i)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
+    s = den.sigmas
+    mid = torch.exp(0.25 * s[10].log() + 0.75 * s[11].log()).reshape(1)
+    torch.testing.assert_close(den.timestep(mid), torch.tensor([10.75], dtype=torch.float64), rtol=0, atol=1e-9)
+    assert float(den.timestep(s[:1] / 10)) == 0.0 and float(den.timestep(s[-1:] * 10)) == 999.0
+
+
+@pytest.mark.parametrize("preset", ["cld", "hold", "psld"])
+def test_loaded_denoiser_samples_under_every_fixed_grid_solver(tmp_path, preset):
+    from kinetic.solvers import SOLVERS, FixedGridSolver
+
+    _save_folder(tmp_path)
+    den = kn.load_diffusers(tmp_path)
+    sde = kn.preset(preset)
+    fn = kn.as_score_fn(den, sde)
+    ran = []
+    for name, cls in sorted(SOLVERS.items()):
+        if not issubclass(cls, FixedGridSolver):
+            continue
+        try:  # a solver made for some SDEs only (sscs: CLD-like, pc: noise on every block) refuses the others
+            cls().check(sde, torch.linspace(sde.T, 1e-3, 4, dtype=torch.float64))
+        except ValueError:
+            continue
+        x = kn.sample(sde, fn, (2, 1, 8, 8), solver=name, steps=3, generator=torch.Generator().manual_seed(0))
+        assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), name
+        ran.append(name)
+    assert {"em", "ei", "gls", "lie_trotter"} <= set(ran), ran
+
+
+def test_load_diffusers_refuses_bad_folders_and_takes_labels(tmp_path):
+    with pytest.raises(ValueError, match="no config.json") as e:
+        kn.load_diffusers(tmp_path)
+    assert len(str(e.value).splitlines()) == 1
+    with pytest.raises(ValueError, match="not a folder"):
+        kn.load_diffusers(tmp_path / "missing")
+    from diffusers import UNet2DModel
+
+    UNet2DModel(**_FOLDER_UNET).save_pretrained(tmp_path / "nosched")
+    with pytest.raises(ValueError, match="scheduler_config.json"):
+        kn.load_diffusers(tmp_path / "nosched")
+    _save_folder(tmp_path / "cond", num_class_embeds=4)
+    den = kn.load_diffusers(tmp_path / "cond")
+    assert den.num_classes == 4
+    sde = kn.hold()
+    fn = kn.as_score_fn(den, sde)
+    z = sde.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 0.5, dtype=torch.float64)
+    a, b = fn(z, t, torch.tensor([0, 1])), fn(z, t, torch.tensor([2, 3]))
+    assert a.shape == (2, 1, 8, 8) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="class-conditional"):
+        fn(z, t)
+    x = kn.sample(sde, fn, (2, 1, 8, 8), steps=3, labels=torch.tensor([0, 3]), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 8, 8)

@@ -55,7 +55,7 @@ def analytic_min(sde, t, weighting="eps"):
     w = 1.0
     if weighting == "likelihood":
         beta = float(sde.beta(torch.tensor(t, dtype=torch.float64)))
-        w = beta * sde.g2 / L[-1, -1] ** 2
+        w = beta * float(sde.noise_block[0, 0]) / L[-1, -1] ** 2
     elif weighting == "edm":  # unit weight on F = (x0 - c_skip x~) / c_out, sigma_data = 1
         sig, q_k = sigma_tilde_and_qk(sde, t)
         c_out = sig / math.sqrt(1.0 + sig**2)

@@ -45,11 +45,11 @@ def test_normalisations_do_what_they_claim():
         # (b) int_0^T beta g2 dt = T, by trapezoid quadrature of beta(t)
         ns = mx.normalise(sde, "noise", T=T)
         tt = torch.linspace(0, T, 2001, dtype=F64)
-        integral = float(torch.trapezoid(ns.beta(tt) * ns.g2, tt))
+        integral = float(torch.trapezoid(ns.beta(tt) * float(ns.noise_block[0, 0]), tt))
         assert integral == pytest.approx(T, rel=1e-10), name
         # (b') beta g2 / P[k,k] = 1
         nr = mx.normalise(sde, "noise_rel", T=T)
-        assert float(nr.beta(torch.tensor(1.0))) * nr.g2 / float(nr.stationary_cov[-1, -1]) == pytest.approx(1.0)
+        assert float(nr.beta(torch.tensor(1.0))) * float(nr.noise_block[0, 0]) / float(nr.stationary_cov[-1, -1]) == pytest.approx(1.0)
         # (c) spectral abscissa of beta A is -1. Every preset is critically damped (one defective
         # eigenvalue), so beta A + I must be nilpotent: (beta A + I)^k = 0 exactly; numpy's
         # eigenvalues (perturbed by ~eps^(1/k) for a Jordan block) all lie near -1.
@@ -117,8 +117,8 @@ def test_normalisations_several_noised_blocks():
     assert mx.clock_rate(sde, "noise_rel") == pytest.approx(1.0 / float(torch.trace(torch.linalg.inv(P) @ D)))
     # and for one noised block they are the familiar 1/g2 and P[k,k]/g2
     h = kn.hold()
-    assert mx.clock_rate(h, "noise") == pytest.approx(1.0 / h.g2)
-    assert mx.clock_rate(h, "noise_rel") == pytest.approx(float(h.stationary_cov[-1, -1]) / h.g2)
+    assert mx.clock_rate(h, "noise") == pytest.approx(1.0 / float(h.noise_block[0, 0]))
+    assert mx.clock_rate(h, "noise_rel") == pytest.approx(float(h.stationary_cov[-1, -1]) / float(h.noise_block[0, 0]))
 
 
 def test_errors():

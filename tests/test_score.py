@@ -90,6 +90,15 @@ def test_network_sees_reshaped_state_time_and_its_dtype(param):
     t = torch.rand(5) * 0.9 + 0.05
     eps, score = sm.eps_and_score(z, t)
     h, tt = net.seen
+    if param == "denoiser":  # only the data-shaped GLS statistic, and EDM's c_noise instead of t
+        co = sde.coefficients(t.double())
+        sig = co.sigma_tilde
+        assert h.shape == (5, 1, 8, 8) and h.dtype == torch.float64 and tt.shape == (5,) and tt.dtype == torch.float64
+        torch.testing.assert_close(tt, torch.log(sig) / 4)
+        y = co.gls_estimate(z.double())
+        torch.testing.assert_close(h, y / torch.sqrt(sig**2 + 1.0).reshape(5, 1, 1, 1))
+        assert eps.shape == score.shape == (5, 1, 8, 8) and eps.dtype == score.dtype == torch.float32
+        return
     assert h.shape == (5, 3, 8, 8) and h.dtype == torch.float64 and tt.shape == (5,) and tt.dtype == torch.float64
     assert torch.allclose(tt, t.double())
     if param != "x0":  # x0 replaces block 0 by the GLS statistic
@@ -108,7 +117,7 @@ def test_input_scaling_uses_gaussian_marginal_std():
     net = Recorder((2,))
     sm = ScoreModel(net, sde, "eps")
     z = torch.randn(4, 1, 2) * 30
-    sm.eps(z, torch.full((4,), 0.9))
+    sm(z, torch.full((4,), 0.9))
     c, sigma = gaussian_pieces(sde, 0.9)
     expected = z[:, 0] / math.sqrt(c[0] ** 2 + sigma[0, 0])
     assert torch.allclose(net.seen[0], expected, rtol=1e-5)
@@ -239,14 +248,15 @@ def exact_noised_score(sde, z, t, mean, std):
 @pytest.mark.parametrize("name", ["psld", "psld_x_only", "noise02"])
 @pytest.mark.parametrize("param", PARAMETERIZATIONS)
 def test_several_noised_blocks_shapes_and_exactness(name, param):
-    """Output blocks follow the parameterisation (m for eps/score/mixed, 1 for x0); with a zero
-    network mixed and x0 give the exact score of N(0, std^2 I) data; eps and score agree through
+    """Output blocks follow the parameterisation (m for eps/score/mixed, 1 for x0 and denoiser); with a zero
+    network mixed, x0 and denoiser give the exact score of N(0, std^2 I) data; eps and score agree through
     score = -R_t eps*."""
     sde = multi_sdes()[name]
     m = len(sde.noised_blocks)
-    out_blocks = 1 if param == "x0" else m
+    out_blocks = 1 if param in ("x0", "denoiser") else m
+    in_blocks = 1 if param == "denoiser" else sde.order
     std = 0.7
-    net = MLP(sde.order * 3, out_blocks * 3, hidden=16, depth=1, emb_dim=8)  # zero output layer
+    net = MLP(in_blocks * 3, out_blocks * 3, hidden=16, depth=1, emb_dim=8)  # zero output layer
     sm = ScoreModel(net, sde, param, data_std=std)
     assert sm.out_blocks == out_blocks
     g = torch.Generator().manual_seed(0)
@@ -259,10 +269,10 @@ def test_several_noised_blocks_shapes_and_exactness(name, param):
         assert score.shape == sde.score_shape(32, (3,)) == eps.shape
         R = sde.coefficients(tt).score_scale
         torch.testing.assert_close(score.reshape(32, m, 3), -(R @ eps.reshape(32, m, 3)), rtol=1e-9, atol=1e-9 * float(score.abs().max()))
-        if param in ("mixed", "x0"):
+        if param in ("mixed", "x0", "denoiser"):
             want = exact_noised_score(sde, z, t, np.zeros(3), std)
             assert torch.allclose(score, want, rtol=1e-6, atol=1e-6 * float(want.abs().max())), (name, t)
-    bad = ScoreModel(MLP(sde.order * 3, 3 * (out_blocks + 1), hidden=8, depth=1, emb_dim=8), sde, param)
+    bad = ScoreModel(MLP(in_blocks * 3, 3 * (out_blocks + 1), hidden=8, depth=1, emb_dim=8), sde, param)
     with pytest.raises(ValueError, match="network output must have"):
         bad.score(torch.randn(4, sde.order, 3), 0.5)
 

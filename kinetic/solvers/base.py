@@ -196,9 +196,9 @@ def noised_columns(sde) -> Tensor:
     return sde.noise_matrix[:, list(sde.noised_blocks)]
 
 
-def noise_factor(sde) -> Tensor:
+def noised_diffusion_factor(sde) -> Tensor:
     """E (k, m) float64 with E E^T = D = G G^T and rows outside the noised blocks zero: the noise
-    (G kron I) dW has the law of (E kron I) dW_N, m = len(N) channels (sqrt(g2) e_k for one block)."""
+    (G kron I) dW has the law of (E kron I) dW_N, m = len(N) channels (sqrt(D_kk) e_k for one block)."""
     from .. import linalg
 
     N = list(sde.noised_blocks)

@@ -72,10 +72,7 @@ def _reference(sde, t: Tensor, data_std: float, score_weight: float) -> dict:
     normaliser w^T D_NN w (n,), and lambda(t) (n,)."""
     co = sde.coefficients(t)
     c = co.c
-    C = co.sigma
-    if data_std:
-        C = C + data_std**2 * c[..., :, None] * c[..., None, :]
-    L = linalg.safe_cholesky(C)  # scale-invariant: exact down to tiny t
+    L = co.reference_chol(data_std**2)  # C = Sigma + sigma_d^2 c c^T in square-root form
     N = list(sde.noised_blocks)
     k = sde.order
     E_N = torch.eye(k, dtype=torch.float64, device=L.device)[:, N]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import register
-from .base import FixedGridSolver, mix, noise_factor, noised_columns, step_sizes
+from .base import FixedGridSolver, mix, noised_diffusion_factor, step_sizes
 
 
 def euler_plan(sde, ts, stochastic: bool) -> dict:
@@ -26,11 +26,11 @@ def euler_plan(sde, ts, stochastic: bool) -> dict:
     k = sde.order
     plan = {
         "linear": torch.eye(k, dtype=torch.float64) - hb[:, None, None] * sde.drift_matrix,
-        "score": (1.0 if stochastic else 0.5) * hb[:, None, None] * noised_columns(sde),
+        "score": hb[:, None, None] * sde.reverse_score_columns(1.0 if stochastic else 0.0),
         "t_score": q["t"][:-1],
     }
     if stochastic:
-        plan["noise"] = hb.sqrt()[:, None, None] * noise_factor(sde)
+        plan["noise"] = hb.sqrt()[:, None, None] * noised_diffusion_factor(sde)
     return plan
 
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..checkpoint import CheckpointError, check_compatible
 from ..config import ConfigError, TrainConfig
 from ..losses import DSMLoss
-from ..score import ScoreModel, output_blocks
+from ..score import ScoreModel, input_blocks, output_blocks
 from .distributed import DistInfo, derive_seed, resolve_device
 from .ema import EMA
 
@@ -114,7 +114,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         try:
             net = build_model(
-                kind, cfg.model_size, self.data_shape, self.sde.order, output_blocks(self.sde, cfg.parameterization),
+                kind, cfg.model_size, self.data_shape, input_blocks(self.sde, cfg.parameterization), output_blocks(self.sde, cfg.parameterization),
                 num_classes=self.num_classes,
             )
         except ValueError as err:
