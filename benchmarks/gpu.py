@@ -132,6 +132,17 @@ def _network(sde, cfg: dict, dev: torch.device, seed: int = 0, randomise_out: bo
     return kn.ScoreModel(net.to(dev), sde, "x0")
 
 
+@contextlib.contextmanager
+def _no_tf32():
+    """Full float32 matmuls and convolutions (cuDNN uses TF32 by default) for a comparison with the CPU."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 def _close(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest |a - b| over the largest |b| (float64, on the CPU)."""
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
@@ -201,7 +212,7 @@ def correctness(dev: torch.device, cfg: dict) -> dict:
         m_dev = _network(sde, tiny, dev)
         z = torch.randn(4, sde.order, 3, 8, 8, generator=torch.Generator().manual_seed(4))
         tt = torch.full((4,), 0.3, dtype=torch.float64)
-        with torch.no_grad():
+        with torch.no_grad(), _no_tf32():
             e_c = m_cpu(z, tt)
             e_d = m_dev(z.to(dev), tt.to(dev))
         loss_fn = kn.DSMLoss(sde, "x0", "edm", time_sampling="lognormal")
@@ -338,21 +349,18 @@ def _train_config(name: str, cfg: dict, dev: torch.device, compiled: bool) -> di
             "params": sum(p.numel() for p in net.parameters())}
 
 
-def training(dev: torch.device, cfg: dict, compile_too: bool) -> dict:
+def training(dev: torch.device, cfg: dict, compiled: bool) -> dict:
+    """One row per SDE (eager: VP, CLD, HOLD; compiled: cfg["compile_sdes"]) and the time per step over VP's."""
     rows = []
-    for compiled in (False, True) if compile_too else (False,):
-        for name in cfg["compile_sdes"] if compiled else TRAIN_SDES:
-            try:
-                rows.append(_train_config(name, cfg, dev, compiled))
-            except Exception as err:
-                rows.append({"sde": name, "compiled": compiled, "error": _error(err)})
-    ratios = {}
-    for compiled in (False, True):
-        by = {r["sde"]: r for r in rows if r.get("compiled") == compiled and "ms_per_step" in r}
-        if "vp" in by:
-            ratios["compiled" if compiled else "eager"] = {s: by[s]["ms_per_step"] / by["vp"]["ms_per_step"] for s in by}
+    for name in cfg["compile_sdes"] if compiled else TRAIN_SDES:
+        try:
+            rows.append(_train_config(name, cfg, dev, compiled))
+        except Exception as err:
+            rows.append({"sde": name, "compiled": compiled, "error": _error(err)})
+    by = {r["sde"]: r for r in rows if "ms_per_step" in r}
+    ratios = {s: by[s]["ms_per_step"] / by["vp"]["ms_per_step"] for s in by} if "vp" in by else {}
     return {"rows": rows, "time_over_vp": ratios, "batch": cfg["train_batch"], "net": cfg["net"], "res": cfg["res"],
-            "compile_backend": cfg["compile_backend"]}
+            "compile_backend": cfg["compile_backend"] if compiled else None}
 
 
 # ------------------------------------------------------------------ 4. sampling throughput, 5. overhead
@@ -442,28 +450,34 @@ def environment(dev: torch.device) -> dict:
     return env
 
 
-SECTIONS = ("correctness", "sync", "training", "sampling", "kernels")
+SECTIONS = ("correctness", "sync", "training", "sampling", "kernels", "training_compiled")
+"""In the order they run: compilation, the longest and least certain part, last."""
 
 
-def run(dev: torch.device, quick: bool, compile_too: bool = True, only=None, log=print) -> dict:
+def run(dev: torch.device, quick: bool, compile_too: bool = True, only=None, log=print, save=None) -> dict:
+    """Every section in `SECTIONS` (or ``only``); ``save(res)`` after each, so a run cut short keeps its figures."""
     cfg = dict(QUICK if quick else FULL)
     res: dict = {"environment": environment(dev), "quick": quick, "config": {k: list(v) if isinstance(v, tuple) else v
                                                                             for k, v in cfg.items()}}
     sections = {"correctness": lambda: correctness(dev, cfg), "sync": lambda: sync_checks(dev, cfg),
-                "training": lambda: training(dev, cfg, compile_too), "sampling": lambda: sampling(dev, cfg),
-                "kernels": lambda: kernels(dev, cfg)}
+                "training": lambda: training(dev, cfg, False), "sampling": lambda: sampling(dev, cfg),
+                "kernels": lambda: kernels(dev, cfg), "training_compiled": lambda: training(dev, cfg, True)}
     for name in only or SECTIONS:
+        if name == "training_compiled" and not compile_too:
+            continue
         _section(res, name, sections[name], log)
-    corr = res.get("correctness", {})
-    res["failed_checks"] = ["correctness"] if "error" in corr else check_failures(corr)
-    res["targets"] = targets(res)
+        corr = res.get("correctness", {})
+        res["failed_checks"] = ["correctness"] if "error" in corr else check_failures(corr)
+        res["targets"] = targets(res)
+        if save is not None:
+            save(res)
     return res
 
 
 def targets(res: dict) -> dict:
     out = {}
-    tr = res.get("training", {}).get("time_over_vp", {})
-    for mode, r in tr.items():
+    for mode, key in (("eager", "training"), ("compiled", "training_compiled")):
+        r = res.get(key, {}).get("time_over_vp", {})
         if "hold" in r:
             out[f"hold_over_vp_train_{mode}"] = {"value": r["hold"], "target": TARGETS["hold_over_vp_train"],
                                                  "met": r["hold"] <= TARGETS["hold_over_vp_train"]}
@@ -481,7 +495,7 @@ def _fmt(v, spec=".3g") -> str:
 
 
 def to_markdown(res: dict) -> str:
-    res = {**res, **{name: {"error": "not run (--sections)"} for name in SECTIONS if name not in res}}
+    res = {**res, **{name: {"error": "not run"} for name in SECTIONS if name not in res}}
     env = res["environment"]
     lines = [f"Command: `{res['command']}` ({res['wall_s']:.0f} s). Device: {env['device']}"
              + (f" ({env['gpu']}, {env['gpu_memory_gib']:.0f} GiB, sm {env['capability']})" if "gpu" in env else "")
@@ -511,23 +525,24 @@ def to_markdown(res: dict) -> str:
         else:
             lines += md_table(["SDE", "solver", "loop", "loop + network"],
                               [[r["sde"], r["solver"], r["loop"], r["loop + network"]] for r in sec["rows"]]) + [""]
-    tr = res["training"]
     lines += ["**Training** (bf16 autocast, x0 / EDM / log-normal, AdamW, grad clipping)", ""]
-    if "error" in tr:
-        lines += [f"error: `{tr['error']}`", ""]
-    else:
-        lines += [f"U-Net `{tr['net']}`, synthetic {tr['res']}x{tr['res']}x3, batch {tr['batch']}; torch.compile backend "
-                  f"{tr['compile_backend']}.", ""]
-        rows = []
+    rows = []
+    for key, mode in (("training", "eager"), ("training_compiled", "compiled")):
+        tr = res[key]
+        if "error" in tr:
+            rows.append(["-", mode, f"error: {tr['error']}", "-", "-", "-", "-"])
+            continue
+        head = (f"U-Net `{tr['net']}`, synthetic {tr['res']}x{tr['res']}x3, batch {tr['batch']}"
+                + (f"; torch.compile backend {tr['compile_backend']}" if tr["compile_backend"] else "") + ".")
+        if head not in lines:
+            lines += [head, ""]
         for r in tr["rows"]:
-            mode = "compiled" if r["compiled"] else "eager"
             if "error" in r:
                 rows.append([r["sde"], mode, f"error: {r['error']}", "-", "-", "-", "-"])
                 continue
-            ratio = tr["time_over_vp"].get(mode, {}).get(r["sde"])
-            rows.append([r["sde"], mode, f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.0f}", _fmt(ratio, ".3f"),
-                         _fmt(r["peak_mib"], ".0f"), f"{r['first_step_s']:.1f}"])
-        lines += md_table(["SDE", "mode", "ms / step", "images / s", "time / VP", "peak MiB", "first step s"], rows) + [""]
+            rows.append([r["sde"], mode, f"{r['ms_per_step']:.1f}", f"{r['images_per_s']:.0f}",
+                         _fmt(tr["time_over_vp"].get(r["sde"]), ".3f"), _fmt(r["peak_mib"], ".0f"), f"{r['first_step_s']:.1f}"])
+    lines += md_table(["SDE", "mode", "ms / step", "images / s", "time / VP", "peak MiB", "first step s"], rows) + [""]
     sm = res["sampling"]
     lines += ["**Sampling** (bf16 autocast network, float32 state)", ""]
     if "error" in sm:
@@ -576,12 +591,18 @@ def main(argv=None) -> dict:
     if dev.type not in ("cpu", "cuda"):
         p.error(f"--device must be cpu or cuda, got {a.device!r}")
     t0 = time.perf_counter()
-    res = run(dev, a.quick, compile_too=not a.no_compile, only=only, log=lambda s: print(f"[gpu] {s}", flush=True))
-    res.update(wall_s=time.perf_counter() - t0, command=command_line("gpu.py", argv))
-    md = to_markdown(res)
-    print(md)
     a.out.mkdir(parents=True, exist_ok=True)
-    write_outputs(a.out, {"gpu.json": res, "gpu.md": md + "\n"})
+    command = command_line("gpu.py", argv)
+
+    def save(res: dict) -> str:
+        res.update(wall_s=time.perf_counter() - t0, command=command)
+        md = to_markdown(res)
+        write_outputs(a.out, {"gpu.json": res, "gpu.md": md + "\n"})
+        return md
+
+    res = run(dev, a.quick, compile_too=not a.no_compile, only=only, log=lambda s: print(f"[gpu] {s}", flush=True),
+              save=save)
+    print(save(res))
     return res
 
 

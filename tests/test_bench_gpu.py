@@ -39,8 +39,10 @@ def test_quick_run_covers_every_fixed_grid_solver_sde_and_sampler(gpu, quick_run
     assert sync == want and len(want) >= 20
     seed = {k for k in res["correctness"] if k.startswith("seed_match")}
     assert {f"seed_match_hold_{v}" for v in fixed - {"pc"}} <= seed and "seed_match_vp_pc" in seed
-    assert {(r["sde"], r["compiled"]) for r in res["training"]["rows"]} == {(s, False) for s in gpu.TRAIN_SDES} | {("vp", True)}
-    assert all(r["loss_finite"] and r["images_per_s"] > 0 for r in res["training"]["rows"])
+    train = res["training"]["rows"] + res["training_compiled"]["rows"]
+    assert {(r["sde"], r["compiled"]) for r in train} == {(s, False) for s in gpu.TRAIN_SDES} | {("vp", True)}
+    assert all(r["loss_finite"] and r["images_per_s"] > 0 for r in train)
+    assert res["training"]["time_over_vp"]["vp"] == 1.0 and set(res["training"]["time_over_vp"]) == set(gpu.TRAIN_SDES)
     rows = {(r["sde"], r["solver"], r["steps"]) for r in res["sampling"]["rows"]}
     assert rows == {(s, v, n) for s in gpu.SAMPLE_SDES for v in gpu.SAMPLERS for n in gpu.QUICK["nfes"]}
     assert all(r["finite"] and r["nfe"] >= r["steps"] for r in res["sampling"]["rows"])
@@ -64,6 +66,15 @@ def test_check_failures_flags_each_check_outside_its_tolerance(gpu, quick_run):
     bad["train_step_hold"]["grads_finite"] = False
     assert sorted(gpu.check_failures(bad)) == sorted(["marginal_hold", "perturb_cld", "sample_vp", "seed_match_hold_ei",
                                                       "log_likelihood_vp", "train_step_hold"])
+
+
+def test_outputs_are_saved_after_every_section(gpu, tmp_path):
+    seen = []
+    res = gpu.run(gpu.torch.device("cpu"), quick=True, compile_too=False, only=["kernels", "training_compiled"],
+                  log=lambda s: None, save=lambda r: seen.append(sorted(k for k in gpu.SECTIONS if k in r)))
+    assert seen == [["kernels"]] and res["failed_checks"] == [] and "hold_over_vp_train_eager" not in res["targets"]
+    md = gpu.to_markdown({**res, "wall_s": 1.0, "command": "c"})
+    assert "**Training**" in md and "error: not run" in md
 
 
 def test_a_failing_section_is_recorded_and_the_rest_runs(gpu):
