@@ -25,11 +25,13 @@ in one call (under 8 minutes on an H100 with the defaults):
 
 Targets: HOLD / VP time per training step <= 1.15; sampler overhead < 5% of a network evaluation.
 
-    python benchmarks/gpu.py [--device cuda] [--out docs/figures] [--no-compile] [--threads 1]
+    python benchmarks/gpu.py [--device cuda] [--out docs/figures] [--no-compile] [--budget-s 450]
+        [--sections correctness,sync,training,sampling,kernels,training_compiled] [--threads 1]
     python benchmarks/gpu.py --device cpu --quick --out /tmp/gpu      # tiny sizes, end to end, < 1 min
 
-Writes ``gpu.json`` and ``gpu.md`` into ``--out``. A section that fails records its error and the rest
-still runs. Downloads nothing.
+Writes ``gpu.json`` and ``gpu.md`` into ``--out`` after every section (a session cut short keeps what it
+measured). A section that fails records its error and the rest still runs; the compiled training rows
+run last and are skipped when less than `COMPILE_RESERVE_S` of ``--budget-s`` is left. Downloads nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ TRAIN_SDES = ("vp", "cld", "hold")
 SAMPLE_SDES = ("vp", "hold")
 SAMPLERS = ("ei", "gls", "sscs", "em")
 TARGETS = {"hold_over_vp_train": 1.15, "sampler_overhead": 0.05}
+COMPILE_RESERVE_S = 90.0
+"""A compiled training row starts only with this much of ``--budget-s`` left (compiling the cifar U-Net
+with inductor takes about a minute)."""
 
 FULL = dict(net="cifar", res=32, train_batch=128, train_warmup=5, train_steps=20, sample_batch=256, nfes=(20, 50),
             overhead_steps=50, kernel_times=1_000_000, check_n=64, sync_steps=4, compile_backend="inductor",
@@ -353,6 +358,10 @@ def training(dev: torch.device, cfg: dict, compiled: bool) -> dict:
     """One row per SDE (eager: VP, CLD, HOLD; compiled: cfg["compile_sdes"]) and the time per step over VP's."""
     rows = []
     for name in cfg["compile_sdes"] if compiled else TRAIN_SDES:
+        left = cfg.get("deadline", math.inf) - time.perf_counter()
+        if compiled and left < COMPILE_RESERVE_S:
+            rows.append({"sde": name, "compiled": compiled, "error": f"skipped: {left:.0f} s left of --budget-s"})
+            continue
         try:
             rows.append(_train_config(name, cfg, dev, compiled))
         except Exception as err:
@@ -454,11 +463,14 @@ SECTIONS = ("correctness", "sync", "training", "sampling", "kernels", "training_
 """In the order they run: compilation, the longest and least certain part, last."""
 
 
-def run(dev: torch.device, quick: bool, compile_too: bool = True, only=None, log=print, save=None) -> dict:
-    """Every section in `SECTIONS` (or ``only``); ``save(res)`` after each, so a run cut short keeps its figures."""
+def run(dev: torch.device, quick: bool, compile_too: bool = True, only=None, log=print, save=None,
+        budget_s: float = math.inf) -> dict:
+    """Every section in `SECTIONS` (or ``only``); ``save(res)`` after each, so a run cut short keeps its figures.
+    A compiled training row is skipped when less than `COMPILE_RESERVE_S` of ``budget_s`` is left."""
     cfg = dict(QUICK if quick else FULL)
-    res: dict = {"environment": environment(dev), "quick": quick, "config": {k: list(v) if isinstance(v, tuple) else v
-                                                                            for k, v in cfg.items()}}
+    cfg["deadline"] = time.perf_counter() + budget_s
+    res: dict = {"environment": environment(dev), "quick": quick, "budget_s": budget_s,
+                 "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k != "deadline"}}
     sections = {"correctness": lambda: correctness(dev, cfg), "sync": lambda: sync_checks(dev, cfg),
                 "training": lambda: training(dev, cfg, False), "sampling": lambda: sampling(dev, cfg),
                 "kernels": lambda: kernels(dev, cfg), "training_compiled": lambda: training(dev, cfg, True)}
@@ -576,6 +588,8 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny sizes: the whole script end to end in well under a minute")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile training rows")
     p.add_argument("--out", type=Path, default=Path("docs/figures"), help="folder for gpu.json and gpu.md (created)")
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="wall-clock seconds for the whole run: compiled training rows are skipped near the end (default 450)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--threads", type=int, default=1)
     a = parse(p, argv)
@@ -601,7 +615,7 @@ def main(argv=None) -> dict:
         return md
 
     res = run(dev, a.quick, compile_too=not a.no_compile, only=only, log=lambda s: print(f"[gpu] {s}", flush=True),
-              save=save)
+              save=save, budget_s=a.budget_s)
     print(save(res))
     return res
 

@@ -77,6 +77,13 @@ def test_outputs_are_saved_after_every_section(gpu, tmp_path):
     assert "**Training**" in md and "error: not run" in md
 
 
+def test_compiled_rows_are_skipped_when_the_budget_runs_out(gpu):
+    cfg = dict(gpu.QUICK, deadline=gpu.time.perf_counter() + gpu.COMPILE_RESERVE_S - 1)
+    res = gpu.training(gpu.torch.device("cpu"), cfg, compiled=True)
+    assert [r["error"].startswith("skipped") for r in res["rows"]] == [True] * len(gpu.QUICK["compile_sdes"])
+    assert res["time_over_vp"] == {}
+
+
 def test_a_failing_section_is_recorded_and_the_rest_runs(gpu):
     res = {}
     gpu._section(res, "boom", lambda: 1 / 0, log=lambda s: None)
