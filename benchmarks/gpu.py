@@ -44,11 +44,18 @@ import traceback
 from pathlib import Path
 
 import torch
+from kinetic.models.unet import UNet
 
 import kinetic as kn
 from kinetic.analytic import GaussianData, GaussianMixture
-from kinetic.bench.report import command_line, machine_info, machine_line, md_table, parse, write_outputs
-from kinetic.models.unet import UNet
+from kinetic.bench.report import (
+    command_line,
+    machine_info,
+    machine_line,
+    md_table,
+    parse,
+    write_outputs,
+)
 from kinetic.sampling import default_grid
 from kinetic.solvers import SOLVERS, FixedGridSolver, get_solver
 
@@ -156,83 +163,98 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ------------------------------------------------------------------ 1. correctness
 def correctness(dev: torch.device, cfg: dict) -> dict:
+    """Each check group on ``dev`` against the CPU (see the module); a group that raises is recorded under its
+    name and the others still run."""
     cpu = torch.device("cpu")
     out: dict = {}
     n = cfg["check_n"]
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(n, 3, 4, 4, generator=g)
     t = torch.rand(n, generator=g, dtype=torch.float64) * 0.99 + 1e-3
-    for name in SDES:
-        sde = SDES[name]()
-        m_c, S_c = sde.marginal(x0, t)
-        m_d, S_d = sde.marginal(x0.to(dev), t.to(dev))
-        co = sde.coefficients(t)
-        z_d, eps_d = sde.perturb(x0.to(dev), t.to(dev))
-        recon = co.c.float()[:, :, None] * x0.reshape(n, 1, -1) + torch.bmm(co.chol.float(), eps_d.cpu().reshape(n, sde.order, -1))
-        out[f"marginal_{name}"] = {"mean": _close(m_d, m_c), "cov": _close(S_d, S_c), "tol": 1e-6,
-                                   "device": str(m_d.device), "cov_dtype": str(S_d.dtype)}
-        out[f"perturb_{name}"] = {"identity": _close(z_d.reshape(n, sde.order, -1), recon), "tol": 1e-5,
-                                  "device": str(z_d.device), "dtype": str(z_d.dtype)}
-    # sample: on the device, in the asked dtype, finite, near the data law's mean
+
+    def marginal_perturb():  # marginal and perturb for every preset
+        for name in SDES:
+            sde = SDES[name]()
+            m_c, S_c = sde.marginal(x0, t)
+            m_d, S_d = sde.marginal(x0.to(dev), t.to(dev))
+            co = sde.coefficients(t)
+            z_d, eps_d = sde.perturb(x0.to(dev), t.to(dev))
+            recon = co.c.float()[:, :, None] * x0.reshape(n, 1, -1) + torch.bmm(co.chol.float(), eps_d.cpu().reshape(n, sde.order, -1))
+            out[f"marginal_{name}"] = {"mean": _close(m_d, m_c), "cov": _close(S_d, S_c), "tol": 1e-6,
+                                       "device": str(m_d.device), "cov_dtype": str(S_d.dtype)}
+            out[f"perturb_{name}"] = {"identity": _close(z_d.reshape(n, sde.order, -1), recon), "tol": 1e-5,
+                                      "device": str(z_d.device), "dtype": str(z_d.dtype)}
+
     mix = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.5]], [0.3, 0.3])
-    for name in ("vp", "hold"):
-        sde = SDES[name]()
-        gen = torch.Generator(device=dev).manual_seed(0)
-        x = kn.sample(sde, mix.score_fn(sde), (4 * n, 2), steps=10, dtype=torch.float32, device=dev, generator=gen)
-        out[f"sample_{name}"] = {"device": str(x.device), "dtype": str(x.dtype), "finite": bool(torch.isfinite(x).all()),
-                                 "mean_error": float((x.double().mean(0).cpu() - torch.tensor([0.0, 0.25], dtype=torch.float64)).abs().max()),
-                                 "tol": 6.0 / math.sqrt(4 * n)}
-    # seed-to-sample: the same float32 prior draw and noise on both devices, every fixed-grid solver
-    for name in ("vp", "hold"):
-        sde = SDES[name]()
-        score = mix.score_fn(sde)
-        for solver in fixed_grid_solvers():
-            if not _runs(sde, solver, 8):
-                continue
-            res = {}
-            for key, d in (("cpu", cpu), ("dev", dev)):
-                slv = get_solver(solver)
-                z0 = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float32)
-                ng = torch.Generator().manual_seed(2)
-                noise = lambda shape, dtype, device, ng=ng: torch.randn(shape, generator=ng, dtype=dtype).to(device)
-                ts = kn.time_grid(sde, 8, 1e-3, default_grid(slv))
-                res[key], _ = slv.run(sde, score, z0.to(d), ts, noise_sampler=noise)
-            out[f"seed_match_{name}_{solver}"] = {"rel": _close(res["dev"], res["cpu"]), "tol": 1e-4,
-                                                  "dtype": str(res["dev"].dtype)}
-    # log-likelihood of an exact Gaussian score: device against the CPU and the exact density
-    data = GaussianData(torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64))
-    x = data.sample(8, generator=torch.Generator().manual_seed(3))
-    sde = kn.vp()
-    ll_c = kn.log_likelihood(sde, data.score_fn(sde), x)
-    ll_d = kn.log_likelihood(sde, data.score_fn(sde), x.to(dev))
-    exact = data.log_prob(x)
-    out["log_likelihood_vp"] = {"device_vs_cpu": float((ll_d.cpu() - ll_c).abs().max()),
-                                "vs_exact": float((ll_d.cpu() - exact).abs().max()), "tol_cpu": 1e-6, "tol_exact": 0.05,
-                                "device": str(ll_d.device)}
-    # a training step on device tensors: network output matches the CPU's; loss and gradients finite
-    for name in ("vp", "hold"):
-        sde = SDES[name]()
-        tiny = dict(cfg, net="tiny", res=8)
-        m_cpu = _network(sde, tiny, cpu)
-        m_dev = _network(sde, tiny, dev)
-        z = torch.randn(4, sde.order, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-        tt = torch.full((4,), 0.3, dtype=torch.float64)
-        with torch.no_grad(), _no_tf32():
-            e_c = m_cpu(z, tt)
-            e_d = m_dev(z.to(dev), tt.to(dev))
-        loss_fn = kn.DSMLoss(sde, "x0", "edm", time_sampling="lognormal")
-        opt = torch.optim.AdamW(m_dev.parameters(), lr=1e-3)
-        before = [p.detach().clone() for p in m_dev.parameters()]
-        xb = torch.randn(4, 3, 8, 8, device=dev)
-        loss = loss_fn(m_dev, xb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in m_dev.parameters() if p.grad is not None)
-        opt.step()
-        moved = any(not torch.equal(a, p.detach()) for a, p in zip(before, m_dev.parameters()))
-        out[f"train_step_{name}"] = {"network_rel": _close(e_d, e_c), "tol": 1e-4, "loss": float(loss.detach()),
-                                     "loss_finite": math.isfinite(float(loss.detach())), "grads_finite": grads_finite,
-                                     "params_moved": moved, "device": str(loss.device)}
+
+    def sample():  # sample: on the device, in the asked dtype, finite, near the data law's mean
+        for name in ("vp", "hold"):
+            sde = SDES[name]()
+            gen = torch.Generator(device=dev).manual_seed(0)
+            x = kn.sample(sde, mix.score_fn(sde), (4 * n, 2), steps=10, dtype=torch.float32, device=dev, generator=gen)
+            out[f"sample_{name}"] = {"device": str(x.device), "dtype": str(x.dtype), "finite": bool(torch.isfinite(x).all()),
+                                     "mean_error": float((x.double().mean(0).cpu() - torch.tensor([0.0, 0.25], dtype=torch.float64)).abs().max()),
+                                     "tol": 6.0 / math.sqrt(4 * n)}
+
+    def seed_match():  # seed-to-sample: the same float32 prior draw and noise on both devices, every fixed-grid solver
+        for name in ("vp", "hold"):
+            sde = SDES[name]()
+            score = mix.score_fn(sde)
+            for solver in fixed_grid_solvers():
+                if not _runs(sde, solver, 8):
+                    continue
+                res = {}
+                for key, d in (("cpu", cpu), ("dev", dev)):
+                    slv = get_solver(solver)
+                    z0 = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+                    ng = torch.Generator().manual_seed(2)
+                    noise = lambda shape, dtype, device, ng=ng: torch.randn(shape, generator=ng, dtype=dtype).to(device)
+                    ts = kn.time_grid(sde, 8, 1e-3, default_grid(slv))
+                    res[key], _ = slv.run(sde, score, z0.to(d), ts, noise_sampler=noise)
+                out[f"seed_match_{name}_{solver}"] = {"rel": _close(res["dev"], res["cpu"]), "tol": 1e-4,
+                                                      "dtype": str(res["dev"].dtype)}
+
+    def log_likelihood():  # log-likelihood of an exact Gaussian score: device against the CPU and the exact density
+        data = GaussianData(torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=torch.float64))
+        x = data.sample(8, generator=torch.Generator().manual_seed(3))
+        sde = kn.vp()
+        ll_c = kn.log_likelihood(sde, data.score_fn(sde), x)
+        ll_d = kn.log_likelihood(sde, data.score_fn(sde), x.to(dev))
+        exact = data.log_prob(x)
+        out["log_likelihood_vp"] = {"device_vs_cpu": float((ll_d.cpu() - ll_c).abs().max()),
+                                    "vs_exact": float((ll_d.cpu() - exact).abs().max()), "tol_cpu": 1e-3, "tol_exact": 0.05,
+                                    "device": str(ll_d.device)}
+
+    def train_step():  # a training step on device tensors: network output matches the CPU's; loss and gradients finite
+        for name in ("vp", "hold"):
+            sde = SDES[name]()
+            tiny = dict(cfg, net="tiny", res=8)
+            m_cpu = _network(sde, tiny, cpu)
+            m_dev = _network(sde, tiny, dev)
+            z = torch.randn(4, sde.order, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+            tt = torch.full((4,), 0.3, dtype=torch.float64)
+            with torch.no_grad(), _no_tf32():
+                e_c = m_cpu(z, tt)
+                e_d = m_dev(z.to(dev), tt.to(dev))
+            loss_fn = kn.DSMLoss(sde, "x0", "edm", time_sampling="lognormal")
+            opt = torch.optim.AdamW(m_dev.parameters(), lr=1e-3)
+            before = [p.detach().clone() for p in m_dev.parameters()]
+            xb = torch.randn(4, 3, 8, 8, device=dev)
+            loss = loss_fn(m_dev, xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in m_dev.parameters() if p.grad is not None)
+            opt.step()
+            moved = any(not torch.equal(a, p.detach()) for a, p in zip(before, m_dev.parameters()))
+            out[f"train_step_{name}"] = {"network_rel": _close(e_d, e_c), "tol": 1e-4, "loss": float(loss.detach()),
+                                         "loss_finite": math.isfinite(float(loss.detach())), "grads_finite": grads_finite,
+                                         "params_moved": moved, "device": str(loss.device)}
+
+    for check in (marginal_perturb, sample, seed_match, log_likelihood, train_step):
+        try:
+            check()
+        except Exception as err:  # one failing check must not hide the others
+            out[check.__name__] = {"error": _error(err), "trace": traceback.format_exc(limit=6)}
     return out
 
 
@@ -242,7 +264,9 @@ def check_failures(corr: dict) -> list[str]:
     for key, r in corr.items():
         if key in ("error", "trace"):
             continue
-        if key.startswith("marginal"):
+        if "error" in r:
+            ok = False
+        elif key.startswith("marginal"):
             ok = r["mean"] <= r["tol"] and r["cov"] <= 1e-10
         elif key.startswith("perturb"):
             ok = r["identity"] <= r["tol"]
@@ -311,11 +335,12 @@ def sync_checks(dev: torch.device, cfg: dict) -> dict:
                         kn.sample(sde, w.score, (2, 3, 8, 8), solver=solver, steps=steps, callback=w.callback,
                                   dtype=torch.float32, device=dev)
                     row[label] = "sync-free" if dev.type == "cuda" else "not checked (no CUDA)"
-                except RuntimeError as err:
+                except Exception as err:  # the sync debug mode raises a RuntimeError naming the synchronising call
                     frames = [f for f in traceback.extract_tb(err.__traceback__) if "/kinetic/" in f.filename
                               or "/models/" in f.filename]
                     where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-                    row[label] = f"SYNC at {where}: {_error(err)}"
+                    kind = "SYNC" if "synchroniz" in str(err).lower() else "ERROR"
+                    row[label] = f"{kind} at {where}: {_error(err)}"
                 finally:
                     w.close()
             rows.append(row)
@@ -408,7 +433,7 @@ def sampling(dev: torch.device, cfg: dict) -> dict:
                     rows.append({"sde": name, "solver": solver, "steps": nfe, "nfe": used, "seconds": sec,
                                  "images_per_s": b / sec, "peak_mib": _peak_mib(dev),
                                  "finite": bool(torch.isfinite(z_out).all())})
-                free = lambda z_, t_: fixed  # noqa: E731 - the score at no cost: what is left is the sampler
+                free = lambda z_, t_: fixed
                 n = cfg["overhead_steps"]
                 kn.sample(sde, free, shape, solver=solver, steps=n, dtype=torch.float32, device=dev)  # warm-up
                 call_s = _timed(lambda: kn.sample(sde, free, shape, solver=solver, steps=n, dtype=torch.float32,

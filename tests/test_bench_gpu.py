@@ -64,8 +64,9 @@ def test_check_failures_flags_each_check_outside_its_tolerance(gpu, quick_run):
     bad["seed_match_hold_ei"]["rel"] = 1e-2
     bad["log_likelihood_vp"]["vs_exact"] = 1.0
     bad["train_step_hold"]["grads_finite"] = False
+    bad["seed_match"] = {"error": "RuntimeError: a check group that raised"}
     assert sorted(gpu.check_failures(bad)) == sorted(["marginal_hold", "perturb_cld", "sample_vp", "seed_match_hold_ei",
-                                                      "log_likelihood_vp", "train_step_hold"])
+                                                      "log_likelihood_vp", "train_step_hold", "seed_match"])
 
 
 def test_outputs_are_saved_after_every_section(gpu, tmp_path):
