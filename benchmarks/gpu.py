@@ -44,18 +44,11 @@ import traceback
 from pathlib import Path
 
 import torch
-from kinetic.models.unet import UNet
 
 import kinetic as kn
 from kinetic.analytic import GaussianData, GaussianMixture
-from kinetic.bench.report import (
-    command_line,
-    machine_info,
-    machine_line,
-    md_table,
-    parse,
-    write_outputs,
-)
+from kinetic.bench.report import command_line, machine_info, machine_line, md_table, parse, write_outputs
+from kinetic.models.unet import UNet
 from kinetic.sampling import default_grid
 from kinetic.solvers import SOLVERS, FixedGridSolver, get_solver
 
