@@ -107,7 +107,7 @@ def inpaint_loop(sde, score, shape, known, mask, steps, solver, options, seed, r
     while i < steps:
         e = min(i + jump, steps)
         seg = ts[i : e + 1]
-        plan = slv.plan(sde, seg)
+        plan = slv.prepare(sde, seg)
         rep = replacement_cls(ReplacementPlan(sde, seg, rule), x0, mk, noise)
         start = z
         for k in range(r):
@@ -157,7 +157,7 @@ def exact_repaint(n: int, log) -> list[dict]:
         score = data.score_fn(sde)
         for steps, r, jump in ((200, 1, 1), (100, 2, 1), (50, 4, 1), (20, 10, 1), (50, 4, 10), (20, 10, 10),
                                (1000, 1, 1), (100, 10, 1)):
-            x, used = inpaint_loop(sde, score, (n, 4), known, mask, steps, "ei", {"eta": 1.0, "order": 1}, seed=0,
+            x, used = inpaint_loop(sde, score, (n, 4), known, mask, steps, "ei", {"eta": 1.0, "multistep": 1}, seed=0,
                                    r=r, jump=jump)
             me, ce = _errors(x, U, mc, Sc)
             rows.append({"sde": name, "steps": steps, "r": r, "jump": jump, "nfe": used, "mean_err": me, "cov_err": ce})

@@ -24,14 +24,15 @@ def test_registry():
     for name, cls in SOLVERS.items():
         assert issubclass(cls, Solver) and cls.name == name
         s = cls()
-        assert isinstance(s.order, int) and s.order >= 1 and isinstance(s.stochastic, bool)
-    assert get_solver("ei", order=3, corrector=False).order == 3 and get_solver("ei", order=3).order == 4
-    assert get_solver("ei", eta=1.0).order == 3  # the corrector is on by default only for eta = 0
+        assert isinstance(s.convergence_order, int) and s.convergence_order >= 1 and isinstance(s.stochastic, bool)
+    assert get_solver("ei", multistep=3, corrector=False).convergence_order == 3 and get_solver("ei", multistep=3).convergence_order == 4
+    assert get_solver("ei", eta=1.0).convergence_order == 3  # the corrector is on by default only for eta = 0
     assert get_solver("ei", eta=1.0).stochastic and not get_solver("ei").stochastic
-    assert get_solver("ei", stochastic=True).stochastic
-    assert get_solver("torchsde", method="srk").order == 2
-    # order and stochastic are read from each instance's options; the classes are never changed
-    assert get_solver("ei", order=1, corrector=False).order == 1 and SOLVERS["ei"]().order == 4
+    with pytest.raises(ValueError, match="unknown option.*stochastic"):  # eta = 1 is the stochastic sampler
+        get_solver("ei", stochastic=True)
+    assert get_solver("torchsde", method="srk").convergence_order == 2
+    # convergence_order and stochastic are read from each instance's options; the classes are never changed
+    assert get_solver("ei", multistep=1, corrector=False).convergence_order == 1 and SOLVERS["ei"]().convergence_order == 4
     assert not get_solver("em", probability_flow=True).stochastic and SOLVERS["em"]().stochastic
     for name, cls in SOLVERS.items():
         assert cls.default_grid in GRIDS and default_grid(name) == cls.default_grid
@@ -63,8 +64,8 @@ def test_bad_inputs():
         sample(kn.cld(), data.score_fn(kn.cld()), (4, 2), solver="pc")
     with pytest.raises(ValueError, match="uniform"):
         sample(sde, sf, (4, 2), solver="torchsde", grid="quadratic", steps=4)
-    with pytest.raises(ValueError, match="order must be 1, 2, 3 or 4"):
-        sample(sde, sf, (4, 2), solver="ei", order=5)
+    with pytest.raises(ValueError, match="ei: multistep must be 1, 2, 3 or 4"):
+        sample(sde, sf, (4, 2), solver="ei", multistep=5)
     with pytest.raises(ValueError, match="corrector must be True, False or None"):
         sample(sde, sf, (4, 2), solver="ei", corrector=1)
     with pytest.raises(ValueError, match="shape must be"):
@@ -103,7 +104,9 @@ def test_outputs_callback_and_dtype():
     sde, data = kn.cld(), _gauss2()
     seen = []
     z, nfe = sample(sde, data.score_fn(sde), (5, 2), solver="sscs", steps=7, callback=seen.append, return_state=True)
-    assert z.shape == (5, 2, 2) and nfe == 7 and z.dtype == torch.float64
+    assert z.shape == (5, 2, 2) and nfe == 7 and z.dtype == torch.float32  # the default state: float32
+    z64 = sample(sde, data.score_fn(sde), (5, 2), solver="sscs", steps=7, dtype=torch.float64)
+    assert z64.dtype == torch.float64
     assert [d["step"] for d in seen] == list(range(7)) and seen[-1]["t"] == pytest.approx(1e-3)
     x = sample(sde, data.score_fn(sde), (5, 2), solver="ei", steps=3, dtype=torch.float32, denoise=True)
     assert x.shape == (5, 2) and x.dtype == torch.float32
@@ -125,13 +128,13 @@ def test_ei_deterministic_exact_for_gaussian_data(sde):
     var = 0.3
     data = GaussianData(torch.tensor([1.0, -0.5, 0.3]), var)
     sf = data.score_fn(sde)
-    ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9,
+    ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0), return_state=True)
-    cases = [(1, "uniform", {"order": 1}), (3, "quadratic", {"order": 2}), (17, "logsnr", {"order": 3}),
-             (5, "quadratic", {"order": 3, "corrector": True, "poly": "logsigma"})]
+    cases = [(1, "uniform", {"multistep": 1}), (3, "quadratic", {"multistep": 2}), (17, "logsnr", {"multistep": 3}),
+             (5, "quadratic", {"multistep": 3, "corrector": True, "poly": "logsigma"})]
     for steps, grid, opts in cases:
         z, nfe = sample(sde, sf, (2, 3), solver="ei", gls_steps=0, steps=steps, grid=grid, data_std=math.sqrt(var),
-                        generator=torch.Generator().manual_seed(0), return_state=True, **opts)
+                        dtype=torch.float64, generator=torch.Generator().manual_seed(0), return_state=True, **opts)
         assert nfe == steps
         err = float((z - ref).abs().max() / ref.abs().max())
         assert err < 1e-6, (steps, err)
@@ -142,9 +145,9 @@ def test_ei_exact_for_point_mass_with_data_std_zero():
     sde = kn.cld()
     data = GaussianData(torch.tensor([0.7, -0.2]), 1e-10)
     ref, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ode", rtol=1e-10, atol=1e-10, t_eps=1e-2,
-                    generator=torch.Generator().manual_seed(1), return_state=True)
-    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", gls_steps=0, steps=2, data_std=0.0, order=1, t_eps=1e-2,
-                    generator=torch.Generator().manual_seed(1), return_state=True)
+                    dtype=torch.float64, generator=torch.Generator().manual_seed(1), return_state=True)
+    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", gls_steps=0, steps=2, data_std=0.0, multistep=1, t_eps=1e-2,
+                    dtype=torch.float64, generator=torch.Generator().manual_seed(1), return_state=True)
     assert float((got - ref).abs().max()) < 1e-6
 
 
@@ -250,10 +253,10 @@ def zero_noise(shape, dtype, device):
 
 ORDER_CASES = [
     ("vp", "em", {}), ("vp", "em", {"probability_flow": True}), ("vp", "pc", {}), ("vp", "sscs", {}),
-    ("vp", "lie_trotter", {}), ("vp", "ei", {"order": 1, "corrector": False}), ("vp", "ei", {"order": 2, "corrector": False}), ("vp", "ei", {"order": 3, "corrector": False}),
-    ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"order": 1, "corrector": False}),
-    ("cld", "ei", {"order": 2, "corrector": False}), ("vp", "ei", {"order": 1, "corrector": True}),
-    ("vp", "ei", {"order": 3, "corrector": True}),
+    ("vp", "lie_trotter", {}), ("vp", "ei", {"multistep": 1, "corrector": False}), ("vp", "ei", {"multistep": 2, "corrector": False}), ("vp", "ei", {"multistep": 3, "corrector": False}),
+    ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"multistep": 1, "corrector": False}),
+    ("cld", "ei", {"multistep": 2, "corrector": False}), ("vp", "ei", {"multistep": 1, "corrector": True}),
+    ("vp", "ei", {"multistep": 3, "corrector": True}),
 ]
 
 
@@ -273,7 +276,7 @@ def test_convergence_order(sde_name, name, opts):
     outs = [run(N) for N in Ns]
     errs = [float((a - b).abs().max()) for a, b in zip(outs[:-1], outs[1:])]  # ~ C N^-order
     slope = -np.polyfit(np.log(Ns[:-1]), np.log(errs), 1)[0]
-    assert abs(slope - solver.order) < 0.35, (errs, slope, solver.order)
+    assert abs(slope - solver.convergence_order) < 0.35, (errs, slope, solver.convergence_order)
 
 
 # ------------------------------------------------------------------ convergence to the data law
@@ -320,7 +323,16 @@ def test_checked_score_counts_and_checks_once():
     z = torch.zeros(3, 2, 2)
     cs(z, torch.zeros(3))
     cs(z, torch.zeros(3))
-    assert cs.nfe == 2 and cs.checked
+    assert cs.nfe == 2 and len(calls) == 2
+    cs.raise_if_nonfinite()  # all finite: nothing to say
+    # non-finite values are recorded on the device, not raised at the call; the one read names the first
+    cs.step = 4
+    cs(z.fill_(float("nan")), torch.full((3,), 0.25))
+    cs.step = 5
+    cs(z, torch.full((3,), 0.125))
+    with pytest.raises(ValueError, match=r"non-finite values \(nan/inf\) at t = 0\.25 in step 4 \(evaluation 3\); its "
+                       "input z was already non-finite"):
+        cs.raise_if_nonfinite()
 
 
 # ------------------------------------------------------------------ the loop: noise, callback, grid, bounds, batches
@@ -419,12 +431,13 @@ def test_default_sampler_10_nfe_follows_the_k_block_flow(sde):
     """kn.sample's default at 10 NFE (more than `default_gls_steps` for CLD and HOLD: ei order 3 + corrector
     on the band grid) follows the exact probability-flow map of its prior draw on a 2-D mixture (an
     adaptive DOPRI reference): within 0.05, where ei order 3 on the quadratic grid without the corrector
-    (the default before issue 12) is 0.23 (CLD) and 0.56 (HOLD) away."""
+    (the earlier default) is 0.23 (CLD) and 0.56 (HOLD) away."""
     data = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.0, -0.5]], [0.15, 0.3])
     sf = data.score_fn(sde)
     ref, _ = sample(sde, sf, (64, 2), solver="ode", rtol=1e-7, atol=1e-7, generator=torch.Generator().manual_seed(0),
-                    return_state=True)
-    z, nfe = sample(sde, sf, (64, 2), steps=10, generator=torch.Generator().manual_seed(0), return_state=True)
+                    return_state=True, dtype=torch.float64)
+    z, nfe = sample(sde, sf, (64, 2), steps=10, generator=torch.Generator().manual_seed(0), return_state=True,
+                    dtype=torch.float64)
     assert nfe == 10
     err = float((z[:, 0] - ref[:, 0]).pow(2).sum(-1).mean().sqrt())
     assert err < 0.05, err

@@ -56,11 +56,11 @@ CONFIGS = [
     ("pc (snr 0.16)", "pc", {}, "quadratic"),
     ("sscs", "sscs", {}, "quadratic"),
     ("lie_trotter", "lie_trotter", {}, "quadratic"),
-    ("ei order 1 (PF)", "ei", {"gls_steps": 0, "order": 1}, "quadratic"),
-    ("ei order 2 (PF)", "ei", {"gls_steps": 0, "order": 2}, "quadratic"),
-    ("ei order 3 (PF, default)", "ei", {"gls_steps": 0, "order": 3}, "quadratic"),
-    ("ei order 3 (PF, data_std 0 = gDDIM R_t)", "ei", {"gls_steps": 0, "order": 3, "data_std": 0.0}, "quadratic"),
-    ("ei order 2 (SDE, eta 1)", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}, "quadratic"),
+    ("ei order 1 (PF)", "ei", {"gls_steps": 0, "multistep": 1}, "quadratic"),
+    ("ei order 2 (PF)", "ei", {"gls_steps": 0, "multistep": 2}, "quadratic"),
+    ("ei order 3 (PF, default)", "ei", {"gls_steps": 0, "multistep": 3}, "quadratic"),
+    ("ei order 3 (PF, data_std 0 = gDDIM R_t)", "ei", {"gls_steps": 0, "multistep": 3, "data_std": 0.0}, "quadratic"),
+    ("ei order 2 (SDE, eta 1)", "ei", {"gls_steps": 0, "multistep": 2, "eta": 1.0}, "quadratic"),
     ("torchsde euler", "torchsde", {"method": "euler"}, "uniform"),
     ("torchsde srk", "torchsde", {"method": "srk"}, "uniform"),
     ("torchsde midpoint", "torchsde", {"method": "midpoint"}, "uniform"),
@@ -187,7 +187,7 @@ def measure_overhead(batch: int = 64, steps: int = 100, repeats: int = 5) -> dic
 
         r = {"unet_ms": 1e3 * unet}
         for label, solver, opts in [("em", "em", {}), ("sscs", "sscs", {}), ("lie_trotter", "lie_trotter", {}),
-                                    ("ei order 2", "ei", {"gls_steps": 0, "order": 2}), ("ei order 2 eta 1", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}),
+                                    ("ei order 2", "ei", {"gls_steps": 0, "multistep": 2}), ("ei order 2 eta 1", "ei", {"gls_steps": 0, "multistep": 2, "eta": 1.0}),
                                     ("pc", "pc", {})]:
             if solver == "pc" and k > 1:
                 continue
