@@ -131,7 +131,8 @@ def exact_replacement(n: int, nfes, log) -> list[dict]:
         score = data.score_fn(sde)
         for solver, opts in (("ei", {"eta": 1.0}), ("ei", {})):
             label = "ei, eta=1" if opts else "ei, eta=0"
-            base = kn.sample(sde, score, (n, 4), steps=50, solver=solver, generator=torch.Generator().manual_seed(0), **opts)
+            base = kn.sample(sde, score, (n, 4), steps=50, solver=solver, generator=torch.Generator().manual_seed(0),
+                             dtype=torch.float64, **opts)
             rows.append({"sde": name, "solver": label, "rule": "none (unconditional)", "nfe": 50,
                          **dict(zip(("mean_err", "cov_err"), _errors(base, U, mc, Sc)))})
             rules = [("fresh", Replacement), ("bridge", Replacement)]
@@ -181,7 +182,7 @@ def exact_guidance(n: int, log) -> list[dict]:
     for name in EXACT_SDES:
         sde = kn.preset(name)
         for w in (0.0, 0.5, 1.0, 2.0, 4.0):
-            x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=50, labels=y, guidance=w,
+            x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=50, labels=y, guidance=w, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(0))
             p = mc.posterior(x)
             rows.append({"sde": name, "w": w, "purity": float((p.argmax(1) == y).double().mean()),

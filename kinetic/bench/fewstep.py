@@ -166,7 +166,7 @@ class _FirstCall:
 
 def _sample(sde, score, n: int, d: int, cfg: Config, grid, steps: int, seed: int):
     kwargs = {} if cfg.solver is None else {"solver": cfg.solver, "grid": grid, **cfg.options}
-    return kn.sample(sde, score, (n, d), steps=steps, t_eps=T_EPS, return_state=True,
+    return kn.sample(sde, score, (n, d), steps=steps, t_eps=T_EPS, return_state=True, dtype=torch.float64,
                      generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
