@@ -441,3 +441,134 @@ def test_default_sampler_10_nfe_follows_the_k_block_flow(sde):
     assert nfe == 10
     err = float((z[:, 0] - ref[:, 0]).pow(2).sum(-1).mean().sqrt())
     assert err < 0.05, err
+
+
+# ------------------------------------------------------------------ the solver contract
+def test_state_dtype_follows_the_network():
+    """kn.sample's state: float32 by default, the network's dtype when score_fn is a module's method,
+    float32 for a bf16 network, that of ``known`` without a network, and ``dtype=`` above all."""
+    from kinetic.sampling import state_dtype
+
+    sde = kn.vp()
+
+    class Net(torch.nn.Module):
+        def __init__(self, dtype):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones((), dtype=dtype))
+
+        def score(self, z, t):
+            return (-z[:, 0] * self.w).to(z.dtype)
+
+    assert sample(sde, lambda z, t: -z[:, 0], (3, 2), steps=2).dtype == torch.float32
+    assert sample(sde, Net(torch.float64).score, (3, 2), steps=2).dtype == torch.float64
+    assert sample(sde, Net(torch.bfloat16).score, (3, 2), steps=2).dtype == torch.float32
+    assert sample(sde, Net(torch.float64).score, (3, 2), steps=2, dtype=torch.float32).dtype == torch.float32
+    assert state_dtype(None, lambda z, t: z, torch.zeros(2, dtype=torch.float64)) == torch.float64
+    assert state_dtype(torch.float16, Net(torch.float64).score) == torch.float16
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype or None"):
+        sample(sde, lambda z, t: -z[:, 0], (3, 2), steps=2, dtype=torch.int64)
+
+
+def test_options_are_checked_by_each_solvers_schema():
+    """One line naming the solver, the option and what was expected."""
+    cases = [("pc", {"snr": -1}, "pc: snr must be a finite number >= 0, got -1"),
+             ("pc", {"n_corrector": 1.5}, "pc: n_corrector must be an integer >= 0, got 1.5"),
+             ("sscs", {"score_time": "end"}, "sscs: score_time must be 'start', 'mid', got 'end'"),
+             ("ode", {"rtol": 0}, "ode: rtol must be a finite number > 0, got 0"),
+             ("ode", {"max_steps": True}, "ode: max_steps must be an integer >= 1, got True"),
+             ("torchsde", {"method": "rk4"}, "torchsde: method must be 'euler'"),
+             ("em", {"probability_flow": 1}, "em: probability_flow must be True or False, got 1"),
+             ("ei", {"multistep": True}, "ei: multistep must be 1, 2, 3 or 4 or None"),
+             ("ei", {"ds": 2.0}, r"ei: ds must be a finite number in \(0, 1\], got 2.0"),
+             ("gls", {"data_std": float("nan")}, "gls: data_std must be a finite number >= 0, got nan")]
+    for name, opts, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            get_solver(name, **opts)
+    for name, cls in SOLVERS.items():  # the schema is the one list of options and defaults
+        assert set(cls().options) == set(cls.schema)
+
+
+def test_adaptive_solvers_refuse_a_transform():
+    sde, data = kn.vp(), _gauss2()
+    z = sde.prior_sample((3, 2), generator=torch.Generator().manual_seed(0))
+    ts = time_grid(sde, 4, 1e-3, "uniform")
+    for name in ("ode", "torchsde"):
+        with pytest.raises(ValueError, match=f"solver '{name}' integrates adaptively and cannot apply a transform"):
+            get_solver(name).run(sde, data.score_fn(sde), z, ts, transform=lambda z, i, t: z)
+    seen = []
+    out, nfe = get_solver("em").run(sde, data.score_fn(sde), z, ts, transform=lambda z, i, t: seen.append((i, t)) or z)
+    assert nfe == 4 and [i for i, _ in seen] == [0, 1, 2, 3] and seen[-1][1] == pytest.approx(1e-3)
+
+
+def test_every_solver_reports_nfe_and_calls_back_through_the_base():
+    sde, data = kn.vp(), _gauss2()
+    for name in SOLVERS:
+        seen = []
+        grid = "uniform" if name == "torchsde" else None
+        _, nfe = sample(sde, data.score_fn(sde), (3, 2), solver=name, steps=4, grid=grid, callback=seen.append,
+                        return_state=True, generator=torch.Generator().manual_seed(0))
+        assert seen and seen[-1]["nfe"] == nfe and nfe >= 4, name
+
+
+def test_step_plans_are_typed_and_cast_once():
+    """The plan is a dataclass made once per grid: float64 on the CPU, the grid's times as floats;
+    `StepPlan.to` casts its floating tensors (integer ones keep their dtype)."""
+    from kinetic.solvers.base import StepPlan
+    from kinetic.solvers.multistep import MultistepPlan
+
+    sde = kn.cld()
+    ts = time_grid(sde, 12, 1e-3, "band")
+    for name in ("em", "pc", "sscs", "lie_trotter", "ei", "gls"):
+        plan = get_solver(name).prepare(kn.vp() if name == "pc" else sde, ts)
+        assert isinstance(plan, StepPlan) and plan.t_score.dtype == torch.float64 and plan.times == tuple(ts.tolist())
+        half = plan.to("cpu", torch.float32)
+        assert half.t_score.dtype == torch.float32 and plan.t_score.dtype == torch.float64
+    kb = get_solver("ei", gls_steps=0, eta=1.0).prepare(sde, ts)
+    assert isinstance(kb, MultistepPlan) and kb.noise_chol is not None and kb.corrector_weights is None
+    assert kb.to("cpu", torch.float32).substeps.dtype == torch.int64
+    assert isinstance(get_solver("ei").prepare(sde, ts), MultistepPlan)  # 12 <= 5 is false: the k-block plan
+
+
+def test_solver_modules_form_no_import_circle():
+    """The registry has its own module; no solver imports its package or a sibling's private helpers,
+    and gls is ei's sibling (both over `kinetic.solvers.multistep`), not its subclass."""
+    import ast
+    import pathlib
+
+    import kinetic.solvers as pkg
+    from kinetic.solvers import registry
+    from kinetic.solvers.ei import ExponentialIntegrator
+    from kinetic.solvers.gls import GLSIntegrator
+    from kinetic.solvers.multistep import MultistepSolver
+
+    assert pkg.SOLVERS is registry.SOLVERS
+    for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module is not None, f"{path.name} imports its own package"
+                assert not any(a.name.startswith("_") for a in node.names), (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and path.name == "gls.py":
+                assert node.module != "ei"
+    assert not issubclass(GLSIntegrator, ExponentialIntegrator)
+    assert issubclass(GLSIntegrator, MultistepSolver) and issubclass(ExponentialIntegrator, MultistepSolver)
+
+
+def test_a_non_finite_score_is_reported_once_with_its_step():
+    """The finiteness of every score evaluation is accumulated on the device and read when the run
+    ends; the error names the first step and time that went wrong (here: the first node below 0.5)."""
+    sde = kn.vp()
+    ts = time_grid(sde, 4, 1e-3, "uniform")
+
+    def nan_late(z, t):
+        return -z[:, -1] * torch.where(t[:, None] < 0.5, float("nan"), 1.0)
+
+    first = next(i for i, t in enumerate(ts[:-1].tolist()) if t < 0.5)
+    for name in ("em", "sscs", "ei"):
+        t_bad = f"{float(ts[first]):.3f}"[:-1]  # 0.25 (the float32 state rounds the fourth digit)
+        with pytest.raises(ValueError, match=rf"non-finite values \(nan/inf\) at t = {t_bad}\d* in step {first}"):
+            sample(sde, nan_late, (3, 2), solver=name, steps=4, grid="uniform")
+        z = sde.prior_sample((3, 2))
+        with pytest.raises(ValueError, match=rf"{name}: score_fn returned non-finite values .* in step {first}"):
+            get_solver(name).run(sde, nan_late, z, ts)
