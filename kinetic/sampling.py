@@ -25,11 +25,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from . import linalg
 from .conditioning import (
     DEFAULT_REPLACEMENT, REPLACEMENT_METHODS, GuidedScore, Replacement, ReplacementPlan, check_inpainting,
     check_sample_labels,
 )
-from . import linalg
 from .grids import GRIDS, MAX_STEPS, time_grid
 from .sde import LinearSDE
 from .solvers import SOLVERS, CheckedScore, FixedGridSolver, NoiseSampler, Solver, get_solver
@@ -152,12 +152,8 @@ def state_dtype(dtype: torch.dtype | None, score_fn, known=None) -> torch.dtype:
         return dtype
     found = None
     for obj in (getattr(score_fn, "__self__", None), getattr(score_fn, "model", None), score_fn):
-        params = getattr(obj, "parameters", None)
-        if isinstance(obj, torch.nn.Module) or (callable(params) and hasattr(obj, "network")):
-            try:
-                found = next((p.dtype for p in params() if p.is_floating_point()), None)
-            except (TypeError, StopIteration):
-                found = None
+        if isinstance(obj, torch.nn.Module):
+            found = next((p.dtype for p in obj.parameters() if p.is_floating_point()), None)
             if found is not None:
                 break
     if found is None and isinstance(known, Tensor) and known.is_floating_point():

@@ -22,6 +22,9 @@ __all__ = ["MAX_MOMENT", "MULTISTEP", "MultistepPlan", "MultistepSolver", "refer
 
 MAX_MOMENT = 4  # polynomials of degree <= 4 in the multistep predictor / corrector (up to 5 nodes)
 MULTISTEP = (1, 2, 3, 4)  # the multistep orders (number of past data predictions in the predictor)
+MULTISTEP_CHECK = one_of(*MULTISTEP, text="1, 2, 3 or 4")  # the option validators ei and gls share
+CORRECTOR_CHECK = one_of(True, False, None, text="True, False or None")
+DATA_STD_CHECK = number(0.0)
 
 
 @dataclasses.dataclass
@@ -173,8 +176,3 @@ class MultistepSolver(FixedGridSolver):
         if plan.corrector_weights is not None:
             state["start"], state["noise"] = z, xi
         return new + xi
-
-
-MULTISTEP_CHECK = one_of(*MULTISTEP, text="1, 2, 3 or 4")
-CORRECTOR_CHECK = one_of(True, False, None, text="True, False or None")
-DATA_STD_CHECK = number(0.0)
