@@ -238,7 +238,8 @@ def sample_batches(
     is that of one batch, whatever n. Arguments as in `sample`; the grid and the solver's
     coefficients are computed once, and every batch draws its prior and noise from ``generator`` in
     turn, so the sequence is deterministic given the generator (but not equal to one unbatched run).
-    ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows.
+    ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows. Each batch's record of
+    non-finite values is read (once) when the batch is yielded; `sample` reads all of them after the last.
     Yields the data block (b, *data_shape), or ``(z (b, k, *data_shape), nfe)`` with ``return_state``.
     """
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,

@@ -132,7 +132,7 @@ class CheckedScore:
         self.nfe = 0
         self.step: int | None = None
         self._steps: list[int | None] = []  # the step of every call (host side)
-        self._bad: Tensor | None = None  # (3,) float64 on the device: first bad call (-1: none), its t, z finite
+        self._bad: Tensor | None = None  # (3,) float32 on the device: first bad call (-1: none), its t, z finite
 
     def __call__(self, z: Tensor, t: Tensor) -> Tensor:
         s = self.fn(z, t)
@@ -140,10 +140,10 @@ class CheckedScore:
         call = self.nfe
         self.nfe += 1
         self._steps.append(self.step)
-        fresh = torch.stack([torch.isfinite(s).all().logical_not(), torch.isfinite(z).all()]).to(torch.float64)
-        t0 = torch.as_tensor(t).reshape(-1)[:1].to(device=fresh.device, dtype=torch.float64).reshape(())
+        fresh = torch.stack([torch.isfinite(s).all().logical_not(), torch.isfinite(z).all()]).to(torch.float32)
+        t0 = torch.as_tensor(t).reshape(-1)[:1].to(device=fresh.device, dtype=torch.float32).reshape(())
         if self._bad is None:
-            self._bad = torch.full((3,), -1.0, dtype=torch.float64, device=fresh.device)
+            self._bad = torch.full((3,), -1.0, dtype=torch.float32, device=fresh.device)
         new = fresh[0].bool() & (self._bad[0] < 0)
         self._bad = torch.where(new, torch.stack([fresh.new_full((), float(call)), t0, fresh[1]]), self._bad)
         return s.to(z.dtype)
