@@ -107,7 +107,7 @@ def inpaint_loop(sde, score, shape, known, mask, steps, solver, options, seed, r
     while i < steps:
         e = min(i + jump, steps)
         seg = ts[i : e + 1]
-        plan = slv.plan(sde, seg)
+        plan = slv.prepare(sde, seg)
         rep = replacement_cls(ReplacementPlan(sde, seg, rule), x0, mk, noise)
         start = z
         for k in range(r):
@@ -131,7 +131,8 @@ def exact_replacement(n: int, nfes, log) -> list[dict]:
         score = data.score_fn(sde)
         for solver, opts in (("ei", {"eta": 1.0}), ("ei", {})):
             label = "ei, eta=1" if opts else "ei, eta=0"
-            base = kn.sample(sde, score, (n, 4), steps=50, solver=solver, generator=torch.Generator().manual_seed(0), **opts)
+            base = kn.sample(sde, score, (n, 4), steps=50, solver=solver, generator=torch.Generator().manual_seed(0),
+                             dtype=torch.float64, **opts)
             rows.append({"sde": name, "solver": label, "rule": "none (unconditional)", "nfe": 50,
                          **dict(zip(("mean_err", "cov_err"), _errors(base, U, mc, Sc)))})
             rules = [("fresh", Replacement), ("bridge", Replacement)]
@@ -157,7 +158,7 @@ def exact_repaint(n: int, log) -> list[dict]:
         score = data.score_fn(sde)
         for steps, r, jump in ((200, 1, 1), (100, 2, 1), (50, 4, 1), (20, 10, 1), (50, 4, 10), (20, 10, 10),
                                (1000, 1, 1), (100, 10, 1)):
-            x, used = inpaint_loop(sde, score, (n, 4), known, mask, steps, "ei", {"eta": 1.0, "order": 1}, seed=0,
+            x, used = inpaint_loop(sde, score, (n, 4), known, mask, steps, "ei", {"eta": 1.0, "multistep": 1}, seed=0,
                                    r=r, jump=jump)
             me, ce = _errors(x, U, mc, Sc)
             rows.append({"sde": name, "steps": steps, "r": r, "jump": jump, "nfe": used, "mean_err": me, "cov_err": ce})
@@ -181,7 +182,7 @@ def exact_guidance(n: int, log) -> list[dict]:
     for name in EXACT_SDES:
         sde = kn.preset(name)
         for w in (0.0, 0.5, 1.0, 2.0, 4.0):
-            x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=50, labels=y, guidance=w,
+            x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=50, labels=y, guidance=w, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(0))
             p = mc.posterior(x)
             rows.append({"sde": name, "w": w, "purity": float((p.argmax(1) == y).double().mean()),

@@ -46,7 +46,7 @@ def run(problems, presets, nfes, seeds: int, n: int, log=print) -> dict:
             for label, opts in SAMPLERS.items():
                 cells = []
                 for steps in nfes:
-                    r = [err(kn.sample(sde, law.score_fn(sde), (n, law.dim), steps=steps, t_eps=fs.T_EPS,
+                    r = [err(kn.sample(sde, law.score_fn(sde), (n, law.dim), steps=steps, t_eps=fs.T_EPS, dtype=torch.float64,
                                        generator=torch.Generator().manual_seed(s), **opts)) / fl for s in range(seeds)]
                     cells.append(r)
                 table[f"{preset}|{label}"] = cells

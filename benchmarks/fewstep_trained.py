@@ -27,7 +27,7 @@ from kinetic.evaluation import evaluate_checkpoint, generate
 
 SAMPLERS = {
     "gls (order 2 + corrector)": {"solver": "gls"},
-    "gls, order 3 + corrector": {"solver": "gls", "order": 3},
+    "gls, order 3 + corrector": {"solver": "gls", "multistep": 3},
     "ei-3 + corrector (k-block flow)": {"solver": "ei", "gls_steps": 0},
     "ei-3, eta 1": {"solver": "ei", "eta": 1.0},
 }

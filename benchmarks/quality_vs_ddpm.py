@@ -189,7 +189,7 @@ def normalise_sampler(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampler_label(cfg: dict[str, Any]) -> str:
-    """Short name: ``ei/quadratic``, ``sscs/uniform+denoise``, ``ei/quadratic(order=2)``."""
+    """Short name: ``ei/quadratic``, ``sscs/uniform+denoise``, ``ei/quadratic(multistep=2)``."""
     s = f"{cfg['solver']}/{cfg['grid']}"
     if cfg["t_eps"] != TrainConfig.sample_t_eps:
         s += f"@{cfg['t_eps']:g}"

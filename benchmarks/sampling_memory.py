@@ -49,18 +49,18 @@ def worker(data: str, n: int, mode: str, batch: int, steps: int) -> dict:
                 return net(z.reshape(z.shape[0], sde.order, 8, 8)).reshape(z.shape[0], *shape)
 
     gen = torch.Generator().manual_seed(0)
-    kn.sample(sde, score, (64, *shape), steps=steps, generator=gen)  # warm-up: plan, allocator, caches
+    kn.sample(sde, score, (64, *shape), steps=steps, generator=gen, dtype=torch.float64)  # warm-up: plan, allocator, caches
     base = _peak_mb()
     t0 = time.perf_counter()
     if mode == "sample":
-        x = kn.sample(sde, score, (n, *shape), steps=steps, generator=gen)
+        x = kn.sample(sde, score, (n, *shape), steps=steps, generator=gen, dtype=torch.float64)
         total = float(x.sum())
     elif mode == "sample_batch_size":
-        x = kn.sample(sde, score, (n, *shape), steps=steps, generator=gen, batch_size=batch)
+        x = kn.sample(sde, score, (n, *shape), steps=steps, generator=gen, batch_size=batch, dtype=torch.float64)
         total = float(x.sum())
     else:
         total = 0.0
-        for xb in kn.sample_batches(sde, score, (n, *shape), steps=steps, generator=gen, batch_size=batch):
+        for xb in kn.sample_batches(sde, score, (n, *shape), steps=steps, generator=gen, batch_size=batch, dtype=torch.float64):
             total += float(xb.sum())
     seconds = time.perf_counter() - t0
     return {"data": data, "n": n, "mode": mode, "batch": batch if mode != "sample" else None, "steps": steps,
@@ -104,7 +104,7 @@ def grids(n: int = 4000, nfes=(5, 10, 20, 50)) -> dict:
                                   for r in range(4)) / 4
         for sname, sde in sdes.items():
             for grid in GRIDS:
-                row = [error(dname, data, kn.sample(sde, data.score_fn(sde), (n, data.dim), steps=nfe, grid=grid,
+                row = [error(dname, data, kn.sample(sde, data.score_fn(sde), (n, data.dim), steps=nfe, grid=grid, dtype=torch.float64,
                                                     generator=torch.Generator().manual_seed(0)), fresh) for nfe in nfes]
                 out["error"][f"{dname} {sname} {grid}"] = row
                 print(f"{dname:10s} {sname:10s} {grid:10s} " + " ".join(f"{e:.4f}" for e in row), flush=True)

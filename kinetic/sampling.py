@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from . import linalg
 from .conditioning import (
     DEFAULT_REPLACEMENT, REPLACEMENT_METHODS, GuidedScore, Replacement, ReplacementPlan, check_inpainting,
     check_sample_labels,
@@ -34,29 +35,30 @@ from .sde import LinearSDE
 from .solvers import SOLVERS, CheckedScore, FixedGridSolver, NoiseSampler, Solver, get_solver
 from .solvers.base import gaussian_noise
 
-__all__ = ["sample", "sample_batches", "time_grid", "default_grid", "GRIDS", "MAX_STEPS", "tweedie_denoise",
-           "CheckedScore"]
+__all__ = ["sample", "sample_batches", "time_grid", "default_grid", "state_dtype", "GRIDS", "MAX_STEPS",
+           "tweedie_denoise", "CheckedScore"]
 
 DEFAULT_SOLVER = "ei"
 
 
 def default_grid(solver: str | Solver) -> str:
     """The grid `sample` uses for ``solver`` when ``grid`` is None: the solver's ``default_grid``
-    ("band" for the default ``ei`` and for ``gls``, the best of the grids in docs/benchmarks.md; "quadratic" for the
-    other fixed-grid solvers; "uniform" for torchsde, which needs it, and ode, which uses only the end points)."""
+    ("band" for the default ``ei`` and for ``gls``; "quadratic" for the other fixed-grid solvers; "uniform"
+    for torchsde, which needs it, and ode, which uses only the end points)."""
     cls = SOLVERS[solver] if isinstance(solver, str) else type(solver)
     return cls.default_grid
 
 
-def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z: Tensor, t: float) -> Tensor:
+def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z: Tensor, t: float,
+                    coefficients=None) -> Tensor:
     """E[z_0 | z_t] from one evaluation of the noised-block score (exact for any data law).
 
     With p_t(z) = int N(z; c x0, Sigma_t kron I) p(x0) dx0 (c = Phi(0,t) e_1, auxiliaries from aux_cov),
     xhat = E[x0 | z_t] is `Coefficients.data_estimate` (Tweedie), and since E[z_0 | z_t, x0] is
     e_1 x0 + S0 Phi^T Sigma^-1 (z_t - c x0), affine in x0, E[z_0 | z_t] = e_1 xhat + S0 Phi^T Sigma^-1 (z - c xhat).
-    z (n, k, *D) -> (n, k, *D).
+    z (n, k, *D) -> (n, k, *D). ``coefficients``: ``sde.coefficients(t)`` if the caller has them (float64 CPU).
     """
-    co = sde.coefficients(torch.tensor(float(t), dtype=torch.float64, device=z.device))  # on z's device
+    co = sde.coefficients(torch.tensor(float(t), dtype=torch.float64)) if coefficients is None else coefficients
     n, k = z.shape[0], sde.order
     s = score(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
     xhat = co.data_estimate(z, s).reshape(n, -1)
@@ -65,8 +67,8 @@ def tweedie_denoise(sde: LinearSDE, score: Callable[[Tensor, Tensor], Tensor], z
     out[:, 0] = xhat
     if k > 1:
         Sinv = co.chol_inv.T @ co.chol_inv
-        gain = (sde.initial_cov.to(z.device) @ co.phi.T @ Sinv).to(z.dtype)  # (k, k)
-        resid = zf - co.c.to(z.dtype)[None, :, None] * xhat[:, None]
+        gain = (sde.initial_cov @ co.phi.T @ Sinv).to(z.device, z.dtype)  # (k, k)
+        resid = zf - co.c.to(z.device, z.dtype)[None, :, None] * xhat[:, None]
         out = out + torch.einsum("ij,bjd->bid", gain, resid)
     return out.reshape(z.shape)
 
@@ -80,6 +82,9 @@ class _Conditioning:
         self.labels, self.guidance, self.num_classes = check_sample_labels(score_fn, labels, shape[0], guidance, dev)
         self.inpaint = known is not None or mask is not None
         self.x0 = self.mask = self.plan = None
+        self.prior_chol = linalg.safe_cholesky(sde.prior_cov)  # once per run: the prior's factor, float64 CPU
+        self.t_end = float(ts[-1])  # read from the CPU grid before the first step
+        self.end_coefficients = sde.coefficients(ts[-1])  # for the Tweedie step (denoise), float64 CPU
         if self.inpaint:
             if not isinstance(slv, FixedGridSolver):
                 fixed = ", ".join(name for name, cls in SOLVERS.items() if issubclass(cls, FixedGridSolver))
@@ -123,8 +128,8 @@ def _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback, 
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if steps > MAX_STEPS:
         raise ValueError(f"steps must be at most {MAX_STEPS} (kinetic.grids.MAX_STEPS), got {steps}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
     if noise_sampler is not None and not callable(noise_sampler):
@@ -133,41 +138,75 @@ def _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback, 
         raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     slv = get_solver(solver, **solver_options)
     ts = time_grid(sde, steps, t_eps, default_grid(slv) if grid is None else grid)
-    slv.check(sde, ts)
-    plan = slv.plan(sde, ts)
+    plan = slv.prepare(sde, ts)
     return shape, slv, ts, plan, min(batch_size or shape[0], shape[0])
 
 
+def state_dtype(dtype: torch.dtype | None, score_fn, known=None) -> torch.dtype:
+    """The dtype of the sampler's state: ``dtype`` if given; else that of the network behind ``score_fn``
+    (the first floating parameter of the `torch.nn.Module` it is a method of, or its ``model``) or, without
+    one, of ``known``; float32 for half-precision ones (a bf16-autocast network keeps a float32 state);
+    else ``torch.get_default_dtype()`` (float32). The solver's float64 coefficients are cast to it once
+    per run."""
+    if dtype is not None:
+        return dtype
+    found = None
+    for obj in (getattr(score_fn, "__self__", None), getattr(score_fn, "model", None), score_fn):
+        if isinstance(obj, torch.nn.Module):
+            found = next((p.dtype for p in obj.parameters() if p.is_floating_point()), None)
+            if found is not None:
+                break
+    if found is None and isinstance(known, Tensor) and known.is_floating_point():
+        found = known.dtype
+    if found is None:
+        return torch.get_default_dtype()
+    return torch.float32 if found in (torch.float16, torch.bfloat16) else found
+
+
+def _raise_if_nonfinite(slv: Solver, runs: list) -> None:
+    """After the last batch, one device read per batch: the first non-finite score evaluation (step and t)
+    or a non-finite final state (``runs``: (CheckedScore, all-finite flag tensor) per batch)."""
+    for score, _ in runs:
+        score.raise_if_nonfinite(f"sampling with solver {slv.name!r} produced non-finite values: ")
+    if not all(bool(ok) for _, ok in runs):
+        raise ValueError(
+            f"sampling with solver {slv.name!r} produced non-finite values; the score_fn returned nan/inf "
+            "during the run or the steps are too large for this solver"
+        )
+
+
 def _sample_one(sde, score_fn, cond, rows, slv, ts, plan, shape, generator, noise_sampler, callback, denoise, dtype,
-                device):
+                device, runs=None):
     """One batch (the samples ``rows``): (z (b, k, *D), nfe). nfe counts network evaluations per
-    sample: a guided score evaluation is 2 (the conditional and the null branch)."""
+    sample: a guided score evaluation is 2 (the conditional and the null branch). The batch's
+    finiteness record is appended to ``runs`` (read by `_raise_if_nonfinite` after the last batch);
+    without ``runs`` it is read at once."""
     fn, calls = cond.score(score_fn, rows)
     score = CheckedScore(fn, sde)
-    z = sde.prior_sample(shape, generator=generator, dtype=dtype, device=device)
+    eps = torch.randn((shape[0], sde.order, *shape[1:]), generator=generator, dtype=dtype, device=device)
+    z = linalg.apply_blocks(cond.prior_chol, eps)  # the prior draw, as `LinearSDE.prior_sample`
     noise = noise_sampler if noise_sampler is not None else gaussian_noise(generator)
     repl = cond.replacement(rows, noise)
     cb = callback
     if callback is not None and calls != 1:
         def cb(info):
             callback({**info, "nfe": calls * info["nfe"]})
-    options = {} if repl is None else {"transform": repl}
     if repl is not None:
         z = repl.initial(z)
     z, _ = slv.run(sde, score, z, ts, generator=generator, noise_sampler=noise_sampler, callback=cb, plan=plan,
-                   **options)
+                   transform=repl)
     if denoise:
-        z = tweedie_denoise(sde, score, z, float(ts[-1]))
+        z = tweedie_denoise(sde, score, z, cond.t_end, cond.end_coefficients)
         if callback is not None:
             callback({"step": len(ts) - 1, "t": 0.0, "z": z, "nfe": calls * score.nfe})
     if repl is not None:
         z = z.clone()
         z[:, 0] = repl.finish(z[:, 0])
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError(
-            f"sampling with solver {slv.name!r} produced non-finite values; the score_fn returned nan/inf "
-            "during the run or the steps are too large for this solver"
-        )
+    record = (score, torch.isfinite(z).all())
+    if runs is None:
+        _raise_if_nonfinite(slv, [record])
+    else:
+        runs.append(record)
     return z, calls * score.nfe
 
 
@@ -186,7 +225,7 @@ def sample_batches(
     callback: Callable[[dict], None] | None = None,
     return_state: bool = False,
     denoise: bool = False,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     device=None,
     labels=None,
     guidance: float = 0.0,
@@ -199,11 +238,13 @@ def sample_batches(
     is that of one batch, whatever n. Arguments as in `sample`; the grid and the solver's
     coefficients are computed once, and every batch draws its prior and noise from ``generator`` in
     turn, so the sequence is deterministic given the generator (but not equal to one unbatched run).
-    ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows.
+    ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows. Each batch's record of
+    non-finite values is read (once) when the batch is yielded; `sample` reads all of them after the last.
     Yields the data block (b, *data_shape), or ``(z (b, k, *data_shape), nfe)`` with ``return_state``.
     """
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
+    dtype = state_dtype(dtype, score_fn, known)
     cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
     for start in range(0, shape[0], b):
         rows = min(b, shape[0] - start)
@@ -226,7 +267,7 @@ def sample(
     callback: Callable[[dict], None] | None = None,
     return_state: bool = False,
     denoise: bool = False,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     device=None,
     batch_size: int | None = None,
     labels=None,
@@ -241,14 +282,14 @@ def sample(
     Args:
         shape: (n, *data_shape) of the output.
         solver: a name in `kinetic.solvers.SOLVERS` (em, pc, sscs, lie_trotter, ei, gls, ode, torchsde); the
-            default ``ei`` with eta = 0 runs grids of at most `kinetic.solvers.ei.default_gls_steps` steps (3 for VP,
-            5 for CLD/PSLD, 9 for HOLD) with the ``gls`` plan (the few-step choice; ``gls_steps=0`` turns it off) and longer ones on the k-block flow.
+            default ``ei`` with eta = 0 runs grids of at most `kinetic.solvers.ei.default_gls_steps` steps with the
+            ``gls`` plan (``gls_steps=0`` turns it off) and longer ones on the k-block flow.
         steps: number of solver steps (NFE for one-evaluation-per-step solvers), at most
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
-        grid: None (the solver's `default_grid`: "band" for gls and ei, the best grid for them in docs/benchmarks.md;
-            "quadratic" for em, pc, sscs and lie_trotter; "uniform" for torchsde and ode), a name in
-            `kinetic.grids.GRIDS` ("uniform", "quadratic", "logsnr", "band"; see `time_grid`) or decreasing
-            times from T to t_eps.
+        grid: None (the solver's `default_grid`: "band" for gls and ei, "quadratic" for em, pc, sscs and
+            lie_trotter, "uniform" for torchsde and ode), a name in `kinetic.grids.GRIDS` ("uniform",
+            "quadratic", "logsnr", "band"; see `time_grid`) or decreasing times from T to t_eps. The grids
+            are compared in docs/benchmarks.md, "Sampling: memory against n, and the default grid".
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
             noise increments of the fixed-grid solvers (e.g. zeros: the mean path of a stochastic
@@ -267,7 +308,11 @@ def sample(
         replacement: how the known pixels are redrawn: "fresh" (default; an independent draw from the
             kernel given the data at every node) or "bridge" (the forward kernel given the data and
             their previous state); see `kinetic.conditioning.REPLACEMENT_METHODS`.
-        solver_options: passed to the solver (e.g. ``order=2``, ``eta=1.0`` for ``ei``; ``rtol`` for ``ode``).
+        dtype: the state's dtype; None (default): that of the network behind ``score_fn`` (float32 for
+            half-precision and bf16-autocast networks), else float32 (`state_dtype`). The solver's float64
+            coefficients are cast to it once per run; exactness checks ask for ``torch.float64``.
+        solver_options: passed to the solver, validated by its ``schema`` (e.g. ``multistep=2``, ``eta=1.0``
+            for ``ei``; ``rtol`` for ``ode``).
     Returns:
         the data block (n, *data_shape), or ``(z (n, k, *data_shape), nfe)`` with ``return_state=True``
         (nfe: network evaluations along one batch's path, the largest over the batches: the score
@@ -275,19 +320,21 @@ def sample(
     """
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
+    dtype = state_dtype(dtype, score_fn, known)
     cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
     if b >= shape[0]:
         z, nfe = _sample_one(sde, score_fn, cond, slice(0, shape[0]), slv, ts, plan, shape, generator, noise_sampler,
                              callback, denoise, dtype, device)
         return (z, nfe) if return_state else z[:, 0]
-    out, nfe = None, 0
+    out, nfe, runs = None, 0, []
     for start in range(0, shape[0], b):
         rows = min(b, shape[0] - start)
         z, got = _sample_one(sde, score_fn, cond, slice(start, start + rows), slv, ts, plan, (rows, *shape[1:]),
-                             generator, noise_sampler, callback, denoise, dtype, device)
+                             generator, noise_sampler, callback, denoise, dtype, device, runs)
         part = z if return_state else z[:, 0]
         if out is None:
             out = torch.empty((shape[0], *part.shape[1:]), dtype=part.dtype, device=part.device)
         out[start : start + rows] = part
         nfe = max(nfe, got)
+    _raise_if_nonfinite(slv, runs)
     return (out, nfe) if return_state else out

@@ -86,11 +86,11 @@ def test_ei_is_exact_pathwise_for_matched_gaussian_data():
     law = GaussianData([0.4, -1.0, 0.2], 0.25)
     ref = fs.reference(sde, law, 8, 8, seed=3, rtol=1e-10)
     errors = {"g": (slice(None), fs.distribution_error(law))}
-    cfg = fs.Config("ei-3", "ei", {"order": 3, "data_std": 0.5, "gls_steps": 0})
+    cfg = fs.Config("ei-3", "ei", {"multistep": 3, "data_std": 0.5, "gls_steps": 0})
     rows = fs.run_config(sde, law, errors, cfg, "quadratic", (3,), 8, ref, seed=3)["g"]
     assert rows[0]["nfe"] == 3 and rows[0]["path_error"] < 1e-6
     # a sampler at few steps is far from exact, and a wrong prior draw is caught
-    off = fs.run_config(sde, law, errors, fs.Config("ei-1", "ei", {"order": 1, "data_std": 0.0}),
+    off = fs.run_config(sde, law, errors, fs.Config("ei-1", "ei", {"multistep": 1, "data_std": 0.0}),
                         "quadratic", (3,), 8, ref, seed=3)["g"]
     assert off[0]["path_error"] > 1e-3
     bad = fs.Reference(ref.z_T + 1.0, ref.x_ref, ref.nfe, ref.seconds)

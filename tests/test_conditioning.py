@@ -60,7 +60,7 @@ def test_guidance_zero_gives_the_exact_class_law(name):
     mc = four_modes()
     n = 4000
     y = torch.arange(n) % 2
-    x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=40, labels=y, generator=gen(0))
+    x = kn.sample(sde, mc.score_fn(sde), (n, 2), steps=40, labels=y, generator=gen(0), dtype=torch.float64)
     for c in (0, 1):
         xs = x[y == c]
         mean, cov = _mixture_moments(mc.sub_mixture(c))
@@ -218,8 +218,8 @@ def test_inpainting_product_data_leaves_unknown_pixels_exact(name, method):
     mask = torch.tensor([1, 0, 0, 1, 1, 0], dtype=torch.bool)
     known = torch.randn(n, d, generator=gen(9), dtype=torch.float64) + 5.0  # far from the data: must not leak
     x = kn.sample(sde, data.score_fn(sde), (n, d), steps=15, known=known, mask=mask, replacement=method,
-                  generator=gen(0), data_std=0.5)
-    free = kn.sample(sde, data.score_fn(sde), (n, d), steps=15, generator=gen(0), data_std=0.5)
+                  generator=gen(0), data_std=0.5, dtype=torch.float64)
+    free = kn.sample(sde, data.score_fn(sde), (n, d), steps=15, generator=gen(0), data_std=0.5, dtype=torch.float64)
     assert torch.equal(x[:, mask], known[:, mask])
     assert torch.allclose(x[:, ~mask], free[:, ~mask], atol=1e-9)
 

@@ -208,7 +208,7 @@ def test_load_diffusers_folder_ddim_is_the_first_order_exponential_integrator(tm
     torch.testing.assert_close(sde.coefficients(ts).sigma_tilde, den.sigmas[steps], rtol=1e-12, atol=0)
     torch.testing.assert_close(den.timestep(den.sigmas[steps]), torch.tensor(steps, dtype=torch.float64),
                                rtol=0, atol=1e-9)
-    solver = ExponentialIntegrator(order=1, corrector=False, data_std=0.0, gls_steps=0)
+    solver = ExponentialIntegrator(multistep=1, corrector=False, data_std=0.0, gls_steps=0)
     out, nfe = solver.run(sde, kn.as_score_fn(den, sde), x.unsqueeze(1), ts)
     assert nfe == len(steps) - 1
     scale = float(ref.abs().max())

@@ -68,7 +68,7 @@ def test_equals_ei_for_one_block(sde, order, corrector, data_std):
     same reference and polynomial variable (log sigma): ei's weights come from its RK4 integration."""
     data = GaussianMixture([0.5, 0.5], [[-1.0, 0.0], [1.0, 0.5]], [0.2, 0.3])
     sf = data.score_fn(sde)
-    kw = dict(steps=7, order=order, corrector=corrector, data_std=data_std)
+    kw = dict(steps=7, multistep=order, corrector=corrector, data_std=data_std)
     a = sample(sde, sf, (50, 2), solver="gls", generator=torch.Generator().manual_seed(0), **kw)
     b = sample(sde, sf, (50, 2), solver="ei", poly="logsigma", generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)
@@ -81,10 +81,10 @@ def test_exact_for_gaussian_data_of_matched_scale(sde):
     m, s = torch.tensor([0.7, -0.4]), 0.5
     data = GaussianData(m, s**2)
     sf = data.score_fn(sde)
-    for steps, grid, opts in [(1, "uniform", {"order": 1}), (3, "band", {}), (6, "quadratic", {"order": 3}),
-                              (9, "band", {"order": 4, "corrector": False})]:
+    for steps, grid, opts in [(1, "uniform", {"multistep": 1}), (3, "band", {}), (6, "quadratic", {"multistep": 3}),
+                              (9, "band", {"multistep": 4, "corrector": False})]:
         z, nfe = sample(sde, sf, (20, 2), solver="gls", steps=steps, grid=grid, data_std=s, return_state=True,
-                        generator=torch.Generator().manual_seed(1), **opts)
+                        dtype=F64, generator=torch.Generator().manual_seed(1), **opts)
         z_T = sde.prior_sample((20, 2), generator=torch.Generator().manual_seed(1), dtype=F64)
         exact = _ve_flow(sde, z_T, m.to(F64), s, 1e-3)
         assert nfe == steps
@@ -128,7 +128,7 @@ def test_convergence_order(sde, order, corrector):
     m, s = torch.tensor([0.5]), 0.2
     data = GaussianData(m, s**2)
     sf = data.score_fn(sde)
-    solver = get_solver("gls", order=order, corrector=corrector)
+    solver = get_solver("gls", multistep=order, corrector=corrector)
     z_T = sde.prior_sample((4, 1), generator=torch.Generator().manual_seed(0), dtype=F64)
     exact = _ve_flow(sde, z_T, m.to(F64), s, 1e-3)
     Ns = [64, 128, 256, 512]
@@ -137,7 +137,7 @@ def test_convergence_order(sde, order, corrector):
         z, _ = solver.run(sde, sf, z_T, _sigma_grid(sde, N))
         errs.append(float((pb.gls_estimate(sde, z, 1e-3) - exact).abs().max()))
     slope = -np.polyfit(np.log(Ns[1:]), np.log(errs[1:]), 1)[0]  # the asymptotic range (multistep start-up)
-    assert abs(slope - solver.order) < 0.4, (errs, slope, solver.order)
+    assert abs(slope - solver.convergence_order) < 0.4, (errs, slope, solver.convergence_order)
 
 
 @pytest.mark.parametrize("sde", [kn.cld(), kn.hold()], ids=lambda s: s.name)
@@ -153,7 +153,7 @@ def test_converges_to_the_tight_flow_on_a_mixture(sde):
     ref = pb.gls_flow_map(sde, sf, z_T, 1e-3, rtol=1e-8)
     errs = {}
     for steps in (5, 10, 40, 160):
-        z, nfe = sample(sde, sf, (64, 2), solver="gls", steps=steps, return_state=True,
+        z, nfe = sample(sde, sf, (64, 2), solver="gls", steps=steps, return_state=True, dtype=F64,
                         generator=torch.Generator().manual_seed(0))
         assert nfe == steps
         errs[steps] = pb.gls_estimate(sde, z, 1e-3) - ref
@@ -166,12 +166,12 @@ def test_converges_to_the_tight_flow_on_a_mixture(sde):
 def test_options_and_default():
     sde = kn.hold()
     sf = GaussianData(torch.zeros(2), 0.25).score_fn(sde)
-    assert get_solver("gls").order == 3 and get_solver("gls", corrector=False).order == 2
+    assert get_solver("gls").convergence_order == 3 and get_solver("gls", corrector=False).convergence_order == 2
     assert not get_solver("gls").stochastic and default_grid("gls") == "band"
     with pytest.raises(ValueError, match=r"gls: eta must be 0 .*use solver='ei' for eta > 0"):
         sample(sde, sf, (4, 2), solver="gls", eta=1.0)
-    with pytest.raises(ValueError, match="gls: order must be 1, 2, 3 or 4"):
-        sample(sde, sf, (4, 2), solver="gls", order=5)
+    with pytest.raises(ValueError, match="gls: multistep must be 1, 2, 3 or 4"):
+        sample(sde, sf, (4, 2), solver="gls", multistep=5)
     with pytest.raises(ValueError, match="gls: data_std must be a finite number >= 0"):
         sample(sde, sf, (4, 2), solver="gls", data_std=-1)
     with pytest.raises(ValueError, match="gls: corrector must be True, False or None"):
@@ -186,7 +186,7 @@ def test_options_and_default():
         assert torch.equal(a, b if steps <= GLS_STEPS else c) and not torch.equal(b, c)
     # eta > 0 and gls_steps = 0 keep the k-block flow; a bad gls_steps names the option
     assert not get_solver("ei", eta=1.0).uses_gls(5, 3) and not get_solver("ei", gls_steps=0).uses_gls(5, 3)
-    assert get_solver("ei").uses_gls(GLS_STEPS, 3) and get_solver("ei").order == 4
+    assert get_solver("ei").uses_gls(GLS_STEPS, 3) and get_solver("ei").convergence_order == 4
     assert [max(s for s in range(20) if get_solver("ei").uses_gls(s, k)) for k in (1, 2, 3, 4)] == [3, 5, 9, 13]
     assert get_solver("ei", gls_steps=10).uses_gls(10, 2) and not get_solver("ei", gls_steps=10).uses_gls(11, 2)
     with pytest.raises(ValueError, match="ei: gls_steps must be an integer >= 0"):

@@ -16,7 +16,7 @@ from kinetic.metrics import sliced_wasserstein
 from kinetic.sampling import sample, time_grid, tweedie_denoise
 from kinetic.schedules import ConstantSchedule
 from kinetic.solvers import get_solver
-from kinetic.solvers.ei import plan as ei_plan
+from kinetic.solvers.ei import kblock_plan
 from kinetic.solvers.sscs import reversed_linear_part
 
 
@@ -60,10 +60,10 @@ def test_ei_deterministic_exact_for_gaussian_data(make):
     data = GaussianData(torch.tensor([1.0, -0.5, 0.3]), var)
     sf = data.score_fn(sde)
     ref, _ = sample(sde, sf, (3, 3), solver="ode", rtol=1e-9, atol=1e-9, generator=torch.Generator().manual_seed(0),
-                    return_state=True)
+                    return_state=True, dtype=torch.float64)
     for steps, grid, order in [(1, "uniform", 1), (3, "quadratic", 2), (9, "logsnr", 3)]:
-        z, nfe = sample(sde, sf, (3, 3), solver="ei", gls_steps=0, steps=steps, grid=grid, order=order,
-                        data_std=math.sqrt(var),
+        z, nfe = sample(sde, sf, (3, 3), solver="ei", gls_steps=0, steps=steps, grid=grid, multistep=order,
+                        data_std=math.sqrt(var), dtype=torch.float64,
                         generator=torch.Generator().manual_seed(0), return_state=True)
         assert nfe == steps
         assert float((z - ref).abs().max() / ref.abs().max()) < 1e-6, (steps, order)
@@ -75,13 +75,13 @@ def test_ei_data_prediction_is_the_data_estimate(make):
     squares in the metric D_NN), for any score, at every grid node."""
     sde = make()
     ts = time_grid(sde, 5, 1e-3, "quadratic")
-    p = ei_plan(sde, ts, order=1, data_std=0.0)
+    p = kblock_plan(sde, ts, multistep=1, data_std=0.0)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(4, sde.order, 3, generator=g, dtype=torch.float64)
     s = torch.randn(4, len(sde.noised_blocks), 3, generator=g, dtype=torch.float64)
     for i in range(5):
         co = sde.coefficients(ts[i])
-        got = torch.einsum("m,bmd->bd", p["score_coef"][i], s) + torch.einsum("j,bjd->bd", p["state_coef"][i], z)
+        got = torch.einsum("m,bmd->bd", p.score_coef[i], s) + torch.einsum("j,bjd->bd", p.state_coef[i], z)
         torch.testing.assert_close(got, co.data_estimate(z, s), rtol=1e-9, atol=1e-9)
 
 
@@ -144,8 +144,8 @@ def test_reversed_linear_part(make):
 # ------------------------------------------------------------------ orders and convergence
 COARSE, FINE = (32, 64, 128, 256), (128, 256, 512, 1024)
 ORDER_CASES = [("full", "em", {}, COARSE), ("full", "sscs", {}, COARSE), ("full", "pc", {}, COARSE),
-               ("full", "ei", {"order": 2, "corrector": False}, FINE), ("n02", "lie_trotter", {}, COARSE), ("n02", "ei", {"order": 1, "corrector": False}, COARSE),
-               ("n02", "ei", {"order": 3, "corrector": False}, COARSE)]
+               ("full", "ei", {"multistep": 2, "corrector": False}, FINE), ("n02", "lie_trotter", {}, COARSE), ("n02", "ei", {"multistep": 1, "corrector": False}, COARSE),
+               ("n02", "ei", {"multistep": 3, "corrector": False}, COARSE)]
 
 
 @pytest.mark.parametrize("sde_name,name,opts,Ns", ORDER_CASES, ids=[f"{a}-{b}-{c}" for a, b, c, _ in ORDER_CASES])
@@ -160,12 +160,12 @@ def test_convergence_order(sde_name, name, opts, Ns):
     outs = [solver.run(sde, sf, z0, time_grid(sde, N, 1e-2, "uniform"), noise_sampler=zero_noise)[0] for N in Ns]
     errs = [float((a - b).abs().max()) for a, b in zip(outs[:-1], outs[1:])]
     slope = -np.polyfit(np.log(Ns[:-1]), np.log(errs), 1)[0]
-    assert abs(slope - solver.order) < 0.35, (errs, slope, solver.order)
+    assert abs(slope - solver.convergence_order) < 0.35, (errs, slope, solver.convergence_order)
 
 
 # (solver, options, steps for full, steps for n02): Euler on n02 (stiffer) needs ~800 steps for W2 < 0.06
 GAUSS_RUNS = [("em", {}, 200, 800), ("pc", {}, 200, 2), ("sscs", {}, 200, 200), ("lie_trotter", {}, 200, 200),
-              ("ei", {}, 20, 20), ("ei", {"eta": 1.0, "order": 2}, 50, 50), ("ode", {}, 1, 1), ("torchsde", {}, 200, 800)]
+              ("ei", {}, 20, 20), ("ei", {"eta": 1.0, "multistep": 2}, 50, 50), ("ode", {}, 1, 1), ("torchsde", {}, 200, 800)]
 
 
 @pytest.mark.parametrize("make", SDES[:2])

@@ -24,14 +24,15 @@ def test_registry():
     for name, cls in SOLVERS.items():
         assert issubclass(cls, Solver) and cls.name == name
         s = cls()
-        assert isinstance(s.order, int) and s.order >= 1 and isinstance(s.stochastic, bool)
-    assert get_solver("ei", order=3, corrector=False).order == 3 and get_solver("ei", order=3).order == 4
-    assert get_solver("ei", eta=1.0).order == 3  # the corrector is on by default only for eta = 0
+        assert isinstance(s.convergence_order, int) and s.convergence_order >= 1 and isinstance(s.stochastic, bool)
+    assert get_solver("ei", multistep=3, corrector=False).convergence_order == 3 and get_solver("ei", multistep=3).convergence_order == 4
+    assert get_solver("ei", eta=1.0).convergence_order == 3  # the corrector is on by default only for eta = 0
     assert get_solver("ei", eta=1.0).stochastic and not get_solver("ei").stochastic
-    assert get_solver("ei", stochastic=True).stochastic
-    assert get_solver("torchsde", method="srk").order == 2
-    # order and stochastic are read from each instance's options; the classes are never changed
-    assert get_solver("ei", order=1, corrector=False).order == 1 and SOLVERS["ei"]().order == 4
+    with pytest.raises(ValueError, match="unknown option.*stochastic"):  # eta = 1 is the stochastic sampler
+        get_solver("ei", stochastic=True)
+    assert get_solver("torchsde", method="srk").convergence_order == 2
+    # convergence_order and stochastic are read from each instance's options; the classes are never changed
+    assert get_solver("ei", multistep=1, corrector=False).convergence_order == 1 and SOLVERS["ei"]().convergence_order == 4
     assert not get_solver("em", probability_flow=True).stochastic and SOLVERS["em"]().stochastic
     for name, cls in SOLVERS.items():
         assert cls.default_grid in GRIDS and default_grid(name) == cls.default_grid
@@ -63,8 +64,8 @@ def test_bad_inputs():
         sample(kn.cld(), data.score_fn(kn.cld()), (4, 2), solver="pc")
     with pytest.raises(ValueError, match="uniform"):
         sample(sde, sf, (4, 2), solver="torchsde", grid="quadratic", steps=4)
-    with pytest.raises(ValueError, match="order must be 1, 2, 3 or 4"):
-        sample(sde, sf, (4, 2), solver="ei", order=5)
+    with pytest.raises(ValueError, match="ei: multistep must be 1, 2, 3 or 4"):
+        sample(sde, sf, (4, 2), solver="ei", multistep=5)
     with pytest.raises(ValueError, match="corrector must be True, False or None"):
         sample(sde, sf, (4, 2), solver="ei", corrector=1)
     with pytest.raises(ValueError, match="shape must be"):
@@ -103,7 +104,9 @@ def test_outputs_callback_and_dtype():
     sde, data = kn.cld(), _gauss2()
     seen = []
     z, nfe = sample(sde, data.score_fn(sde), (5, 2), solver="sscs", steps=7, callback=seen.append, return_state=True)
-    assert z.shape == (5, 2, 2) and nfe == 7 and z.dtype == torch.float64
+    assert z.shape == (5, 2, 2) and nfe == 7 and z.dtype == torch.float32  # the default state: float32
+    z64 = sample(sde, data.score_fn(sde), (5, 2), solver="sscs", steps=7, dtype=torch.float64)
+    assert z64.dtype == torch.float64
     assert [d["step"] for d in seen] == list(range(7)) and seen[-1]["t"] == pytest.approx(1e-3)
     x = sample(sde, data.score_fn(sde), (5, 2), solver="ei", steps=3, dtype=torch.float32, denoise=True)
     assert x.shape == (5, 2) and x.dtype == torch.float32
@@ -125,13 +128,13 @@ def test_ei_deterministic_exact_for_gaussian_data(sde):
     var = 0.3
     data = GaussianData(torch.tensor([1.0, -0.5, 0.3]), var)
     sf = data.score_fn(sde)
-    ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9,
+    ref, _ = sample(sde, sf, (2, 3), solver="ode", rtol=1e-9, atol=1e-9, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0), return_state=True)
-    cases = [(1, "uniform", {"order": 1}), (3, "quadratic", {"order": 2}), (17, "logsnr", {"order": 3}),
-             (5, "quadratic", {"order": 3, "corrector": True, "poly": "logsigma"})]
+    cases = [(1, "uniform", {"multistep": 1}), (3, "quadratic", {"multistep": 2}), (17, "logsnr", {"multistep": 3}),
+             (5, "quadratic", {"multistep": 3, "corrector": True, "poly": "logsigma"})]
     for steps, grid, opts in cases:
         z, nfe = sample(sde, sf, (2, 3), solver="ei", gls_steps=0, steps=steps, grid=grid, data_std=math.sqrt(var),
-                        generator=torch.Generator().manual_seed(0), return_state=True, **opts)
+                        dtype=torch.float64, generator=torch.Generator().manual_seed(0), return_state=True, **opts)
         assert nfe == steps
         err = float((z - ref).abs().max() / ref.abs().max())
         assert err < 1e-6, (steps, err)
@@ -142,9 +145,9 @@ def test_ei_exact_for_point_mass_with_data_std_zero():
     sde = kn.cld()
     data = GaussianData(torch.tensor([0.7, -0.2]), 1e-10)
     ref, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ode", rtol=1e-10, atol=1e-10, t_eps=1e-2,
-                    generator=torch.Generator().manual_seed(1), return_state=True)
-    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", gls_steps=0, steps=2, data_std=0.0, order=1, t_eps=1e-2,
-                    generator=torch.Generator().manual_seed(1), return_state=True)
+                    dtype=torch.float64, generator=torch.Generator().manual_seed(1), return_state=True)
+    got, _ = sample(sde, data.score_fn(sde), (6, 2), solver="ei", gls_steps=0, steps=2, data_std=0.0, multistep=1, t_eps=1e-2,
+                    dtype=torch.float64, generator=torch.Generator().manual_seed(1), return_state=True)
     assert float((got - ref).abs().max()) < 1e-6
 
 
@@ -250,10 +253,10 @@ def zero_noise(shape, dtype, device):
 
 ORDER_CASES = [
     ("vp", "em", {}), ("vp", "em", {"probability_flow": True}), ("vp", "pc", {}), ("vp", "sscs", {}),
-    ("vp", "lie_trotter", {}), ("vp", "ei", {"order": 1, "corrector": False}), ("vp", "ei", {"order": 2, "corrector": False}), ("vp", "ei", {"order": 3, "corrector": False}),
-    ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"order": 1, "corrector": False}),
-    ("cld", "ei", {"order": 2, "corrector": False}), ("vp", "ei", {"order": 1, "corrector": True}),
-    ("vp", "ei", {"order": 3, "corrector": True}),
+    ("vp", "lie_trotter", {}), ("vp", "ei", {"multistep": 1, "corrector": False}), ("vp", "ei", {"multistep": 2, "corrector": False}), ("vp", "ei", {"multistep": 3, "corrector": False}),
+    ("cld", "em", {}), ("cld", "sscs", {}), ("cld", "lie_trotter", {}), ("cld", "ei", {"multistep": 1, "corrector": False}),
+    ("cld", "ei", {"multistep": 2, "corrector": False}), ("vp", "ei", {"multistep": 1, "corrector": True}),
+    ("vp", "ei", {"multistep": 3, "corrector": True}),
 ]
 
 
@@ -273,7 +276,7 @@ def test_convergence_order(sde_name, name, opts):
     outs = [run(N) for N in Ns]
     errs = [float((a - b).abs().max()) for a, b in zip(outs[:-1], outs[1:])]  # ~ C N^-order
     slope = -np.polyfit(np.log(Ns[:-1]), np.log(errs), 1)[0]
-    assert abs(slope - solver.order) < 0.35, (errs, slope, solver.order)
+    assert abs(slope - solver.convergence_order) < 0.35, (errs, slope, solver.convergence_order)
 
 
 # ------------------------------------------------------------------ convergence to the data law
@@ -320,7 +323,16 @@ def test_checked_score_counts_and_checks_once():
     z = torch.zeros(3, 2, 2)
     cs(z, torch.zeros(3))
     cs(z, torch.zeros(3))
-    assert cs.nfe == 2 and cs.checked
+    assert cs.nfe == 2 and len(calls) == 2
+    cs.raise_if_nonfinite()  # all finite: nothing to say
+    # non-finite values are recorded on the device, not raised at the call; the one read names the first
+    cs.step = 4
+    cs(z.fill_(float("nan")), torch.full((3,), 0.25))
+    cs.step = 5
+    cs(z, torch.full((3,), 0.125))
+    with pytest.raises(ValueError, match=r"non-finite values \(nan/inf\) at t = 0\.25 in step 4 \(evaluation 3\); its "
+                       "input z was already non-finite"):
+        cs.raise_if_nonfinite()
 
 
 # ------------------------------------------------------------------ the loop: noise, callback, grid, bounds, batches
@@ -419,12 +431,162 @@ def test_default_sampler_10_nfe_follows_the_k_block_flow(sde):
     """kn.sample's default at 10 NFE (more than `default_gls_steps` for CLD and HOLD: ei order 3 + corrector
     on the band grid) follows the exact probability-flow map of its prior draw on a 2-D mixture (an
     adaptive DOPRI reference): within 0.05, where ei order 3 on the quadratic grid without the corrector
-    (the default before issue 12) is 0.23 (CLD) and 0.56 (HOLD) away."""
+    (the earlier default) is 0.23 (CLD) and 0.56 (HOLD) away."""
     data = GaussianMixture([0.6, 0.4], [[-1.0, 0.5], [1.0, -0.5]], [0.15, 0.3])
     sf = data.score_fn(sde)
     ref, _ = sample(sde, sf, (64, 2), solver="ode", rtol=1e-7, atol=1e-7, generator=torch.Generator().manual_seed(0),
-                    return_state=True)
-    z, nfe = sample(sde, sf, (64, 2), steps=10, generator=torch.Generator().manual_seed(0), return_state=True)
+                    return_state=True, dtype=torch.float64)
+    z, nfe = sample(sde, sf, (64, 2), steps=10, generator=torch.Generator().manual_seed(0), return_state=True,
+                    dtype=torch.float64)
     assert nfe == 10
     err = float((z[:, 0] - ref[:, 0]).pow(2).sum(-1).mean().sqrt())
     assert err < 0.05, err
+
+
+# ------------------------------------------------------------------ the solver contract
+def test_state_dtype_follows_the_network():
+    """kn.sample's state: float32 by default, the network's dtype when score_fn is a module's method,
+    float32 for a bf16 network, that of ``known`` without a network, and ``dtype=`` above all."""
+    from kinetic.sampling import state_dtype
+
+    sde = kn.vp()
+
+    class Net(torch.nn.Module):
+        def __init__(self, dtype):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones((), dtype=dtype))
+
+        def score(self, z, t):
+            return (-z[:, 0] * self.w).to(z.dtype)
+
+    assert sample(sde, lambda z, t: -z[:, 0], (3, 2), steps=2).dtype == torch.float32
+    assert sample(sde, Net(torch.float64).score, (3, 2), steps=2).dtype == torch.float64
+    assert sample(sde, Net(torch.bfloat16).score, (3, 2), steps=2).dtype == torch.float32
+    assert sample(sde, Net(torch.float64).score, (3, 2), steps=2, dtype=torch.float32).dtype == torch.float32
+    assert state_dtype(None, lambda z, t: z, torch.zeros(2, dtype=torch.float64)) == torch.float64
+    assert state_dtype(torch.float16, Net(torch.float64).score) == torch.float16
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype or None"):
+        sample(sde, lambda z, t: -z[:, 0], (3, 2), steps=2, dtype=torch.int64)
+
+
+def test_options_are_checked_by_each_solvers_schema():
+    """One line naming the solver, the option and what was expected."""
+    cases = [("pc", {"snr": -1}, "pc: snr must be a finite number >= 0, got -1"),
+             ("pc", {"n_corrector": 1.5}, "pc: n_corrector must be an integer >= 0, got 1.5"),
+             ("sscs", {"score_time": "end"}, "sscs: score_time must be 'start', 'mid', got 'end'"),
+             ("ode", {"rtol": 0}, "ode: rtol must be a finite number > 0, got 0"),
+             ("ode", {"max_steps": True}, "ode: max_steps must be an integer >= 1, got True"),
+             ("torchsde", {"method": "rk4"}, "torchsde: method must be 'euler'"),
+             ("em", {"probability_flow": 1}, "em: probability_flow must be True or False, got 1"),
+             ("ei", {"multistep": True}, "ei: multistep must be 1, 2, 3 or 4 or None"),
+             ("ei", {"ds": 2.0}, r"ei: ds must be a finite number in \(0, 1\], got 2.0"),
+             ("gls", {"data_std": float("nan")}, "gls: data_std must be a finite number >= 0, got nan")]
+    for name, opts, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            get_solver(name, **opts)
+    for name, cls in SOLVERS.items():  # the schema is the one list of options and defaults
+        assert set(cls().options) == set(cls.schema)
+
+
+def test_adaptive_solvers_refuse_a_transform():
+    sde, data = kn.vp(), _gauss2()
+    z = sde.prior_sample((3, 2), generator=torch.Generator().manual_seed(0))
+    ts = time_grid(sde, 4, 1e-3, "uniform")
+    for name in ("ode", "torchsde"):
+        with pytest.raises(ValueError, match=f"solver '{name}' integrates adaptively and cannot apply a transform"):
+            get_solver(name).run(sde, data.score_fn(sde), z, ts, transform=lambda z, i, t: z)
+    seen = []
+    out, nfe = get_solver("em").run(sde, data.score_fn(sde), z, ts, transform=lambda z, i, t: seen.append((i, t)) or z)
+    assert nfe == 4 and [i for i, _ in seen] == [0, 1, 2, 3] and seen[-1][1] == pytest.approx(1e-3)
+
+
+def test_every_solver_reports_nfe_and_calls_back_through_the_base():
+    sde, data = kn.vp(), _gauss2()
+    for name in SOLVERS:
+        seen = []
+        grid = "uniform" if name == "torchsde" else None
+        _, nfe = sample(sde, data.score_fn(sde), (3, 2), solver=name, steps=4, grid=grid, callback=seen.append,
+                        return_state=True, generator=torch.Generator().manual_seed(0))
+        assert seen and seen[-1]["nfe"] == nfe and nfe >= 4, name
+
+
+def test_step_plans_are_typed_and_cast_once():
+    """The plan is a dataclass made once per grid: float64 on the CPU, the grid's times as floats;
+    `StepPlan.to` casts its floating tensors (integer ones keep their dtype)."""
+    from kinetic.solvers.base import StepPlan
+    from kinetic.solvers.multistep import MultistepPlan
+
+    sde = kn.cld()
+    ts = time_grid(sde, 12, 1e-3, "band")
+    for name in ("em", "pc", "sscs", "lie_trotter", "ei", "gls"):
+        plan = get_solver(name).prepare(kn.vp() if name == "pc" else sde, ts)
+        assert isinstance(plan, StepPlan) and plan.t_score.dtype == torch.float64 and plan.times == tuple(ts.tolist())
+        half = plan.to("cpu", torch.float32)
+        assert half.t_score.dtype == torch.float32 and plan.t_score.dtype == torch.float64
+    kb = get_solver("ei", gls_steps=0, eta=1.0).prepare(sde, ts)
+    assert isinstance(kb, MultistepPlan) and kb.noise_chol is not None and kb.corrector_weights is None
+    assert kb.to("cpu", torch.float32).substeps.dtype == torch.int64
+    assert isinstance(get_solver("ei").prepare(sde, ts), MultistepPlan)  # 12 <= 5 is false: the k-block plan
+
+
+def test_solver_modules_form_no_import_circle():
+    """The registry has its own module; no solver imports its package or a sibling's private helpers,
+    and gls is ei's sibling (both over `kinetic.solvers.multistep`), not its subclass."""
+    import ast
+    import pathlib
+
+    import kinetic.solvers as pkg
+    from kinetic.solvers import registry
+    from kinetic.solvers.ei import ExponentialIntegrator
+    from kinetic.solvers.gls import GLSIntegrator
+    from kinetic.solvers.multistep import MultistepSolver
+
+    assert pkg.SOLVERS is registry.SOLVERS
+    for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module is not None, f"{path.name} imports its own package"
+                assert not any(a.name.startswith("_") for a in node.names), (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and path.name == "gls.py":
+                assert node.module != "ei"
+    assert not issubclass(GLSIntegrator, ExponentialIntegrator)
+    assert issubclass(GLSIntegrator, MultistepSolver) and issubclass(ExponentialIntegrator, MultistepSolver)
+
+
+def test_a_non_finite_score_is_reported_once_with_its_step():
+    """The finiteness of every score evaluation is accumulated on the device and read when the run
+    ends; the error names the first step and time that went wrong (here: the first node below 0.5)."""
+    sde = kn.vp()
+    ts = time_grid(sde, 4, 1e-3, "uniform")
+
+    def nan_late(z, t):
+        return -z[:, -1] * torch.where(t[:, None] < 0.5, float("nan"), 1.0)
+
+    first = next(i for i, t in enumerate(ts[:-1].tolist()) if t < 0.5)
+    for name in ("em", "sscs", "ei"):
+        t_bad = f"{float(ts[first]):.3f}"[:-1]  # 0.25 (the float32 state rounds the fourth digit)
+        with pytest.raises(ValueError, match=rf"non-finite values \(nan/inf\) at t = {t_bad}\d* in step {first}"):
+            sample(sde, nan_late, (3, 2), solver=name, steps=4, grid="uniform")
+        z = sde.prior_sample((3, 2))
+        with pytest.raises(ValueError, match=rf"{name}: score_fn returned non-finite values .* in step {first}"):
+            get_solver(name).run(sde, nan_late, z, ts)
+
+
+def test_a_float32_state_matches_float64_on_the_same_draws():
+    """benchmarks/float32_state.py at a tiny size: on the same prior draw and noise, a float32 state
+    gives the float64 run's samples to 1e-3 and its distribution error to 1% of the Monte Carlo floor."""
+    import sys
+
+    from conftest import load_benchmark
+
+    fs = load_benchmark("float32_state")
+    try:
+        res = fs.measure(300, [4], log=lambda *_: None)
+        assert len(res["rows"]) == 2 * 3 * 3
+        for r in res["rows"]:
+            assert r["pathwise_rms"] < 1e-3 and r["diff_over_floor"] < 0.01, r
+        assert fs.markdown(res, "cmd", 1.0).count("\n| ") == 2 + 2 * 3 * 3 - 1
+    finally:
+        sys.modules.pop("float32_state", None)

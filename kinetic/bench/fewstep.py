@@ -65,11 +65,11 @@ class Config:
     def solver_name(self) -> str:
         return self.solver or inspect.signature(kn.sample).parameters["solver"].default
 
-    def uses_gls(self, steps: int, order: int) -> bool:
-        """Whether a run of ``steps`` steps on an SDE of order ``order`` integrates the VE flow of the GLS
-        estimate (`kinetic.solvers.gls`)."""
+    def uses_gls(self, steps: int, sde_order: int) -> bool:
+        """Whether a run of ``steps`` steps on an SDE of order k = ``sde_order`` integrates the VE flow of the
+        GLS estimate (`kinetic.solvers.gls`)."""
         slv = kinetic_solvers.get_solver(self.solver_name(), **self.options)
-        return bool(getattr(slv, "uses_gls", lambda s, k: False)(steps, order))
+        return bool(getattr(slv, "uses_gls", lambda s, k: False)(steps, sde_order))
 
     def deterministic(self) -> bool:
         return not kinetic_solvers.get_solver(self.solver_name(), **self.options).stochastic
@@ -82,18 +82,18 @@ CONFIGS = [
     Config("pc", "pc"),
     Config("sscs", "sscs"),
     Config("lie_trotter", "lie_trotter"),
-    Config("ei-1", "ei", {"gls_steps": 0, "order": 1, "corrector": False}),
-    Config("ei-2", "ei", {"gls_steps": 0, "order": 2, "corrector": False}),
-    Config("ei-3", "ei", {"gls_steps": 0, "order": 3, "corrector": False}),
-    Config("ei-3 (data scale 0)", "ei", {"gls_steps": 0, "order": 3, "data_std": 0.0, "corrector": False}),
-    Config("ei-2 + corrector", "ei", {"gls_steps": 0, "order": 2, "corrector": True}),
-    Config("ei-3 + corrector", "ei", {"gls_steps": 0, "order": 3, "corrector": True}),
-    Config("ei-3 + corrector, logsigma", "ei", {"gls_steps": 0, "order": 3, "corrector": True, "poly": "logsigma"}),
-    Config("ei-2 (eta 1)", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}),
-    Config("ei-3 (eta 1)", "ei", {"gls_steps": 0, "order": 3, "eta": 1.0}),
-    Config("gls-2 + corrector", "gls", {"order": 2}),
-    Config("gls-3 + corrector", "gls", {"order": 3}),
-    Config("gls-3", "gls", {"order": 3, "corrector": False}),
+    Config("ei-1", "ei", {"gls_steps": 0, "multistep": 1, "corrector": False}),
+    Config("ei-2", "ei", {"gls_steps": 0, "multistep": 2, "corrector": False}),
+    Config("ei-3", "ei", {"gls_steps": 0, "multistep": 3, "corrector": False}),
+    Config("ei-3 (data scale 0)", "ei", {"gls_steps": 0, "multistep": 3, "data_std": 0.0, "corrector": False}),
+    Config("ei-2 + corrector", "ei", {"gls_steps": 0, "multistep": 2, "corrector": True}),
+    Config("ei-3 + corrector", "ei", {"gls_steps": 0, "multistep": 3, "corrector": True}),
+    Config("ei-3 + corrector, logsigma", "ei", {"gls_steps": 0, "multistep": 3, "corrector": True, "poly": "logsigma"}),
+    Config("ei-2 (eta 1)", "ei", {"gls_steps": 0, "multistep": 2, "eta": 1.0}),
+    Config("ei-3 (eta 1)", "ei", {"gls_steps": 0, "multistep": 3, "eta": 1.0}),
+    Config("gls-2 + corrector", "gls", {"multistep": 2}),
+    Config("gls-3 + corrector", "gls", {"multistep": 3}),
+    Config("gls-3", "gls", {"multistep": 3, "corrector": False}),
 ]
 REDUCED = ("kn.sample default", "em", "sscs", "ei-2", "ei-3", "ei-2 (eta 1)", "pc")
 ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 (eta 1)", "gls-3 + corrector", "gls-3")
@@ -166,7 +166,7 @@ class _FirstCall:
 
 def _sample(sde, score, n: int, d: int, cfg: Config, grid, steps: int, seed: int):
     kwargs = {} if cfg.solver is None else {"solver": cfg.solver, "grid": grid, **cfg.options}
-    return kn.sample(sde, score, (n, d), steps=steps, t_eps=T_EPS, return_state=True,
+    return kn.sample(sde, score, (n, d), steps=steps, t_eps=T_EPS, return_state=True, dtype=torch.float64,
                      generator=torch.Generator().manual_seed(seed), **kwargs)
 
 

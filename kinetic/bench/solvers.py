@@ -34,6 +34,8 @@ from . import fewstep
 from .problems import eigenbasis_w2, gaussian_fit_w2, gauss64, ring8, w2_gaussian
 from .report import bench_parser, command_line, machine_info, machine_line, parse, replace_section, write_outputs
 
+F64 = torch.float64  # the exact-score benchmarks run a float64 state (kn.sample defaults to float32)
+
 __all__ = ["w2_gaussian", "gaussian_fit_w2", "eigenbasis_w2", "sliced_wasserstein", "run_accuracy", "run_focus",
            "measure_overhead", "main", "cli"]
 
@@ -56,11 +58,11 @@ CONFIGS = [
     ("pc (snr 0.16)", "pc", {}, "quadratic"),
     ("sscs", "sscs", {}, "quadratic"),
     ("lie_trotter", "lie_trotter", {}, "quadratic"),
-    ("ei order 1 (PF)", "ei", {"gls_steps": 0, "order": 1}, "quadratic"),
-    ("ei order 2 (PF)", "ei", {"gls_steps": 0, "order": 2}, "quadratic"),
-    ("ei order 3 (PF, default)", "ei", {"gls_steps": 0, "order": 3}, "quadratic"),
-    ("ei order 3 (PF, data_std 0 = gDDIM R_t)", "ei", {"gls_steps": 0, "order": 3, "data_std": 0.0}, "quadratic"),
-    ("ei order 2 (SDE, eta 1)", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}, "quadratic"),
+    ("ei order 1 (PF)", "ei", {"gls_steps": 0, "multistep": 1}, "quadratic"),
+    ("ei order 2 (PF)", "ei", {"gls_steps": 0, "multistep": 2}, "quadratic"),
+    ("ei order 3 (PF, default)", "ei", {"gls_steps": 0, "multistep": 3}, "quadratic"),
+    ("ei order 3 (PF, data_std 0 = gDDIM R_t)", "ei", {"gls_steps": 0, "multistep": 3, "data_std": 0.0}, "quadratic"),
+    ("ei order 2 (SDE, eta 1)", "ei", {"gls_steps": 0, "multistep": 2, "eta": 1.0}, "quadratic"),
     ("torchsde euler", "torchsde", {"method": "euler"}, "uniform"),
     ("torchsde srk", "torchsde", {"method": "srk"}, "uniform"),
     ("torchsde midpoint", "torchsde", {"method": "midpoint"}, "uniform"),
@@ -74,7 +76,7 @@ def _evals_per_step(sde, data, solver, opts, grid) -> float:
     sf = data.score_fn(sde)
     nfe = []
     for steps in (2, 4):
-        _, n = sample(sde, sf, (2, data.dim), solver=solver, steps=steps, grid=grid, return_state=True,
+        _, n = sample(sde, sf, (2, data.dim), solver=solver, steps=steps, grid=grid, return_state=True, dtype=F64,
                       generator=torch.Generator().manual_seed(0), **opts)
         nfe.append(n)
     return (nfe[1] - nfe[0]) / 2.0
@@ -118,7 +120,7 @@ def run_accuracy(nfes, n: int, sde_names=None, data_names=None, seed: int = 0, l
                     steps = max(1, int(round(target / per)))
                     t0 = time.perf_counter()
                     x, nfe = sample(sde, sf, (n, data.dim), solver=solver, steps=steps, grid=grid, return_state=True,
-                                    generator=torch.Generator().manual_seed(seed), **opts)
+                                    dtype=F64, generator=torch.Generator().manual_seed(seed), **opts)
                     err = _error(dname, data, x[:, 0], fresh)
                     row.append({"target": target, "nfe": nfe, **err, "seconds": time.perf_counter() - t0})
                 res[label] = row
@@ -128,7 +130,7 @@ def run_accuracy(nfes, n: int, sde_names=None, data_names=None, seed: int = 0, l
             orow = []
             for rtol in ode_rtols:
                 x, nfe = sample(sde, sf, (n, data.dim), solver="ode", rtol=rtol, atol=rtol, return_state=True,
-                                generator=torch.Generator().manual_seed(seed))
+                                dtype=F64, generator=torch.Generator().manual_seed(seed))
                 orow.append({"rtol": rtol, "nfe": nfe, **_error(dname, data, x[:, 0], fresh)})
             out["ode"].setdefault(dname, {})[sname] = orow
             if log:
@@ -152,7 +154,7 @@ def run_focus(nfe: int = 20, n: int = 20_000, seed: int = 0, log=None) -> dict:
         for label, solver, opts, grid in picks:
             per = _evals_per_step(sde, data, solver, opts, grid)
             x, got = sample(sde, sf, (n, data.dim), solver=solver, steps=max(1, int(round(nfe / per))), grid=grid,
-                            return_state=True, generator=torch.Generator().manual_seed(seed), **opts)
+                            return_state=True, dtype=F64, generator=torch.Generator().manual_seed(seed), **opts)
             res[label] = {"nfe": got, "error": eigenbasis_w2(x[:, 0], data.mean, data.cov)}
             if log:
                 log(f"focus gauss64 {sname:10s} {label:28s} {res[label]['error']:.4f}@{got}")
@@ -187,7 +189,7 @@ def measure_overhead(batch: int = 64, steps: int = 100, repeats: int = 5) -> dic
 
         r = {"unet_ms": 1e3 * unet}
         for label, solver, opts in [("em", "em", {}), ("sscs", "sscs", {}), ("lie_trotter", "lie_trotter", {}),
-                                    ("ei order 2", "ei", {"gls_steps": 0, "order": 2}), ("ei order 2 eta 1", "ei", {"gls_steps": 0, "order": 2, "eta": 1.0}),
+                                    ("ei order 2", "ei", {"gls_steps": 0, "multistep": 2}), ("ei order 2 eta 1", "ei", {"gls_steps": 0, "multistep": 2, "eta": 1.0}),
                                     ("pc", "pc", {})]:
             if solver == "pc" and k > 1:
                 continue

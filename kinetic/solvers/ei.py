@@ -32,7 +32,7 @@ Over a step tau -> tau' (tau' < tau)
     z' = F z + sum_j W_j mu_j + N(0, P),   F = Psi(tau', tau),  W_j = int_tau'^tau Psi(tau', u) b(u) l_j(x(u)) du,
     P = eta^2 int_tau'^tau Psi(tau', u) D Psi(tau', u)^T du,
 
-with mu(u) a polynomial in x(t) through the last ``order`` data predictions (Adams-Bashforth,
+with mu(u) a polynomial in x(t) through the last ``multistep`` data predictions (Adams-Bashforth,
 gDDIM Eq. 19; lower orders to start). sum_j W_j = c_tau' - F c_tau exactly (d/du[Psi(tau',u) c_u] =
 -Psi b), so for data N(m, sigma_d^2 I) with the exact score (mu = m, constant) every step is exact at
 any step count: gDDIM's Props. 4 and 6. Psi is integrated once per grid, all steps at once (grouped
@@ -42,61 +42,32 @@ Simpson's rule on the same nodes.
 
 Corrector (``corrector``; UniPC's, Zhao et al. 2023, "UniPC", generalised to k blocks): the
 evaluation at the start of step i + 1 gives mu_{i+1}; step i is then redone from its start with
-the polynomial through x_{i+1}, x_i, ..., x_{i-order+1} (Adams-Moulton weights from the same
+the polynomial through x_{i+1}, x_i, ..., x_{i-multistep+1} (Adams-Moulton weights from the same
 moments), and step i + 1 starts from the corrected state. No extra NFE; one order more; the last
 step is not corrected. Both weight sets sum to c_tau' - F c_tau, so exactness is kept.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from .. import linalg
-from . import register
-from .base import FixedGridSolver, mix, noised_columns, step_sizes
+from .base import integer, number, one_of, optional, step_sizes
+from .gls import gls_plan
+from .multistep import (
+    DATA_STD_CHECK, MAX_MOMENT, MULTISTEP_CHECK, MultistepPlan, MultistepSolver, multistep_plan, reference_terms,
+)
+from .registry import register
 
-__all__ = ["ExponentialIntegrator", "plan", "POLY_VARIABLES"]
+__all__ = ["ExponentialIntegrator", "kblock_plan", "default_gls_steps", "POLY_VARIABLES"]
 
 POLY_VARIABLES = ("t", "logtau", "lambda", "logsigma")
-MAX_MOMENT = 4  # polynomials of degree <= 4 in the multistep predictor / corrector (up to 5 nodes)
 _CHUNK_NODES = 1 << 16  # time nodes per batch of k x k work in the plan (bounds its memory)
 
 
-def _reference(sde, t: Tensor, data_std: float, score_weight: float) -> dict:
-    """At times t (n,), float64: tau, the data column c (n, k), the linear part M (n, k, k) and the
-    data-prediction input b (n, k) of the reverse dynamics, the data-prediction map
-    mu = score_coef . s_N + state_coef . z (score_coef (n, m), state_coef (n, k)), its
-    normaliser w^T D_NN w (n,), and lambda(t) (n,)."""
-    co = sde.coefficients(t)
-    c = co.c
-    L = co.reference_chol(data_std**2)  # C = Sigma + sigma_d^2 c c^T in square-root form
-    N = list(sde.noised_blocks)
-    k = sde.order
-    E_N = torch.eye(k, dtype=torch.float64, device=L.device)[:, N]
-    Y = torch.linalg.solve_triangular(L, E_N, upper=False)  # L^-1 E_N
-    R = torch.linalg.solve_triangular(L.transpose(-1, -2), Y, upper=True).transpose(-1, -2)  # (C^-1)[N, :]
-    w = (R @ c.unsqueeze(-1)).squeeze(-1)  # (C^-1 c)_N
-    Dw = w @ sde.noise_block  # D_NN w (D_NN symmetric)
-    den = (w * Dw).sum(-1)
-    Dn = noised_columns(sde)
-    return {
-        "tau": co.tau,
-        "c": c,
-        "M": sde.drift_matrix + score_weight * (Dn @ R),
-        "b": score_weight * (w @ Dn.T),
-        "score_coef": Dw / den[..., None],
-        "state_coef": (Dw.unsqueeze(-2) @ R).squeeze(-2) / den[..., None],
-        "den": den,
-        "lam": co.lam,
-        "logsig": torch.log(co.sigma_tilde),
-    }
-
-
 def _poly_value(poly: str, t: Tensor, ref: dict) -> Tensor:
-    """The polynomial variable x(t) from `_reference`'s output at t: t (gDDIM, DEIS tAB), log tau,
+    """The polynomial variable x(t) from `reference_terms`' output at t: t (gDDIM, DEIS tAB), log tau,
     lambda (the data block's half log noise-to-signal ratio; DPM-Solver++'s variable for VP) or
     log sigma_tilde (the noise level of the GLS estimate of x0 from the whole state: lambda for k = 1)."""
     if poly == "t":
@@ -171,29 +142,22 @@ def _integrate(sde, ref_at, poly, t, log_u, dv, alpha, x_grid, x_step, idx, m, e
     return H, I, P
 
 
-def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float = 0.5, ds: float = 0.02,
-         poly: str = "t", corrector: bool = False) -> dict:
-    """Per-step float64 CPU coefficients of the exponential integrator on the grid ``ts`` (N steps).
-
-    Returns "transition" F (N, k, k); "data_weights" W (N, order, k) (zero-padded; W[i, j]
-    multiplies the data prediction of step i - j); with ``corrector``, "corrector_weights"
-    Wc (N, order + 1, k) (Wc[i, 0] multiplies the data prediction at the END of step i, Wc[i, 1 + j]
-    that of step i - j); "noise_chol" chol P (N, k, k) when eta > 0; the data-prediction map
-    mu_i = score_coef_i . s_N + state_coef_i . z ("score_coef" (N, m), "state_coef" (N, k));
-    "t_score" (N,); and "substeps" (N,) (RK4 substeps per step).
-    """
+def kblock_plan(sde, ts: Tensor, *, multistep: int = 3, eta: float = 0.0, data_std: float = 0.5, ds: float = 0.02,
+                poly: str = "t", corrector: bool = False) -> MultistepPlan:
+    """The float64 CPU `MultistepPlan` of the exponential integrator on the k-block flow on the grid
+    ``ts`` (N steps), with ``noise_chol`` when eta > 0 and ``substeps`` (RK4 substeps per step)."""
     if poly not in POLY_VARIABLES:
         raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {poly!r}")
-    if order + int(corrector) > MAX_MOMENT + 1:
-        raise ValueError(f"ei: order {order} with the corrector needs more than {MAX_MOMENT + 1} nodes")
+    if multistep + int(corrector) > MAX_MOMENT + 1:
+        raise ValueError(f"ei: multistep {multistep} with the corrector needs more than {MAX_MOMENT + 1} nodes")
     q = step_sizes(sde, ts)
-    t, tau = q["t"], q["tau"]
+    t, tau = q.t, q.tau
     N = t.shape[0] - 1
     k = sde.order
     score_weight = 0.5 * (1.0 + eta**2)
 
     def ref_at(tt: Tensor) -> dict:
-        parts = [_reference(sde, tt[j : j + _CHUNK_NODES], data_std, score_weight) for j in range(0, tt.numel(), _CHUNK_NODES)]
+        parts = [reference_terms(sde, tt[j : j + _CHUNK_NODES], data_std, score_weight) for j in range(0, tt.numel(), _CHUNK_NODES)]
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     grid = ref_at(t)
@@ -231,172 +195,69 @@ def plan(sde, ts: Tensor, *, order: int = 3, eta: float = 0.0, data_std: float =
     I0 = c[1:] - (F @ c[:-1].unsqueeze(-1)).squeeze(-1)  # exact: int Psi b du = c_tau' - F c_tau
     moments = torch.cat([I0[:, None], I], dim=1)  # (N, MAX_MOMENT + 1, k)
 
-    out = layout(F, moments, x_grid, grid, t, order, corrector)
-    out["substeps"] = substeps
+    out = multistep_plan(F, moments, x_grid, grid, t, multistep, corrector)
+    out.substeps = substeps
     if eta > 0:
-        out["noise_chol"] = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
+        out.noise_chol = linalg.safe_cholesky(0.5 * (P + P.transpose(-1, -2)))
     return out
 
 
-def layout(F: Tensor, moments: Tensor, x_grid: Tensor, ref: dict, t: Tensor, order: int, corrector: bool) -> dict:
-    """The plan entries that `ExponentialIntegrator.step` reads, from the transitions F (N, k, k), the moments
-    (N, MAX_MOMENT + 1, k) of each step's data-prediction kernel in the polynomial variable x_grid (N + 1,),
-    `_reference`'s output ``ref`` on the grid t (N + 1,), the multistep ``order`` and ``corrector``."""
-    x_step = x_grid[:-1] - x_grid[1:]
-    out = {
-        "transition": F,
-        "data_weights": _multistep_weights(x_grid, x_step, moments, order, new=False),
-        "score_coef": ref["score_coef"][:-1],
-        "state_coef": ref["state_coef"][:-1],
-        "t_score": t[:-1],
-    }
-    if corrector:
-        out["corrector_weights"] = _multistep_weights(x_grid, x_step, moments, order + 1, new=True)
-    return out
-
-
-def _multistep_weights(x_grid: Tensor, x_step: Tensor, moments: Tensor, q: int, new: bool) -> Tensor:
-    """(N, q, k) weights of the data predictions for every step i, from the Lagrange polynomial
-    through q nodes (fewer at the first steps, where the history is shorter; zero-padded): the
-    predictor (``new`` False) through x_i, x_{i-1}, ..., x_{i-q+1} (Adams-Bashforth); the corrector
-    (``new`` True) through x_{i+1}, x_i, ..., x_{i-q+2} (Adams-Moulton: the first weight multiplies
-    the prediction at the step's end)."""
-    N, k = moments.shape[0], moments.shape[-1]
-    W = torch.zeros(N, q, k, dtype=torch.float64)
-    first = 1 if new else 0
-    for i in range(min(q - 1 - first, N)):  # the first steps: as many past nodes as there are
-        W[i, : i + 1 + first] = _lagrange(x_grid, x_step, torch.tensor([i]), _offsets(i + 1 + first, new), moments)[0]
-    lo = max(q - 1 - first, 0)
-    if N > lo:
-        W[lo:] = _lagrange(x_grid, x_step, torch.arange(lo, N), _offsets(q, new), moments)
-    return W
-
-
-def _offsets(q: int, new: bool) -> Tensor:
-    """Grid-index offsets of the q interpolation nodes of step i: 0, -1, ... (predictor), or
-    +1, 0, -1, ... (corrector)."""
-    return torch.arange(q) * -1 + (1 if new else 0)
-
-
-def _lagrange(x_grid: Tensor, x_step: Tensor, idx: Tensor, offsets: Tensor, moments: Tensor) -> Tensor:
-    """W[i, j] = sum_p a[j, p] moments[i, p] for the steps idx, with l_j(x) = sum_p a[j, p] x^p the
-    Lagrange basis through the nodes (x_{i+offsets_j} - x_i) / step_i. Returns (len(idx), q, k)."""
-    q = offsets.numel()
-    nodes = (x_grid[idx[:, None] + offsets] - x_grid[idx, None]) / x_step[idx, None]  # (n, q)
-    V = nodes[..., None] ** torch.arange(q, dtype=torch.float64)  # V[l, p]
-    a = torch.linalg.inv(V).transpose(-1, -2)  # a[j, p]
-    return a @ moments[idx, :q]
-
-
-def default_gls_steps(order: int) -> int:
-    """max(3, 4k - 3): the most steps for which ``ei`` runs the GLS plan (`kinetic.solvers.gls`) on an SDE of
-    order k (3 for VP, 5 for CLD and PSLD, 9 for HOLD, 13 for langevin(4)). It is set from the crossovers
-    measured on trained digit models, an MLP and the default U-Net (docs/study.md, few-step sampling): the GLS
-    plan is the better sampler (fd-digits) up to 5 steps for CLD on the MLP and 6 on the U-Net (at 6 either
-    choice costs one model about 15%), and up to 7 steps for HOLD on the MLP and 9 on the U-Net (at 8-9 it
-    saves the U-Net 20-36% and costs the MLP 10-28%). The value for k >= 4 is an extrapolation. With exact scores
-    the GLS plan is the only sampler within 3x of the floor at 5 NFE for every preset (docs/benchmarks.md)."""
-    return max(3, 4 * int(order) - 3)
+def default_gls_steps(sde_order: int) -> int:
+    """max(3, 4k - 3): the most steps for which ``ei`` (eta = 0) runs the GLS plan (`kinetic.solvers.gls`)
+    on an SDE of order k: 3 for VP, 5 for CLD and PSLD, 9 for HOLD, 13 for langevin(4). The measurements
+    behind the rule are in docs/study.md, "Few-step sampling of trained networks"."""
+    return max(3, 4 * int(sde_order) - 3)
 
 
 @register
-class ExponentialIntegrator(FixedGridSolver):
-    """gDDIM-style exponential integrator. Options: ``order`` (1 to 4: multistep in ``poly``; None, the
-    default: 3, and 2 for a GLS run),
-    ``eta`` (lambda: 0 probability flow, 1 reverse SDE; ``stochastic=True`` means eta = 1), ``data_std``
-    (sigma_d, the std of the Gaussian reference for which every step is exact; default 0.5 = EDM's
-    sigma_data for data in [-1, 1]; 0 = gDDIM's R_t, exact for a point mass), ``poly`` (the
-    polynomial variable: "t" (gDDIM/DEIS), "logtau", "lambda", "logsigma"), ``corrector`` (True: after
-    each evaluation the step just taken is redone with the polynomial through its new end point, UniPC's
-    corrector generalised to k blocks, no extra NFE, one order more; None, the default: on for the
-    deterministic sampler (eta = 0), off for eta > 0, where it loses at 5 NFE in docs/benchmarks.md),
-    ``ds`` (RK4 step in log tau times the rate, for the coefficients), ``gls_steps`` (deterministic runs
-    of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow: the
-    plan of `kinetic.solvers.gls`, order 2 + corrector unless ``order`` is given; None, the default:
-    `default_gls_steps`: 3 for VP, 5 for CLD/PSLD, 9 for HOLD; 0: never). Its default grid is ``band``
-    (`kinetic.grids`), the best one for every preset at 5-10 NFE in docs/benchmarks.md."""
+class ExponentialIntegrator(MultistepSolver):
+    """gDDIM-style exponential integrator (see the module). Options:
+
+    ``multistep`` (1 to 4: past data predictions in the polynomial in ``poly``; None, the default: 3, and 2
+    for a GLS run); ``eta`` (lambda: 0 probability flow, 1 reverse SDE); ``data_std`` (sigma_d, the std of
+    the Gaussian reference for which every step is exact; default 0.5 = EDM's sigma_data for data in
+    [-1, 1]; 0 = gDDIM's R_t, exact for a point mass); ``poly`` (the polynomial variable: "t"
+    (gDDIM/DEIS), "logtau", "lambda", "logsigma"); ``corrector`` (True: after each evaluation the step
+    just taken is redone with the polynomial through its new end point, UniPC's corrector generalised to
+    k blocks, no extra NFE, one order more; None, the default: on for eta = 0, off for eta > 0);
+    ``ds`` (RK4 step in log tau times the rate, for the coefficients); ``gls_steps`` (deterministic runs
+    of at most this many steps integrate the VE flow of the GLS estimate instead of the k-block flow:
+    the plan of `kinetic.solvers.gls`; None, the default: `default_gls_steps`; 0: never). Default grid
+    ``band`` (`kinetic.grids`); docs/benchmarks.md, "Few-step sampling with exact scores", compares the
+    choices."""
 
     name = "ei"
-    defaults = {"order": None, "eta": 0.0, "stochastic": False, "data_std": 0.5, "ds": 0.02, "poly": "t",
-                "corrector": None, "gls_steps": None}
+    schema = {
+        "multistep": (optional(MULTISTEP_CHECK, "3, and 2 for a GLS run"), None),
+        "eta": (number(0.0), 0.0),
+        "data_std": (DATA_STD_CHECK, 0.5),
+        "ds": (number(0.0, positive=True, maximum=1.0), 0.02),
+        "poly": (one_of(*POLY_VARIABLES), "t"),
+        "corrector": (one_of(True, False, None, text="True, False or None (on when eta = 0)"), None),
+        "gls_steps": (optional(integer(0), "default_gls_steps"), None),
+    }
     default_grid = "band"
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        o = self.options
-        if o["order"] is not None and (isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4)):
-            raise ValueError(f"ei: order must be 1, 2, 3 or 4 (or None: 3), got {o['order']!r}")
-        if o["corrector"] is not None and not isinstance(o["corrector"], bool):
-            raise ValueError(f"ei: corrector must be True, False or None (on when eta = 0), got {o['corrector']!r}")
-        g = o["gls_steps"]
-        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 0):
-            raise ValueError(f"ei: gls_steps must be an integer >= 0 or None (default_gls_steps), got {g!r}")
-        self.eta = _number("eta", o["eta"])
-        if o["stochastic"] and self.eta == 0.0:
-            self.eta = 1.0
-        self.data_std = _number("data_std", o["data_std"])
-        self.ds = _number("ds", o["ds"])
-        if not (0 < self.ds <= 1):
-            raise ValueError(f"ei: ds must lie in (0, 1], got {o['ds']!r}")
-        if o["poly"] not in POLY_VARIABLES:
-            raise ValueError(f"ei: poly must be one of {', '.join(map(repr, POLY_VARIABLES))}, got {o['poly']!r}")
+    @property
+    def eta(self) -> float:  # type: ignore[override]
+        return self.options["eta"]
+
+    def multistep_for(self, gls: bool) -> int:
+        return int(self.options["multistep"] or (2 if gls else 3))
 
     @property
-    def corrector(self) -> bool:
-        c = self.options["corrector"]
-        return self.eta == 0 if c is None else bool(c)
+    def convergence_order(self) -> int:
+        """The convergence order on grids of more than ``gls_steps`` steps (the k-block flow)."""
+        return super().convergence_order
 
-    @property
-    def order(self) -> int:
-        """The order on grids of more than ``gls_steps`` steps (the k-block flow)."""
-        return int(self.options["order"] or 3) + int(self.corrector and self.eta == 0)
-
-    def uses_gls(self, steps: int, order: int) -> bool:
-        """Whether a run of ``steps`` steps on an SDE of order k = ``order`` uses the GLS plan (`kinetic.solvers.gls`)."""
+    def uses_gls(self, steps: int, sde_order: int) -> bool:
+        """Whether a run of ``steps`` steps on an SDE of order k = ``sde_order`` uses the GLS plan."""
         g = self.options["gls_steps"]
-        return self.eta == 0 and steps <= (default_gls_steps(order) if g is None else g)
+        return self.eta == 0 and steps <= (default_gls_steps(sde_order) if g is None else g)
 
-    @property
-    def stochastic(self) -> bool:
-        return self.eta > 0
-
-    def plan(self, sde, ts):
-        o = self.options
+    def build_plan(self, sde, ts):
         if self.uses_gls(ts.numel() - 1, sde.order):
-            from . import gls
-
-            return gls.plan(sde, ts, order=int(o["order"] or 2), data_std=self.data_std, corrector=self.corrector)
-        return plan(sde, ts, order=int(o["order"] or 3), eta=self.eta, data_std=self.data_std, ds=self.ds, poly=o["poly"],
-                    corrector=self.corrector)
-
-    def step(self, i, z, plan, score, noise, state):
-        s = score(z, plan["t_score"][i])
-        mu = (mix(plan["score_coef"][i : i + 1], s) + mix(plan["state_coef"][i : i + 1], z))[:, 0]
-        history = state.setdefault("data", [])  # data predictions, newest first
-        history.insert(0, mu)
-        if "corrector_weights" in plan and i > 0:
-            # redo the step just taken with the polynomial through its new end point (no extra NFE)
-            Wc = plan["corrector_weights"][i - 1]
-            z = mix(plan["transition"][i - 1], state["start"]) + state["noise"]
-            for j, mu_j in enumerate(history[: Wc.shape[0]]):
-                z = z + Wc[j][None, :, None] * mu_j[:, None, :]
-        W = plan["data_weights"][i]
-        del history[W.shape[0] :]  # the predictor's nodes; the corrector adds the next one
-        new = mix(plan["transition"][i], z)
-        for j, mu_j in enumerate(history[: W.shape[0]]):
-            new = new + W[j][None, :, None] * mu_j[:, None, :]
-        xi = mix(plan["noise_chol"][i], noise(z.shape[1])) if "noise_chol" in plan else torch.zeros_like(z[:1])
-        if "corrector_weights" in plan:
-            state["start"], state["noise"] = z, xi
-        return new + xi
-
-
-def _number(name: str, value, solver: str = "ei") -> float:
-    """A finite float >= 0 named in the error."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{solver}: {name} must be a finite number >= 0, got {value!r}")
-    return v
+            return gls_plan(sde, ts, multistep=self.multistep_for(True), data_std=self.data_std,
+                            corrector=self.corrector)
+        return kblock_plan(sde, ts, multistep=self.multistep_for(False), eta=self.eta, data_std=self.data_std,
+                           ds=self.options["ds"], poly=self.options["poly"], corrector=self.corrector)

@@ -12,48 +12,62 @@ the probability-flow ODE (score weight 1/2, no noise). Weak order 1; one score e
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
+from torch import Tensor
 
-from . import register
-from .base import FixedGridSolver, mix, noised_diffusion_factor, step_sizes
+from .base import FixedGridSolver, StepPlan, mix, noised_diffusion_factor, one_of, step_sizes
+from .registry import register
+
+__all__ = ["EulerMaruyama", "EulerPlan", "euler_plan", "euler_step"]
 
 
-def euler_plan(sde, ts, stochastic: bool) -> dict:
-    """Per step i: "linear" I - h beta A (N, k, k), "score" c h beta D[:, N] (N, k, m) with c = 1 (SDE)
-    or 1/2 (ODE), and "noise" sqrt(h beta) E (N, k, m) (stochastic only); beta at t_i."""
+@dataclasses.dataclass
+class EulerPlan(StepPlan):
+    """Per step i: ``linear`` I - h beta A (N, k, k), ``score`` c h beta D[:, N] (N, k, m) with c = 1
+    (SDE) or 1/2 (ODE), ``noise`` sqrt(h beta) E (N, k, m) (stochastic only, else None); beta at t_i."""
+
+    linear: Tensor
+    score: Tensor
+    noise: Tensor | None = None
+
+
+def euler_plan(sde, ts, stochastic: bool) -> EulerPlan:
+    """The `EulerPlan` of the grid ts."""
     q = step_sizes(sde, ts)
-    hb = q["h"] * q["beta"][:-1]  # (N,)
+    hb = q.h * q.beta[:-1]  # (N,)
     k = sde.order
-    plan = {
-        "linear": torch.eye(k, dtype=torch.float64) - hb[:, None, None] * sde.drift_matrix,
-        "score": hb[:, None, None] * sde.reverse_score_columns(1.0 if stochastic else 0.0),
-        "t_score": q["t"][:-1],
-    }
-    if stochastic:
-        plan["noise"] = hb.sqrt()[:, None, None] * noised_diffusion_factor(sde)
-    return plan
+    return EulerPlan(
+        t_score=q.t[:-1],
+        linear=torch.eye(k, dtype=torch.float64) - hb[:, None, None] * sde.drift_matrix,
+        score=hb[:, None, None] * sde.reverse_score_columns(1.0 if stochastic else 0.0),
+        noise=hb.sqrt()[:, None, None] * noised_diffusion_factor(sde) if stochastic else None,
+    )
 
 
-def euler_step(i: int, z, plan: dict, score, noise):
-    """One Euler(-Maruyama) step with the `euler_plan` coefficients; z (n, k, d)."""
-    s = score(z, plan["t_score"][i])
-    z = mix(plan["linear"][i], z) + mix(plan["score"][i], s)
-    if "noise" in plan:
-        E = plan["noise"][i]
+def euler_step(i: int, z, plan: EulerPlan, score, noise):
+    """One Euler(-Maruyama) step with the `EulerPlan` coefficients; z (n, k, d)."""
+    s = score(z, plan.t_score[i])
+    z = mix(plan.linear[i], z) + mix(plan.score[i], s)
+    if plan.noise is not None:
+        E = plan.noise[i]
         z = z + mix(E, noise(E.shape[-1]))
     return z
 
 
 @register
 class EulerMaruyama(FixedGridSolver):
+    """Options: ``probability_flow`` (True: the Euler step of the probability-flow ODE, no noise)."""
+
     name = "em"
-    defaults = {"probability_flow": False}
+    schema = {"probability_flow": (one_of(True, False, text="True or False"), False)}
 
     @property
     def stochastic(self) -> bool:
         return not bool(self.options["probability_flow"])
 
-    def plan(self, sde, ts):
+    def build_plan(self, sde, ts):
         return euler_plan(sde, ts, self.stochastic)
 
     def step(self, i, z, plan, score, noise, state):

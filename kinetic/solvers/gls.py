@@ -22,11 +22,11 @@ The VE step is exact in its linear part with a Gaussian reference of std sigma_d
 N(m, sigma_d^2); `ei`'s data prediction for the same reference) the ODE in lambda = -log sigma is
 dy/dlambda = a (mu - y), a = sigma^2 / (sigma_d^2 + sigma^2), whose transition from lambda to lambda'
 is Phi = sqrt((sigma_d^2 + sigma'^2) / (sigma_d^2 + sigma^2)). mu is a polynomial in log sigma through
-the last ``order`` predictions (Adams-Bashforth, DPM-Solver++'s multistep), with the UniPC corrector
+the last ``multistep`` predictions (Adams-Bashforth, DPM-Solver++'s multistep), with the UniPC corrector
 (Zhao et al. 2023) on by default: the weights are int Phi(lambda' <- u) a(u) l_j(u) du, computed by
-composite Gauss-Legendre quadrature in lambda, with the zeroth moment 1 - Phi exact. The step uses
-`ei`'s loop: z' = F z + sum_j W_j mu_j with F = Phi c' g^T + T, g^T = sigma^2 c^T Sigma^-1 (y = g . z),
-T the transport of p, and W_j = w_j c'. No k x k ODE is integrated, so the plan is closed form
+composite Gauss-Legendre quadrature in lambda, with the zeroth moment 1 - Phi exact. The step is
+the multistep step of `kinetic.solvers.multistep`: z' = F z + sum_j W_j mu_j with F = Phi c' g^T + T,
+g^T = sigma^2 c^T Sigma^-1 (y = g . z), T the transport of p, and W_j = w_j c'. No k x k ODE is integrated, so the plan is closed form
 (docs/math.md, "The GLS sampler").
 
 Deterministic only (eta = 0); for the stochastic lambda-family use ``ei``. Its default grid is
@@ -39,11 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import register
-from .base import FixedGridSolver
-from .ei import MAX_MOMENT, ExponentialIntegrator, _number, _reference, layout
+from .base import number
+from .multistep import (
+    CORRECTOR_CHECK, DATA_STD_CHECK, MAX_MOMENT, MULTISTEP_CHECK, MultistepPlan, MultistepSolver, multistep_plan,
+    reference_terms,
+)
+from .registry import register
 
-__all__ = ["GLSIntegrator", "plan"]
+__all__ = ["GLSIntegrator", "gls_plan", "moments"]
 
 F64 = torch.float64
 _NODES, _WEIGHTS = (torch.tensor(a, dtype=F64) for a in np.polynomial.legendre.leggauss(8))
@@ -89,10 +92,8 @@ def moments(sigma: Tensor, data_std: float) -> tuple[Tensor, Tensor]:
     return phi, m
 
 
-def plan(sde, ts: Tensor, *, order: int = 2, data_std: float = 0.5, corrector: bool = True) -> dict:
-    """Per-step float64 CPU coefficients on the grid ``ts`` (N steps), in `ei.plan`'s layout:
-    "transition" F (N, k, k), "data_weights" (N, order, k), "corrector_weights" (N, order + 1, k) with
-    ``corrector``, "score_coef" (N, m) and "state_coef" (N, k) (the data prediction mu), "t_score" (N,)."""
+def gls_plan(sde, ts: Tensor, *, multistep: int = 2, data_std: float = 0.5, corrector: bool = True) -> MultistepPlan:
+    """The float64 CPU `MultistepPlan` of the VE flow of the GLS estimate on the grid ``ts`` (N steps)."""
     t = ts.to(F64).cpu()
     k = sde.order
     co = sde.coefficients(t)
@@ -110,39 +111,37 @@ def plan(sde, ts: Tensor, *, order: int = 2, data_std: float = 0.5, corrector: b
     x_step = x_grid[:-1] - x_grid[1:]
     if not bool((x_step > 0).all()):
         raise ValueError("gls: sigma_tilde must decrease strictly along the grid; use fewer steps or another grid")
-    return layout(F, mom, x_grid, _reference(sde, t, data_std, 1.0), t, order, corrector)
+    return multistep_plan(F, mom, x_grid, reference_terms(sde, t, data_std, 1.0), t, multistep, corrector)
+
+
+def _deterministic(v):
+    """eta of ``gls``: only 0."""
+    if number(0.0)(v) != 0.0:
+        raise ValueError("must be 0 (it is deterministic); use solver='ei' for eta > 0")
+    return 0.0
 
 
 @register
-class GLSIntegrator(ExponentialIntegrator):
-    """The exponential integrator on the GLS estimate of the data (see the module). Options: ``order``
-    (1 to 4: multistep in log sigma_tilde; default 2), ``corrector`` (UniPC's, no extra NFE, one order
-    more; default on), ``data_std`` (the std of the Gaussian reference for which every step is exact;
-    default 0.5, as for ``ei``). Deterministic: ``eta`` must be 0 (use ``ei`` for eta > 0). Default grid
-    ``band``: the defaults are the best in docs/benchmarks.md at 5-10 NFE for every preset."""
+class GLSIntegrator(MultistepSolver):
+    """The exponential integrator on the GLS estimate of the data (see the module). Options: ``multistep``
+    (1 to 4: past data predictions in the polynomial in log sigma_tilde; default 2), ``corrector``
+    (UniPC's, no extra NFE, one order more; default on), ``data_std`` (the std of the Gaussian reference
+    for which every step is exact; default 0.5, as for ``ei``). Deterministic: ``eta`` must be 0 (use
+    ``ei`` for eta > 0). Default grid ``band``; docs/benchmarks.md, "The `gls` sampler", compares the
+    choices."""
 
     name = "gls"
-    defaults = {"order": 2, "corrector": True, "data_std": 0.5, "eta": 0.0}
+    schema = {
+        "multistep": (MULTISTEP_CHECK, 2),
+        "corrector": (CORRECTOR_CHECK, True),
+        "data_std": (DATA_STD_CHECK, 0.5),
+        "eta": (_deterministic, 0.0),
+    }
     default_grid = "band"
 
-    def __init__(self, **options):
-        FixedGridSolver.__init__(self, **options)
-        o = self.options
-        if isinstance(o["order"], bool) or o["order"] not in (1, 2, 3, 4):
-            raise ValueError(f"gls: order must be 1, 2, 3 or 4, got {o['order']!r}")
-        if o["corrector"] is not None and not isinstance(o["corrector"], bool):
-            raise ValueError(f"gls: corrector must be True, False or None (on), got {o['corrector']!r}")
-        if _number("eta", o["eta"], "gls") != 0.0:
-            raise ValueError(f"gls: eta must be 0 (it is deterministic), got {o['eta']!r}; use solver='ei' for eta > 0")
-        self.eta = 0.0
-        self.data_std = _number("data_std", o["data_std"], "gls")
-
-    @property
-    def corrector(self) -> bool:
-        return self.options["corrector"] is not False
-
-    def uses_gls(self, steps: int, order: int) -> bool:
+    def uses_gls(self, steps: int, sde_order: int) -> bool:
+        """Always: every run of ``gls`` uses the GLS plan."""
         return True
 
-    def plan(self, sde, ts):
-        return plan(sde, ts, order=int(self.options["order"]), data_std=self.data_std, corrector=self.corrector)
+    def build_plan(self, sde, ts):
+        return gls_plan(sde, ts, multistep=self.multistep_for(True), data_std=self.data_std, corrector=self.corrector)

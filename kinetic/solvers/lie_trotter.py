@@ -8,8 +8,8 @@ linear step over the whole interval. Weak order 1, one score evaluation per step
 
 from __future__ import annotations
 
-from . import register
 from .base import FixedGridSolver
+from .registry import register
 from .sscs import linear_step, score_step, splitting_plan
 
 __all__ = ["LieTrotter"]
@@ -20,15 +20,15 @@ class LieTrotter(FixedGridSolver):
     """Euler score step at (z_i, t_i), then the exact reverse linear step over [t_{i+1}, t_i]."""
 
     name = "lie_trotter"
-    defaults = {}
+    schema = {}
 
     @property
     def stochastic(self) -> bool:
         return True
 
-    def plan(self, sde, ts):
+    def build_plan(self, sde, ts):
         return splitting_plan(sde, ts, halves=False)
 
     def step(self, i, z, plan, score, noise, state):
-        z = score_step(z, score(z, plan["t_score"][i]), plan["score"][i], plan["kappa"])
-        return linear_step(z, plan["lin"][i], plan["noise"][i], noise)
+        z = score_step(z, score(z, plan.t_score[i]), plan.score[i], plan.kappa)
+        return linear_step(z, plan.lin[i], plan.noise[i], noise)

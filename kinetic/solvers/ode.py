@@ -5,16 +5,17 @@ Differential Equations", Eq. 13), integrated by torchdiffeq's adaptive Dormand-P
 
 from T down to t_eps (the grid's end points; ``steps`` and the grid's interior are ignored), with
 kinetic's per-example error norm and a step cap (`kinetic.solvers.adaptive`). Every score is
-checked for nan/inf (the adaptive loop synchronises on every step anyway).
+checked for nan/inf when it is made (the adaptive loop synchronises on every step anyway). Takes no
+``transform``: there are no fixed steps to apply it after.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from . import register
 from .adaptive import dopri5
-from .base import Solver, check_finite_score, checked
+from .base import Solver, check_finite_score, integer, number
+from .registry import register
 
 
 @register
@@ -22,26 +23,15 @@ class ProbabilityFlowODE(Solver):
     """Adaptive DOPRI5 on the probability-flow ODE; options ``rtol``, ``atol``, ``max_steps``."""
 
     name = "ode"
-    defaults = {"rtol": 1e-5, "atol": 1e-5, "max_steps": 10_000}
+    schema = {"rtol": (number(0.0, positive=True), 1e-5), "atol": (number(0.0, positive=True), 1e-5),
+              "max_steps": (integer(1), 10_000)}
     default_grid = "uniform"  # only the end points are used
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        for key in ("rtol", "atol"):
-            v = self.options[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"ode: {key} must be a positive number, got {v!r}")
-        v = self.options["max_steps"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"ode: max_steps must be an integer >= 1, got {v!r}")
-
     @property
-    def order(self) -> int:
+    def convergence_order(self) -> int:
         return 5
 
-    def run(self, sde, score, z, ts, *, generator=None, noise_sampler=None, callback=None, plan=None):
-        score = checked(score, sde)
-        nfe0 = score.nfe
+    def integrate(self, sde, score, z, ts, plan, *, generator, noise_sampler, emit, transform):
         n = z.shape[0]
 
         def f(t: Tensor, y: Tensor) -> Tensor:
@@ -51,8 +41,7 @@ class ProbabilityFlowODE(Solver):
             return sde.reverse_drift(y, t.expand(n), s, probability_flow=True)
 
         o = self.options
-        y, steps = dopri5(f, z, float(ts[0]), float(ts[-1]), rtol=o["rtol"], atol=o["atol"], max_steps=o["max_steps"],
+        y, steps = dopri5(f, z, plan.times[0], plan.times[-1], rtol=o["rtol"], atol=o["atol"], max_steps=o["max_steps"],
                           what="ode sampler")
-        if callback is not None:
-            callback({"step": steps, "t": float(ts[-1]), "z": y, "nfe": score.nfe - nfe0})
-        return y, score.nfe - nfe0
+        emit(steps, plan.times[-1], y)
+        return y

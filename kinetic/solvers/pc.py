@@ -14,27 +14,29 @@ the others and never correct the data block: such SDEs are refused.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import torch
+from torch import Tensor
 
-from . import register
-from .base import FixedGridSolver
-from .em import euler_plan, euler_step
+from .base import FixedGridSolver, integer, number
+from .em import EulerPlan, euler_plan, euler_step
+from .registry import register
+
+__all__ = ["PredictorCorrector", "PCPlan"]
+
+
+@dataclasses.dataclass
+class PCPlan(EulerPlan):
+    """The Euler-Maruyama predictor's `EulerPlan` and ``alpha`` (N,), the corrector's step-size factor."""
+
+    alpha: Tensor | None = None
 
 
 @register
 class PredictorCorrector(FixedGridSolver):
     name = "pc"
-    defaults = {"snr": 0.16, "n_corrector": 1}
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        snr, nc = self.options["snr"], self.options["n_corrector"]
-        if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not (snr >= 0 and math.isfinite(snr)):
-            raise ValueError(f"pc: snr must be a finite number >= 0, got {snr!r}")
-        if isinstance(nc, bool) or not isinstance(nc, int) or nc < 0:
-            raise ValueError(f"pc: n_corrector must be an integer >= 0, got {nc!r}")
+    schema = {"snr": (number(0.0), 0.16), "n_corrector": (integer(0), 1)}
 
     @property
     def stochastic(self) -> bool:
@@ -48,20 +50,19 @@ class PredictorCorrector(FixedGridSolver):
                 "blocks; use sscs, ei or em instead"
             )
 
-    def plan(self, sde, ts):
-        plan = euler_plan(sde, ts, stochastic=True)
+    def build_plan(self, sde, ts):
         hb = (ts[:-1] - ts[1:]) * sde.beta(ts[:-1])
-        plan["alpha"] = torch.exp(2.0 * hb * float(torch.trace(sde.drift_matrix)) / sde.order)
-        return plan
+        alpha = torch.exp(2.0 * hb * float(torch.trace(sde.drift_matrix)) / sde.order)
+        return PCPlan(**vars(euler_plan(sde, ts, stochastic=True)), alpha=alpha)
 
     def step(self, i, z, plan, score, noise, state):
         n = z.shape[0]
         snr = float(self.options["snr"])
         for _ in range(self.options["n_corrector"]):
-            g = score(z, plan["t_score"][i])
+            g = score(z, plan.t_score[i])
             xi = noise(z.shape[1])
             gn = torch.linalg.vector_norm(g.reshape(n, -1), dim=-1).mean()
             nn = torch.linalg.vector_norm(xi.reshape(n, -1), dim=-1).mean()
-            eps = 2.0 * plan["alpha"][i] * (snr * nn / gn) ** 2
+            eps = 2.0 * plan.alpha[i] * (snr * nn / gn) ** 2
             z = z + eps * g + torch.sqrt(2.0 * eps) * xi
         return euler_step(i, z, plan, score, noise)

@@ -23,13 +23,33 @@ it first order overall (a Strang splitting is second order only with a second-or
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
+from torch import Tensor
 
 from .. import linalg
-from . import register
-from .base import FixedGridSolver, mix, noised_columns, step_sizes
+from .base import FixedGridSolver, StepPlan, mix, noised_columns, one_of, step_sizes
+from .registry import register
 
-__all__ = ["SSCS", "reversed_linear_part", "linear_steps", "splitting_plan"]
+__all__ = ["SSCS", "SplittingPlan", "reversed_linear_part", "linear_steps", "splitting_plan"]
+
+
+@dataclasses.dataclass
+class SplittingPlan(StepPlan):
+    """Coefficients of the splitting samplers (N steps): ``score`` dtau_i D[:, N] (N, k, m), ``kappa``
+    (m, k), and the exact linear steps (transition and noise factor, (N, k, k)): with halves
+    ``lin1``/``noise1`` over [t_i - h/2, t_i] and ``lin2``/``noise2`` over [t_{i+1}, t_i - h/2],
+    otherwise ``lin``/``noise`` over the whole step (the others None)."""
+
+    score: Tensor
+    kappa: Tensor
+    lin1: Tensor | None = None
+    noise1: Tensor | None = None
+    lin2: Tensor | None = None
+    noise2: Tensor | None = None
+    lin: Tensor | None = None
+    noise: Tensor | None = None
 
 
 def reversed_linear_part(sde) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,29 +75,25 @@ def linear_steps(sde, dtau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return phi, linalg.safe_cholesky(Q)
 
 
-def splitting_plan(sde, ts: torch.Tensor, halves: bool, score_time: str = "start") -> dict:
-    """Float64 coefficients of the splitting samplers for the grid ts (N steps):
-
-    "score" dtau_i D[:, N] (N, k, m), "kappa" (m, k), "t_score" (N,) and the exact linear steps:
-    with ``halves`` "lin1"/"noise1" over [t_i - h/2, t_i] and "lin2"/"noise2" over
-    [t_{i+1}, t_i - h/2] (transition and noise factor, (N, k, k)); otherwise "lin"/"noise" over
-    the whole step."""
+def splitting_plan(sde, ts: torch.Tensor, halves: bool, score_time: str = "start") -> SplittingPlan:
+    """The float64 `SplittingPlan` of the grid ts: exact linear half steps with ``halves`` (SSCS), whole
+    steps otherwise (Lie-Trotter); the score at each step's start or, with ``score_time="mid"``, midpoint."""
     q = step_sizes(sde, ts)
     _, kappa = reversed_linear_part(sde)
-    t = q["t"]
-    plan = {
-        "score": q["dtau"][:, None, None] * noised_columns(sde),  # Euler in tau: dtau = int beta dt
-        "kappa": kappa.reshape(len(sde.noised_blocks), sde.order),
-        "t_score": t[:-1] if score_time == "start" else 0.5 * (t[:-1] + t[1:]),
-    }
+    t = q.t
+    plan = SplittingPlan(
+        score=q.dtau[:, None, None] * noised_columns(sde),  # Euler in tau: dtau = int beta dt
+        kappa=kappa.reshape(len(sde.noised_blocks), sde.order),
+        t_score=t[:-1] if score_time == "start" else 0.5 * (t[:-1] + t[1:]),
+    )
     if halves:
         taum = sde.tau(0.5 * (t[:-1] + t[1:]))
-        d1, d2 = q["tau"][:-1] - taum, taum - q["tau"][1:]
+        d1, d2 = q.tau[:-1] - taum, taum - q.tau[1:]
         phi, L = linear_steps(sde, torch.cat([d1, d2]))
         n = len(d1)
-        plan.update(lin1=phi[:n], noise1=L[:n], lin2=phi[n:], noise2=L[n:])
+        plan.lin1, plan.noise1, plan.lin2, plan.noise2 = phi[:n], L[:n], phi[n:], L[n:]
     else:
-        plan["lin"], plan["noise"] = linear_steps(sde, q["dtau"])
+        plan.lin, plan.noise = linear_steps(sde, q.dtau)
     return plan
 
 
@@ -95,21 +111,16 @@ def score_step(z: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, kappa: torc
 @register
 class SSCS(FixedGridSolver):
     name = "sscs"
-    defaults = {"score_time": "start"}
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.options["score_time"] not in ("start", "mid"):
-            raise ValueError(f"sscs: score_time must be 'start' or 'mid', got {self.options['score_time']!r}")
+    schema = {"score_time": (one_of("start", "mid"), "start")}
 
     @property
     def stochastic(self) -> bool:
         return True
 
-    def plan(self, sde, ts):
+    def build_plan(self, sde, ts):
         return splitting_plan(sde, ts, halves=True, score_time=self.options["score_time"])
 
     def step(self, i, z, plan, score, noise, state):
-        z = linear_step(z, plan["lin1"][i], plan["noise1"][i], noise)
-        z = score_step(z, score(z, plan["t_score"][i]), plan["score"][i], plan["kappa"])
-        return linear_step(z, plan["lin2"][i], plan["noise2"][i], noise)
+        z = linear_step(z, plan.lin1[i], plan.noise1[i], noise)
+        z = score_step(z, score(z, plan.t_score[i]), plan.score[i], plan.kappa)
+        return linear_step(z, plan.lin2[i], plan.noise2[i], noise)
