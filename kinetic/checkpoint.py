@@ -16,7 +16,8 @@ unpickled. It is a dict::
     sde               LinearSDE.spec()
     model_config      {"kind", "size", "data_shape", "order", "parameterization", "data_std",
                        "input_scaling", "num_classes"}  (num_classes: 0 unconditional; absent in
-                       checkpoints written before class labels existed, read as 0)
+                       checkpoints written before class labels existed, read as 0; kind "custom":
+                       a network the user gave, its class in "network", size None)
     config            TrainConfig.to_dict()
     history           {"step": [...], "loss": [...], "window": [...],
                        "eval_step": [...], "eval_value": [...], "eval_metric": str}  (eval_*: optional)
@@ -159,29 +160,30 @@ def _non_finite(state: dict[str, Any]) -> list[str]:
     return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
+def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None, network=None):
     """Rebuild the trained model of a checkpoint: returns ``(score_model, ckpt)``.
 
     ``score_model`` is a `kinetic.score.ScoreModel` in eval mode holding the EMA weights
     (``ema=False``: the raw weights); ``score_model.score`` is a ``score_fn`` for the samplers
     (``score(z, t, labels)`` for a conditional model: ``score_model.num_classes`` > 0) and
-    ``score_model.sde`` the SDE it was trained for. Non-finite weights raise CheckpointError
-    naming the tensors.
+    ``score_model.sde`` the SDE it was trained for. A run trained with its own network
+    (``kn.train(config, network=...)``) needs it again: ``network`` an instance (its weights are
+    replaced), its class or a constructor taking no arguments. Non-finite weights raise
+    CheckpointError naming the tensors.
     """
-    # kinetic.models is the repository's models/ folder, installed under that name (pyproject package-dir)
-    from .models import build_model
-    from .score import ScoreModel, output_blocks
     from .sde import LinearSDE
+    from .training.parts import build_network, score_model
 
     ckpt = load_checkpoint(path)
     where = checkpoint_file(path)
-    mc = ckpt["model_config"]
+    mc = {**MODEL_CONFIG_DEFAULTS, **ckpt["model_config"]}
+    if mc.get("kind") == "custom" and network is None:
+        name = str(mc.get("network", "a custom network"))[:200]
+        raise CheckpointError(f"checkpoint {where} holds its own network ({name}), not one of kinetic's: pass it, "
+                              f"load_model(..., network={name.rsplit('.', 1)[-1]}(...))")
     try:
         sde = LinearSDE.from_spec(ckpt["sde"])
-        net = build_model(
-            mc["kind"], mc["size"], mc["data_shape"], mc["order"], output_blocks(sde, mc["parameterization"]),
-            num_classes=int(mc.get("num_classes", MODEL_CONFIG_DEFAULTS["num_classes"])),
-        )
+        net = build_network(mc, sde, network)
         which = "ema" if ema and ckpt.get("ema") is not None else "model"
         weights = ckpt[which]
         bad = _non_finite(weights)
@@ -192,9 +194,7 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
                 "before it was written; use an earlier checkpoint"
             )
         net.load_state_dict(weights)
-        sm = ScoreModel(
-            net, sde, mc["parameterization"], data_std=mc.get("data_std", 1.0), input_scaling=mc.get("input_scaling", True)
-        )
+        sm = score_model(net, sde, mc)
     except CheckpointError:
         raise
     except (KeyError, ValueError, RuntimeError, TypeError, ArithmeticError) as err:

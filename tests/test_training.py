@@ -284,15 +284,15 @@ def test_ddp_rank_streams_and_sharding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda m, **k: m)  # no process group here
     cfg = tiny(tmp_path)
-    t0 = Trainer(cfg, dist_info=DistInfo(rank=0, world_size=2))
-    t1 = Trainer(cfg, dist_info=DistInfo(rank=1, world_size=2))
+    t0 = Trainer.from_config(cfg, dist_info=DistInfo(rank=0, world_size=2))
+    t1 = Trainer.from_config(cfg, dist_info=DistInfo(rank=1, world_size=2))
     assert t0.local_batch == 16 and t0.data.shape[0] == 256
     assert not torch.equal(t0.data[:5], t1.data[:5])
     for a, b in zip(t0.net.parameters(), t1.net.parameters()):
         assert torch.equal(a, b)  # identical initial weights on every rank
     assert not torch.equal(t0.data_gen.get_state(), t1.data_gen.get_state())
     with pytest.raises(ConfigError, match="divisible"):
-        Trainer(tiny(tmp_path, batch_size=15), dist_info=DistInfo(rank=0, world_size=2))
+        Trainer.from_config(tiny(tmp_path, batch_size=15), dist_info=DistInfo(rank=0, world_size=2))
 
 
 # ---------------------------------------------------------------------- CLI

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from torch import nn
+
 from ..checkpoint import CHECKPOINT_NAME, CheckpointError, _close, load_checkpoint, save_checkpoint
 from ..config import RUN_CONTROL, SAFE_ON_RESUME, ConfigError, TrainConfig
 from ..fileio import atomic_write_text
@@ -35,8 +37,13 @@ class RunDirError(TrainingError):
     """The run directory stopped being writable mid-run; the message says where the state is."""
 
 
-def train(config: TrainConfig, callback: Callback | None = None) -> dict[str, Any]:
+def train(config: TrainConfig, callback: Callback | None = None, *, network: nn.Module | None = None) -> dict[str, Any]:
     """Train a score model as ``config`` says; returns a summary dict.
+
+    ``network``: any ``nn.Module`` ``net(h, t[, labels])`` to train instead of the one ``config``
+    names (h: the state (B, k*D[0], *D[1:]); output: the data shape with `output_blocks` blocks on
+    its first axis); its run resumes with the same module given again, and
+    ``kinetic.load_model(run, network=...)`` loads it back.
 
     Writes (rank 0) into the run directory ``config.out_dir()`` (see `kinetic.training.rundir`):
     config.toml, checkpoint.pt every ``ckpt_every`` steps and at the end (atomically),
@@ -57,7 +64,7 @@ def train(config: TrainConfig, callback: Callback | None = None) -> dict[str, An
     dist_info = init_distributed(config.device)
     try:
         emit = callback if (callback is not None and dist_info.is_main) else (lambda d: None)
-        return _claim_and_run(config, dist_info, emit)
+        return _claim_and_run(config, dist_info, emit, network)
     finally:
         shutdown(dist_info)
 
@@ -75,7 +82,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
         )
 
 
-def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback) -> dict[str, Any]:
+def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback, network: nn.Module | None) -> dict[str, Any]:
     if cfg.tensorboard and (why := tensorboard_missing()):
         raise ConfigError(why, "tensorboard")
     run = RunDir(cfg.out_dir())
@@ -89,13 +96,13 @@ def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback) -> dic
     if not all_ok(dist_info, error is None):
         raise error or ConfigError(f"rank 0 could not claim the run directory {run.path}", "out")
     try:
-        return _run(cfg, run, dist_info, emit)
+        return _run(cfg, run, dist_info, emit, network)
     finally:
         if dist_info.is_main:
             run.release()
 
 
-def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> dict[str, Any]:
+def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback, network: nn.Module | None) -> dict[str, Any]:
     main = dist_info.is_main
     stale = [str(p) for p in run.clean_stale_temp_files()] if main else []
     if cfg.resume and not run.checkpoint.is_file():
@@ -105,7 +112,7 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
             f"{run.path} already holds a checkpoint; resume it (--resume), choose another --out, or pass --overwrite",
             "out",
         )
-    trainer = Trainer(cfg, dist_info=dist_info)
+    trainer = Trainer.from_config(cfg, dist_info=dist_info, network=network)
     if cfg.resume:
         ckpt = load_checkpoint(run.checkpoint, map_location=trainer.device)
         trainer.check_compatible(ckpt, where=str(run.checkpoint))
