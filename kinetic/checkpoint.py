@@ -46,6 +46,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "check_compatible",
+    "same_data",
     "load_model",
     "MODEL_CONFIG_DEFAULTS",
 ]
@@ -127,12 +128,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[st
     return ckpt
 
 
-def _close(a: Any, b: Any, rel: float = 1e-9) -> bool:
+def same_data(a: Any, b: Any, rel: float = 1e-9) -> bool:
     """Structural equality of plain data, floats to a relative tolerance."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+        return a.keys() == b.keys() and all(same_data(a[k], b[k], rel) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_data(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -143,14 +144,14 @@ def _close(a: Any, b: Any, rel: float = 1e-9) -> bool:
 def check_compatible(ckpt: dict[str, Any], sde, model_config: dict[str, Any], where: str = "checkpoint") -> None:
     """CheckpointError unless the checkpoint's SDE (spec) and model configuration match ``sde`` and
     ``model_config`` (what a run resuming from it would build)."""
-    if not _close(ckpt.get("sde"), sde.spec()):
+    if not same_data(ckpt.get("sde"), sde.spec()):
         spec = ckpt.get("sde") or {}
         raise CheckpointError(
             f"{where} was trained with a different SDE ({spec.get('name')!r}, params {spec.get('params')}) than "
             f"this run ({sde.name!r}, params {sde.params}); use another --out or the same SDE settings"
         )
     mc = {**MODEL_CONFIG_DEFAULTS, **ckpt.get("model_config", {})}
-    diff = [k for k in model_config if not _close(mc.get(k), model_config[k])]
+    diff = [k for k in model_config if not same_data(mc.get(k), model_config[k])]
     if diff:
         parts = ", ".join(f"{k}: {mc.get(k)!r} -> {model_config[k]!r}" for k in diff)
         raise CheckpointError(f"{where} has a different model configuration ({parts})")

@@ -46,7 +46,13 @@ def test_config_toml_roundtrip_and_validation(tmp_path):
     assert "[sde_params]" in text and "data_dir" not in text  # None is omitted
     back = TrainConfig.load(path)
     assert back == cfg
-    assert back.build_sde().order == 4 and back.build_sde().params["beta"] == 6.0
+    sde = kinetic.preset(back.sde, order=back.order, **back.sde_params)
+    assert sde.order == 4 and sde.params["beta"] == 6.0
+    # the order alone picks the preset, as `kinetic train --order K` does
+    assert (TrainConfig(order=4).sde, TrainConfig(order=4).order) == ("langevin", 4)
+    assert [TrainConfig(order=k).sde for k in (1, 2, 3)] == ["vp", "cld", "hold"]
+    assert TrainConfig(order=2) == TrainConfig(sde="cld") and TrainConfig() == TrainConfig(sde="hold")
+    assert TrainConfig.resolve(flags={"order": 4}) == TrainConfig(order=4)
     assert TrainConfig().run_name() == "hold-digits" and cfg.run_name() == "langevin4-moons"
     with pytest.raises(ConfigError, match="unknown config field") as e:
         TrainConfig.from_dict({"stepz": 3})

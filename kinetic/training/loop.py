@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..checkpoint import CHECKPOINT_NAME, CheckpointError, _close, load_checkpoint, save_checkpoint
-from ..config import RUN_CONTROL, SAFE_ON_RESUME, ConfigError, TrainConfig
+from ..checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from ..config import SAFE_ON_RESUME, ConfigError, TrainConfig
 from ..fileio import atomic_write_text
 from .distributed import DistInfo, all_ok, barrier, init_distributed, shutdown
 from .monitor import evaluate_ema
@@ -70,11 +70,12 @@ def train(config: TrainConfig, callback: Callback | None = None, *, network: nn.
 
 
 def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
-    """CheckpointError unless ``cfg`` differs from the checkpoint's config only in `SAFE_ON_RESUME`."""
+    """CheckpointError unless ``cfg`` differs from the checkpoint's config only in `SAFE_ON_RESUME`
+    (`TrainConfig.changed_on_resume`)."""
     saved = ckpt.get("config") or {}
-    now = cfg.to_dict()
-    diff = [k for k in now if k in saved and k not in SAFE_ON_RESUME + RUN_CONTROL and not _close(saved[k], now[k])]
+    diff = cfg.changed_on_resume(saved)
     if diff:
+        now = cfg.to_dict()
         parts = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
         raise CheckpointError(
             f"{where} was trained with other settings ({parts}); a resumed run keeps its settings "

@@ -47,8 +47,8 @@ class RunData:
 
 
 def build_sde(cfg: TrainConfig):
-    """The `LinearSDE` of ``cfg`` (``kinetic.preset(sde, order=order, **sde_params)``, checked when
-    ``cfg`` was made)."""
+    """The `LinearSDE` of ``cfg``: ``kinetic.preset(sde, order=order, **sde_params)`` (the one route
+    from a name and an order to an SDE; its arguments were checked when ``cfg`` was made)."""
     return preset(cfg.sde, order=cfg.order, **cfg.sde_params)
 
 
