@@ -28,7 +28,6 @@ DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.samp
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
 #: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
 MAX_STEPS = 100_000
-_CHUNK_SEED_STRIDE = 1_000_003
 
 
 def resolve_device(device) -> torch.device:
@@ -90,63 +89,48 @@ def draw(
     callback: Optional[Callable[[dict], None]] = None, labels=None, guidance: float = 0.0, known=None, mask=None,
     **solver_options,
 ):
-    """Samples (n, *D) float32 on the CPU and the NFE per sample: `kinetic.sampling.sample` on chunks
-    of ``batch_size`` samples (None: one chunk), so the peak memory does not grow with n.
+    """Samples (n, *D) float32 on the CPU and the NFE per sample: `kinetic.sampling.sample_batches`
+    in chunks of ``batch_size`` samples (None: one chunk), so the peak memory does not grow with n.
 
-    Chunk i draws from a generator seeded with ``seed + i * 1000003``: deterministic, and for
-    n <= batch_size the same samples as one unbatched call with ``seed``. ``grid`` None means
-    `DEFAULT_GRID`. ``labels`` (n,), ``guidance``, ``known`` (n, *D) and ``mask`` (broadcastable to
-    (n, *D)) are passed to `kinetic.sample`, each chunk with its rows. (Until ``kn.sample`` batches
-    by itself; then this calls it once.)
+    Chunk i draws from a generator seeded with ``seed + i * 1000003`` (`sample_batches`' ``seed``):
+    deterministic, and for n <= batch_size the same samples as one unbatched call with ``seed``.
+    ``grid`` None means `DEFAULT_GRID`. ``labels`` (n,) or one label, ``guidance``, ``known``
+    (n, *D) and ``mask`` (broadcastable to (n, *D)) cover all n samples; each chunk uses its rows.
     """
-    from .sampling import sample
+    from .sampling import sample_batches
 
     n, data_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
     _check_sizes(n, steps, batch_size, data_shape)
     dev = resolve_device(device)
-    chunk = n if batch_size is None else min(batch_size, n)
-    if labels is not None:
-        labels = torch.as_tensor(labels)
-        labels = labels.reshape(1).expand(n) if labels.dim() == 0 else labels
-    if mask is not None:
-        mask = torch.as_tensor(mask)
-        if mask.dim() == len(data_shape) + 1 and mask.shape[0] == n:
-            pass
-        else:
-            try:
-                mask = torch.broadcast_to(mask, (n, *data_shape))
-            except RuntimeError:
-                raise ValueError(
-                    f"mask has shape {tuple(mask.shape)}, which does not broadcast to the output shape {(n, *data_shape)}"
-                ) from None
-    if known is not None and torch.as_tensor(known).shape[:1] != (n,):
-        try:
-            known = torch.broadcast_to(torch.as_tensor(known), (n, *data_shape))
-        except RuntimeError:
-            raise ValueError(f"known has shape {tuple(torch.as_tensor(known).shape)}; it must be shaped like the output "
-                             f"{(n, *data_shape)}") from None
-
-    def rows(v, a, b):
-        return None if v is None else v[a:b]
-
+    cond: dict = {}
+    if labels is not None or guidance:
+        cond.update(labels=_to_rows(labels, n, (), "labels"), guidance=guidance)
+    if known is not None or mask is not None:
+        cond.update(known=_to_rows(known, n, data_shape, "known"), mask=_to_rows(mask, n, data_shape, "mask"))
     parts, nfe = [], 0
-    for i, start in enumerate(range(0, n, chunk)):
-        m = min(chunk, n - start)
-        gen = torch.Generator(device=dev).manual_seed(int(seed) + i * _CHUNK_SEED_STRIDE)
-        cond = {}
-        if labels is not None or guidance:
-            cond.update(labels=rows(labels, start, start + m), guidance=guidance)
-        if known is not None or mask is not None:
-            cond.update(known=rows(known, start, start + m), mask=rows(mask, start, start + m))
-        with torch.no_grad():
-            z, nfe = sample(
-                sde, score_fn, (m, *data_shape), solver=solver, steps=steps, t_eps=t_eps, generator=gen,
-                callback=callback, return_state=True, denoise=denoise, device=dev,
-                grid=DEFAULT_GRID if grid is None else grid, **cond, **solver_options,
-            )
-        parts.append(z[:, 0].float().cpu())
-        del z
+    with torch.no_grad():
+        for z, got in sample_batches(
+            sde, score_fn, (n, *data_shape), batch_size=n if batch_size is None else min(batch_size, n),
+            solver=solver, steps=steps, t_eps=t_eps, seed=int(seed), callback=callback, return_state=True,
+            denoise=denoise, device=dev, grid=DEFAULT_GRID if grid is None else grid, **cond, **solver_options,
+        ):
+            parts.append(z[:, 0].float().cpu())
+            nfe = max(nfe, got)
+            del z
     return torch.cat(parts), int(nfe)
+
+
+def _to_rows(v, n: int, data_shape: tuple[int, ...], name: str):
+    """``v`` with one row per sample, (n, *data_shape) (broadcast); None stays None."""
+    if v is None:
+        return None
+    v = torch.as_tensor(v)
+    if v.dim() == len(data_shape) + 1 and v.shape[0] == n:
+        return v
+    try:
+        return torch.broadcast_to(v, (n, *data_shape))
+    except RuntimeError:
+        raise ValueError(f"{name} has shape {tuple(v.shape)}, which does not broadcast to {(n, *data_shape)}") from None
 
 
 def clamp_to_data_range(x: torch.Tensor, lo: float = -1.0, hi: float = 1.0) -> tuple[torch.Tensor, float]:
