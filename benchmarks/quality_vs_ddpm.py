@@ -61,7 +61,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-import kinetic as kn
 from kinetic.config import TrainConfig
 from kinetic.presets import PRESETS
 from kinetic.data import load_dataset
