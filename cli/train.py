@@ -110,12 +110,6 @@ def train(
 
       torchrun --nproc_per_node 2 --no-python kinetic train --device cpu --steps 2000
     """
-    from kinetic.checkpoint import CheckpointError
-    from kinetic.config import ConfigError
-    from kinetic.data import DataError
-    from kinetic.training import RunDirError, TrainingError
-    from kinetic.training import train as run_training
-
     values = {
         "sde": sde, "order": order, "data": data, "data_dir": str(data_dir) if data_dir is not None else None,
         "model": model, "model_size": model_size, "parameterization": parameterization, "conditional": conditional,
@@ -127,6 +121,29 @@ def train(
     flags = {k: v for k, v in values.items() if source(ctx, k) == "COMMANDLINE"}
     main_rank = int(os.environ.get("RANK", "0") or 0) == 0
     set_threads(threads)  # two threads per process on two busy cores made steps ~25x slower
+    summary, wall = _train(config, flags, quiet or not main_rank)
+    if summary["interrupted"]:
+        if main_rank:
+            err_console.print(
+                f"interrupted ({summary['signal'] or 'signal'}) at step {summary['step']}; checkpoint written to "
+                f"{summary['checkpoint']}; continue with: kinetic train --out {summary['out']} --resume",
+                highlight=False, soft_wrap=True,
+            )
+        raise typer.Exit(130)
+    if quiet or not main_rank:
+        return
+    _print_artefacts(summary, wall)
+
+
+def _train(config: Optional[Path], flags: dict, quiet: bool) -> tuple[dict, float]:
+    """Resolve the run's config (`TrainConfig.resolve`) and train it: (summary, wall seconds); the
+    library's errors become one line naming the option (exit 2; a failed run 1, Ctrl-C 130)."""
+    from kinetic.checkpoint import CheckpointError
+    from kinetic.config import ConfigError
+    from kinetic.data import DataError
+    from kinetic.training import RunDirError, TrainingError
+    from kinetic.training import train as run_training
+
     try:
         cfg = TrainConfig.resolve(config, flags)
         if "label_dropout" in flags and not cfg.conditional:
@@ -134,7 +151,7 @@ def train(
         if cfg.data in ("cifar10", "folder") and cfg.data_dir is not None and not Path(cfg.data_dir).exists():
             raise DataError(f"--data-dir: {cfg.data_dir} does not exist")
         t0 = time.perf_counter()
-        with TrainProgress(quiet or not main_rank) as progress:
+        with TrainProgress(quiet) as progress:
             summary = run_training(cfg, callback=progress)
     except ConfigError as err:
         msg = str(err)
@@ -152,15 +169,4 @@ def train(
     except KeyboardInterrupt:
         err_console.print("interrupted before training started; nothing written", highlight=False)
         raise typer.Exit(130) from None
-    wall = time.perf_counter() - t0
-    if summary["interrupted"]:
-        if main_rank:
-            err_console.print(
-                f"interrupted ({summary['signal'] or 'signal'}) at step {summary['step']}; checkpoint written to "
-                f"{summary['checkpoint']}; continue with: kinetic train --out {summary['out']} --resume",
-                highlight=False, soft_wrap=True,
-            )
-        raise typer.Exit(130)
-    if quiet or not main_rank:
-        return
-    _print_artefacts(summary, wall)
+    return summary, time.perf_counter() - t0
