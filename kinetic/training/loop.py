@@ -24,6 +24,7 @@ from ..fileio import atomic_write_text
 from .distributed import DistInfo, all_ok, barrier, init_distributed, shutdown
 from .monitor import evaluate_ema
 from .outputs import MetricsLog, TensorBoardLog, sample_to_file, save_loss_curve, tensorboard_missing
+from .parts import build_trainer
 from .rundir import RunDir
 from .signals import StopSignals
 from .trainer import Trainer, TrainingError
@@ -106,7 +107,7 @@ def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback, networ
 def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback, network: nn.Module | None) -> dict[str, Any]:
     stale = [str(p) for p in run.clean_stale_temp_files()] if dist_info.is_main else []
     _check_run_dir(cfg, run)
-    trainer = Trainer.from_config(cfg, dist_info=dist_info, network=network)
+    trainer = build_trainer(cfg, dist_info=dist_info, network=network)
     if cfg.resume:
         _restore(trainer, cfg, run)
     barrier(dist_info)

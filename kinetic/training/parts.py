@@ -22,8 +22,8 @@ from ..presets import preset
 from .distributed import DistInfo, resolve_device
 
 __all__ = [
-    "RunData", "CUSTOM", "build_sde", "load_data", "model_spec", "build_network", "score_model", "build_loss",
-    "build_optimizer", "build_trainer",
+    "RunData", "CUSTOM", "build_sde", "load_data", "model_spec", "build_network", "score_model", "train_model",
+    "build_loss", "build_optimizer", "build_trainer",
 ]
 
 #: The model kind of a network given by the user (not built from the registry in kinetic.models).
@@ -163,6 +163,34 @@ def score_model(net: nn.Module, sde, spec: dict[str, Any]):
                       input_scaling=spec.get("input_scaling", True))
 
 
+class _Autocast(nn.Module):
+    """Runs the wrapped network under bf16 autocast (CUDA only); returns float32."""
+
+    is_kinetic_wrapper = True
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.inner = net
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            return (self.inner(x, t) if labels is None else self.inner(x, t, labels)).float()
+
+
+def train_model(cfg: TrainConfig, net: nn.Module, sde, spec: dict[str, Any], dist: DistInfo, device: torch.device):
+    """The `ScoreModel` a training step takes the loss of: ``net`` under DDP across ranks, torch.compile
+    (``cfg.compile``) and bf16 autocast on CUDA (``cfg.amp``), wrapped as the spec says."""
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    if cfg.amp and device.type == "cuda":
+        net = _Autocast(net)
+    return score_model(net, sde, spec)
+
+
 def build_loss(cfg: TrainConfig, sde):
     """The objective of ``cfg``: `kinetic.losses.DSMLoss` (denoising score matching)."""
     from ..losses import DSMLoss
@@ -209,4 +237,5 @@ def build_trainer(config: TrainConfig, *, network: nn.Module | None = None, data
     _check_network(network, run)
     network = network.to(dev)
     return Trainer(config, network=network, sde=sde, data=run, spec=spec, loss=build_loss(config, sde),
-                   optimizer=build_optimizer(config, network), dist_info=dist, device=dev)
+                   optimizer=build_optimizer(config, network), train_model=train_model(config, network, sde, spec, dist, dev),
+                   dist_info=dist, device=dev)

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..checkpoint import CheckpointError, check_compatible
 from ..config import ConfigError, TrainConfig
@@ -29,33 +29,22 @@ class TrainingError(RuntimeError):
     at which step and what was kept."""
 
 
-class _Autocast(nn.Module):
-    """Runs the wrapped network under bf16 autocast (CUDA only); returns float32."""
-
-    is_kinetic_wrapper = True
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.inner = net
-
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            return (self.inner(x, t) if labels is None else self.inner(x, t, labels)).float()
-
-
 class Trainer:
     """One run's state and its optimisation `step`, from the parts it is given.
 
-    ``network`` (any ``nn.Module`` ``net(h, t[, labels])``, on ``device``), ``sde``, ``data``
-    (`RunData`: this rank's shard), ``spec`` (the model spec a checkpoint records, see
-    `kinetic.training.parts`), ``loss`` (``loss(score_model, x0, generator=, labels=)``) and
-    ``optimizer`` (over ``network``'s parameters). `Trainer.from_config` builds them from a
-    `TrainConfig`; ``config`` still supplies the schedule, clipping, EMA decay, logging and seeds.
+    ``network`` (any ``nn.Module`` ``net(h, t[, labels])``, on ``device``: the weights the EMA,
+    the optimiser and checkpoints hold), ``train_model`` (the `ScoreModel` the loss is taken of:
+    ``network`` as `kinetic.training.parts.train_model` wraps it for DDP / compile / autocast;
+    None: ``network`` itself), ``sde``, ``data`` (`RunData`: this rank's shard), ``spec`` (the
+    model spec a checkpoint records), ``loss`` (``loss(score_model, x0, generator=, labels=)``)
+    and ``optimizer`` (over ``network``'s parameters). `Trainer.from_config`
+    (`kinetic.training.parts.build_trainer`) builds them from a `TrainConfig`; ``config`` still
+    supplies the schedule, clipping, EMA decay, logging and seeds.
     """
 
     def __init__(self, config: TrainConfig, *, network: nn.Module, sde, data: RunData, spec: dict[str, Any],
-                 loss: nn.Module, optimizer: torch.optim.Optimizer, dist_info: DistInfo | None = None,
-                 device: torch.device | str | None = None):
+                 loss: nn.Module, optimizer: torch.optim.Optimizer, train_model: ScoreModel | None = None,
+                 dist_info: DistInfo | None = None, device: torch.device | str | None = None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a kinetic.config.TrainConfig, got {type(config).__name__}")
         self.config = cfg = config  # checked when it was made
@@ -73,7 +62,7 @@ class Trainer:
         self.net = network
         self.model_config = dict(spec)
         self.ema = EMA(self.net, cfg.ema_decay)
-        self.train_model = score_model(self._wrapped(self.net), self.sde, spec)
+        self.train_model = train_model if train_model is not None else score_model(network, sde, spec)
         self.loss_fn = loss
         self.opt = optimizer
         self._seed_streams(cfg.seed)
@@ -88,19 +77,6 @@ class Trainer:
         """The Trainer of ``config`` (`kinetic.training.parts.build_trainer`: ``network``, ``data``,
         ``labels``, ``dist_info``, ``device`` override what the config names)."""
         return build_trainer(config, **parts)
-
-    def _wrapped(self, net: nn.Module) -> nn.Module:
-        """``net`` as the step runs it: DDP across ranks, torch.compile, bf16 autocast on CUDA."""
-        cfg = self.config
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            net = DDP(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
-            net = torch.compile(net)
-        if cfg.amp and self.device.type == "cuda":
-            net = _Autocast(net)
-        return net
 
     def _seed_streams(self, seed: int) -> None:
         """Per-rank streams: the global one (dropout etc.), the batch indices and the noise."""
