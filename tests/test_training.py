@@ -69,6 +69,28 @@ def test_config_toml_roundtrip_and_validation(tmp_path):
     assert 'name = "a\\"b"' in dump_toml({"name": 'a"b', "skip": None})
 
 
+def test_resolve_is_the_rule_of_kinetic_train(tmp_path):
+    f = tmp_path / "c.toml"
+    TrainConfig(sde="langevin", order=5, sde_params={"beta": 6.0}, data="moons", lr=3e-4).save(f)
+    assert TrainConfig.resolve(f, {"lr": 1e-2}).lr == 1e-2  # a flag beats the file
+    assert TrainConfig.resolve(f).sde_params == {"beta": 6.0} and TrainConfig.resolve(f).data == "moons"
+    assert (TrainConfig.resolve(f, {"order": 4}).sde, TrainConfig.resolve(f, {"order": 4}).order) == ("langevin", 4)
+    cld = TrainConfig.resolve(f, {"sde": "cld"})  # the file's order and preset arguments belong to its SDE
+    assert (cld.sde, cld.order, cld.sde_params) == ("cld", None, {})
+    with pytest.raises(ConfigError, match="exclude each other") as e:
+        TrainConfig.resolve(flags={"resume": True, "overwrite": True})
+    assert {e.value.field, *e.value.related} == {"resume", "overwrite"}
+    run = tiny(tmp_path, steps=1)
+    train(run)
+    back = TrainConfig.resolve(flags={"out": run.out, "resume": True, "steps": 3})
+    assert back == run.replace(steps=3, resume=True)  # the run's own config, the safe flag on top
+    with pytest.raises(ConfigError, match="keeps its settings") as e:
+        TrainConfig.resolve(flags={"out": run.out, "resume": True, "data": "swissroll"})
+    assert e.value.field == "resume" and e.value.related == ("data",)
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        TrainConfig.resolve(flags={"out": str(tmp_path / "none"), "resume": True})
+
+
 # ---------------------------------------------------------------------- convergence
 def sliced_w2(x, y, seed=0):
     """The library metric (tested on its own in test_metrics.py) with fixed projections."""
