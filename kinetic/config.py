@@ -356,30 +356,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be true or false; got {show(getattr(self, name))}", name)
 
         integer("order", 1, allow_none=True)
-        if self.sde is None:
-            from .presets import preset_for_order
-
-            put("sde", preset_for_order(self.order) if self.order is not None else "hold")
-            if self.sde != "langevin":
-                put("order", None)  # vp / cld / hold: the order is the preset's
+        self._derive_sde()
         choice("sde")
         if not isinstance(self.sde_params, dict):
             raise ConfigError(f"sde_params must be a table of preset arguments; got {show(self.sde_params)}", "sde_params")
-        if self.sde != "langevin" and self.order is not None:
-            from .presets import PRESETS
-
-            expected = PRESETS[self.sde]().order
-            if self.order != expected:
-                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
         choice("data")
-        for name in ("data_dir", "out"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
-            if v is not None:
-                put(name, os.fspath(v))
-                if not getattr(self, name):
-                    raise ConfigError(f"{name} must be a non-empty path", name)
+        self._check_paths()
         integer("data_n", 1, allow_none=True)
         integer("resolution", 1, allow_none=True)
         choice("model")
@@ -387,14 +369,6 @@ class TrainConfig:
         choice("parameterization")
         boolean("conditional")
         number("label_dropout", 0.0, 1.0)
-        if self.conditional:
-            from .data import TOY_DATASETS
-
-            if self.data in TOY_DATASETS:
-                raise ConfigError(
-                    f"conditional needs a labelled dataset (digits, cifar10, or a folder of class sub-folders); "
-                    f"{self.data!r} is unlabelled", "conditional",
-                )
         boolean("input_scaling")
         number("data_std", 0.0, lo_open=True)
         choice("weighting")
@@ -409,11 +383,6 @@ class TrainConfig:
         number("ema_decay", 0.0, 1.0)
         for name in ("skip_nonfinite", "amp", "compile", "resume", "overwrite", "tensorboard"):
             boolean(name)
-        if self.resume and self.overwrite:
-            raise ConfigError(
-                "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
-                "overwrite", ("resume",),
-            )
         integer("seed", 0)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -428,6 +397,48 @@ class TrainConfig:
         number("sample_t_eps", 0.0, lo_open=True)
         integer("eval_every", 0)
         integer("eval_n", 2)
+        self._check_combinations()
+
+    def _derive_sde(self) -> None:
+        """sde None: the preset the order names (hold without one); its order is then the preset's."""
+        if self.sde is None:
+            from .presets import preset_for_order
+
+            object.__setattr__(self, "sde", preset_for_order(self.order) if self.order is not None else "hold")
+            if self.sde != "langevin":
+                object.__setattr__(self, "order", None)  # vp / cld / hold: the order is the preset's
+
+    def _check_paths(self) -> None:
+        for name in ("data_dir", "out"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
+            if v is not None:
+                object.__setattr__(self, name, os.fspath(v))
+                if not getattr(self, name):
+                    raise ConfigError(f"{name} must be a non-empty path", name)
+
+    def _check_combinations(self) -> None:
+        """The rules between fields (each field alone is already checked)."""
+        if self.sde != "langevin" and self.order is not None:
+            from .presets import PRESETS
+
+            expected = PRESETS[self.sde]().order
+            if self.order != expected:
+                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
+                "overwrite", ("resume",),
+            )
+        if self.conditional:
+            from .data import TOY_DATASETS
+
+            if self.data in TOY_DATASETS:
+                raise ConfigError(
+                    f"conditional needs a labelled dataset (digits, cifar10, or a folder of class sub-folders); "
+                    f"{self.data!r} is unlabelled", "conditional",
+                )
         if self.eval_every:
             from .data import IMAGE_DATASETS
 
