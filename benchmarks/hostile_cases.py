@@ -118,7 +118,7 @@ def cases(d: Path) -> list[tuple[str, str, object, bool]]:
         ("5", "config path is a directory", ["sample", "-c", R, "--config", str(d), "--out", str(d / "s7.npz")], False),
         ("5", "NaN training data blamed on t", "import kinetic as kn, torch; from kinetic.training import Trainer; "
          "d = torch.randn(64, 2); d[5, 1] = float('nan'); "
-         "Trainer(kn.TrainConfig(data='moons', model='mlp', steps=2, out='nan-run'), data=d)", True),
+         "Trainer.from_config(kn.TrainConfig(data='moons', model='mlp', steps=2, out='nan-run'), data=d)", True),
         ("5", "NaN weights in a checkpoint", ["sample", "-c", str(d / "nan.pt"), "--out", str(d / "s9.npz")], False),
         ("5", "100 kB hostile value echoed", ["sample", "-c", R, "--solver", "x" * 100_000], False),
         ("5", "random bytes as a checkpoint", ["sample", "-c", str(d / "junk.pt"), "--out", str(d / "s8.npz")], False),

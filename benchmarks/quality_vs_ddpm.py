@@ -19,8 +19,8 @@ batch, steps, learning rate, warm-up, gradient clipping and EMA of `kinetic.Trai
   with every sampler of its list (`DEFAULT_SAMPLERS`, ``--samplers``) at every NFE; the table shows
   the best of the list per NFE (best mean fd-digits over seeds).
 - ``vp+dunet``, ``hold+dunet``: the same diffusers UNet2DModel wrapped as kinetic's score network
-  (`kinetic.models.diffusers_unet.DiffusersUNet`), trained with kinetic's objective by the short loop
-  `train_adapter` (the Trainer cannot take a custom network yet), which mirrors `Trainer.step`.
+  (`kinetic.models.diffusers_unet.DiffusersUNet`), trained with kinetic's objective by the same
+  `kinetic.training.Trainer` (``Trainer.from_config(config, network=...)``).
 
 Protocol: seeds 0, 1, 2 (mean ± sd); every sample set is clamped to [-1, 1] before fd-digits and the
 share of raw values outside [-1, 1] is reported; fd-digits of n samples against M = 1797 - n real
@@ -61,7 +61,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-import kinetic as kn
 from kinetic.config import TrainConfig
 from kinetic.presets import PRESETS
 from kinetic.data import load_dataset
@@ -255,7 +254,7 @@ def base_config(method: Method, settings: Settings, seed: int) -> TrainConfig:
         sde=method.sde or "vp", order=method.order, data="digits", model="unet", model_size=settings.size,
         steps=settings.long_steps, seed=int(seed), device=settings.device, amp=False, sample_every=0,
         ckpt_every=0, n_samples=0,
-    ).validate()
+    )
 
 
 def build_network(method: Method, settings: Settings, sde=None) -> torch.nn.Module:
@@ -358,10 +357,17 @@ def train_ddpm(settings: Settings, seed: int, log: Callable[[str], None]) -> tup
 
 def train_kinetic(method: Method, settings: Settings, seed: int, walls: dict[str, float],
                   log: Callable[[str], None]) -> tuple[_Snapshots, dict]:
-    """kinetic's U-Net through `kinetic.training.Trainer`, the loop that ``kn.train`` runs."""
+    """kinetic's U-Net, or for an adapter method diffusers' UNet2DModel as kinetic's network
+    (`build_network`), trained by `kinetic.training.Trainer`: the step that ``kn.train`` runs."""
     from kinetic.training import Trainer
+    from kinetic.training.parts import build_sde
 
-    trainer = Trainer(base_config(method, settings, seed))
+    cfg = base_config(method, settings, seed)
+    network = None
+    if method.kind != "kinetic":
+        torch.manual_seed(cfg.seed)  # as the Trainer seeds its own network
+        network = build_network(method, settings, build_sde(cfg)).train()
+    trainer = Trainer.from_config(cfg, network=network)
     snaps = _Snapshots(settings.budgets(), walls)
     losses: list[float] = []
     for step in range(1, settings.long_steps + 1):
@@ -371,45 +377,6 @@ def train_kinetic(method: Method, settings: Settings, seed: int, walls: dict[str
         snaps.after_step(step, time.perf_counter() - t0, trainer.ema.shadow.state_dict)
         _log_progress(log, method.name, seed, step, settings.long_steps, snaps.elapsed[-1], losses)
     return snaps, {"params": n_params(trainer.net), "loss": _loss_curve(losses)}
-
-
-def train_adapter(method: Method, settings: Settings, seed: int, walls: dict[str, float],
-                  log: Callable[[str], None]) -> tuple[_Snapshots, dict]:
-    """diffusers' UNet2DModel as kinetic's network, trained with kinetic's objective. A short loop
-    mirroring `Trainer.step` (AdamW, linear warm-up then constant, gradient clipping, kinetic's EMA):
-    the Trainer builds its own network and has no hook for a custom one."""
-    from kinetic.training import EMA
-
-    cfg = base_config(method, settings, seed)
-    device = torch.device(settings.device)
-    sde = cfg.build_sde()
-    torch.manual_seed(cfg.seed)
-    net = build_network(method, settings, sde).to(device).train()
-    ema = EMA(net, cfg.ema_decay)
-    model = kn.ScoreModel(net, sde, cfg.parameterization, data_std=cfg.data_std, input_scaling=cfg.input_scaling)
-    loss_fn = kn.DSMLoss(sde, cfg.parameterization, cfg.weighting, cfg.t_eps, cfg.time_sampling,
-                         data_std=cfg.data_std, input_scaling=cfg.input_scaling)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data = load_dataset("digits", split="train").to(device)
-    data_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003)
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 131)
-    snaps = _Snapshots(settings.budgets(), walls)
-    losses: list[float] = []
-    for step in range(1, settings.long_steps + 1):
-        t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * (min(1.0, step / cfg.warmup) if cfg.warmup > 0 else 1.0)
-        idx = torch.randint(data.shape[0], (cfg.batch_size,), generator=data_gen)
-        loss = loss_fn(model, data[idx.to(device)], generator=noise_gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        opt.step()
-        ema.update(net, step - 1)
-        losses.append(loss.item())
-        snaps.after_step(step, time.perf_counter() - t0, ema.shadow.state_dict)
-        _log_progress(log, method.name, seed, step, settings.long_steps, snaps.elapsed[-1], losses)
-    return snaps, {"params": n_params(net), "loss": _loss_curve(losses)}
 
 
 def _loss_curve(losses: list[float], every: int = 10) -> list[float]:
@@ -575,12 +542,15 @@ def _model_for_eval(method: Method, settings: Settings, seed: int, state: dict):
         net.load_state_dict(state)
         net.eval()
         return lambda s, nfe: sample_diffusers(net, s["solver"], nfe, settings.n, 10_000 + seed, device)
+    from kinetic.training.parts import build_sde, score_model
+
     cfg = base_config(method, settings, seed)
-    sde = cfg.build_sde()
+    sde = build_sde(cfg)
     net = build_network(method, settings, sde).to(device)
     net.load_state_dict(state)
     net.eval()
-    sm = kn.ScoreModel(net, sde, cfg.parameterization, data_std=cfg.data_std, input_scaling=cfg.input_scaling).eval()
+    sm = score_model(net, sde, {"parameterization": cfg.parameterization, "data_std": cfg.data_std,
+                                "input_scaling": cfg.input_scaling}).eval()
     return lambda s, nfe: sample_kinetic(sm, s, nfe, settings.n, 10_000 + seed, device)
 
 
@@ -669,10 +639,8 @@ def run_study(settings: Settings, methods: list[Method], runs_root: Path, table:
                 log(f"training {method.name} seed {seed} ({settings.long_steps} steps)")
                 if method.kind == "ddpm":
                     snaps, extra = train_ddpm(settings, seed, log)
-                elif method.kind == "kinetic":
-                    snaps, extra = train_kinetic(method, settings, seed, walls, log)
                 else:
-                    snaps, extra = train_adapter(method, settings, seed, walls, log)
+                    snaps, extra = train_kinetic(method, settings, seed, walls, log)
                 rec = run.save_training(key, snaps, extra, walls)
             records[(method.name, seed)] = rec
     if train_only:
@@ -1009,7 +977,7 @@ def estimate(settings: Settings, methods: list[Method], table: dict, log=print, 
             snaps, _ = train_kinetic(method, s1, 0, {}, lambda *_: None)
         else:
             s1 = dataclasses.replace(settings, steps=steps + 1, long_factor=1)
-            snaps, _ = train_adapter(method, s1, 0, {}, lambda *_: None)
+            snaps, _ = train_kinetic(method, s1, 0, {}, lambda *_: None)
         step_s = (snaps.elapsed[-1] - snaps.elapsed[0]) / steps
         draw = _model_for_eval(method, s1, 0, snaps.states["steps"])
         if method.kind == "ddpm":

@@ -221,11 +221,6 @@ def source(ctx, name: str) -> str:
     return src.name if src is not None else "DEFAULT"
 
 
-def given(ctx, name: str) -> bool:
-    """True when ``name`` was set on the command line or by a --config file."""
-    return source(ctx, name) in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")
-
-
 # ---------------------------------------------------------------------- options shared by sample and evaluate
 def _solver_names() -> str:
     from kinetic.solvers import SOLVERS

@@ -16,7 +16,8 @@ unpickled. It is a dict::
     sde               LinearSDE.spec()
     model_config      {"kind", "size", "data_shape", "order", "parameterization", "data_std",
                        "input_scaling", "num_classes"}  (num_classes: 0 unconditional; absent in
-                       checkpoints written before class labels existed, read as 0)
+                       checkpoints written before class labels existed, read as 0; kind "custom":
+                       a network the user gave, its class in "network", size None)
     config            TrainConfig.to_dict()
     history           {"step": [...], "loss": [...], "window": [...],
                        "eval_step": [...], "eval_value": [...], "eval_metric": str}  (eval_*: optional)
@@ -45,6 +46,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "check_compatible",
+    "same_data",
     "load_model",
     "MODEL_CONFIG_DEFAULTS",
 ]
@@ -126,12 +128,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[st
     return ckpt
 
 
-def _close(a: Any, b: Any, rel: float = 1e-9) -> bool:
+def same_data(a: Any, b: Any, rel: float = 1e-9) -> bool:
     """Structural equality of plain data, floats to a relative tolerance."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+        return a.keys() == b.keys() and all(same_data(a[k], b[k], rel) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_data(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, bool) or isinstance(b, bool):
         return a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -142,14 +144,14 @@ def _close(a: Any, b: Any, rel: float = 1e-9) -> bool:
 def check_compatible(ckpt: dict[str, Any], sde, model_config: dict[str, Any], where: str = "checkpoint") -> None:
     """CheckpointError unless the checkpoint's SDE (spec) and model configuration match ``sde`` and
     ``model_config`` (what a run resuming from it would build)."""
-    if not _close(ckpt.get("sde"), sde.spec()):
+    if not same_data(ckpt.get("sde"), sde.spec()):
         spec = ckpt.get("sde") or {}
         raise CheckpointError(
             f"{where} was trained with a different SDE ({spec.get('name')!r}, params {spec.get('params')}) than "
             f"this run ({sde.name!r}, params {sde.params}); use another --out or the same SDE settings"
         )
     mc = {**MODEL_CONFIG_DEFAULTS, **ckpt.get("model_config", {})}
-    diff = [k for k in model_config if not _close(mc.get(k), model_config[k])]
+    diff = [k for k in model_config if not same_data(mc.get(k), model_config[k])]
     if diff:
         parts = ", ".join(f"{k}: {mc.get(k)!r} -> {model_config[k]!r}" for k in diff)
         raise CheckpointError(f"{where} has a different model configuration ({parts})")
@@ -159,29 +161,30 @@ def _non_finite(state: dict[str, Any]) -> list[str]:
     return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
+def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None, network=None):
     """Rebuild the trained model of a checkpoint: returns ``(score_model, ckpt)``.
 
     ``score_model`` is a `kinetic.score.ScoreModel` in eval mode holding the EMA weights
     (``ema=False``: the raw weights); ``score_model.score`` is a ``score_fn`` for the samplers
     (``score(z, t, labels)`` for a conditional model: ``score_model.num_classes`` > 0) and
-    ``score_model.sde`` the SDE it was trained for. Non-finite weights raise CheckpointError
-    naming the tensors.
+    ``score_model.sde`` the SDE it was trained for. A run trained with its own network
+    (``kn.train(config, network=...)``) needs it again: ``network`` an instance (its weights are
+    replaced), its class or a constructor taking no arguments. Non-finite weights raise
+    CheckpointError naming the tensors.
     """
-    # kinetic.models is the repository's models/ folder, installed under that name (pyproject package-dir)
-    from .models import build_model
-    from .score import ScoreModel, input_blocks, output_blocks
     from .sde import LinearSDE
+    from .training.parts import build_network, score_model
 
     ckpt = load_checkpoint(path)
     where = checkpoint_file(path)
-    mc = ckpt["model_config"]
+    mc = {**MODEL_CONFIG_DEFAULTS, **ckpt["model_config"]}
+    if mc.get("kind") == "custom" and network is None:
+        name = str(mc.get("network", "a custom network"))[:200]
+        raise CheckpointError(f"checkpoint {where} holds its own network ({name}), not one of kinetic's: pass it, "
+                              f"load_model(..., network={name.rsplit('.', 1)[-1]}(...))")
     try:
         sde = LinearSDE.from_spec(ckpt["sde"])
-        net = build_model(
-            mc["kind"], mc["size"], mc["data_shape"], input_blocks(sde, mc["parameterization"]), output_blocks(sde, mc["parameterization"]),
-            num_classes=int(mc.get("num_classes", MODEL_CONFIG_DEFAULTS["num_classes"])),
-        )
+        net = build_network(mc, sde, network)
         which = "ema" if ema and ckpt.get("ema") is not None else "model"
         weights = ckpt[which]
         bad = _non_finite(weights)
@@ -192,9 +195,7 @@ def load_model(path: str | os.PathLike[str], *, ema: bool = True, device=None):
                 "before it was written; use an earlier checkpoint"
             )
         net.load_state_dict(weights)
-        sm = ScoreModel(
-            net, sde, mc["parameterization"], data_std=mc.get("data_std", 1.0), input_scaling=mc.get("input_scaling", True)
-        )
+        sm = score_model(net, sde, mc)
     except CheckpointError:
         raise
     except (KeyError, ValueError, RuntimeError, TypeError, ArithmeticError) as err:

@@ -106,11 +106,13 @@ def show(value: Any, limit: int = 60) -> str:
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field (also in ``.field``)."""
+    """A configuration value is invalid; the message names the field (also in ``.field``, and any
+    other fields it is about in ``.related``)."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, related: tuple[str, ...] = ()):
         super().__init__(message)
         self.field = field
+        self.related = tuple(related)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ class TrainConfig:
 
     The defaults are the quick CPU run of ``kinetic train``: HOLD on the 8x8 digits with the small
     U-Net, 600 steps of batch 64 (recognisable digits in about five minutes on two busy cores).
+    ``order`` alone picks the preset, as ``kinetic train --order K`` does: 1 vp, 2 cld, 3 hold,
+    other K langevin(K) (`kinetic.presets.preset_for_order`); ``sde`` is then that name.
+
+    `TrainConfig.resolve` merges a config file and flags over the defaults, and for a resumed run
+    takes the run's own config (the rules ``kinetic train`` follows).
 
     ``conditional`` trains a class-conditional network on the dataset's labels (digits, cifar10, a
     folder of class sub-folders), with each label replaced by the null class with probability
@@ -130,7 +137,7 @@ class TrainConfig:
     """
 
     # what to model
-    sde: str = "hold"
+    sde: str | None = None  # None: the preset the order names (hold when no order either)
     order: int | None = None
     sde_params: dict = field(default_factory=dict)
     data: str = "digits"
@@ -207,30 +214,76 @@ class TrainConfig:
         """A copy with ``changes`` (checked like any new config)."""
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> "TrainConfig":
-        """Check again (a config is already checked when made); returns self."""
-        self._check()
-        return self
-
     # ------------------------------------------------------------------ TOML
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "TrainConfig":
-        """Read a TOML file (any subset of the fields).
+        """Read a TOML file (any subset of the fields; see `read_file` for run control)."""
+        return cls.from_dict(cls.read_file(path))
+
+    @classmethod
+    def read_file(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """A TOML file's fields, checked (ConfigError names the file, then the field).
 
         ``resume`` / ``overwrite`` are run-control flags: a file may not turn them on (a saved config
         must never replace or continue a run by itself); ``false`` is accepted and ignored (files
         written by kinetic 0.1.0 hold both).
         """
         d = load_toml(path)
-        for name in ("resume", "overwrite"):
-            if name in d:
-                if d[name] is True:
+        try:
+            for name in ("resume", "overwrite"):
+                if d.get(name) is True:
                     raise ConfigError(
                         f"{name} = true in a config file is not used: run control is never read from a file; "
                         f"give --{name} on the command line (TrainConfig({name}=True) from Python)", name,
                     )
-                del d[name]
-        return cls.from_dict(d)
+                d.pop(name, None)
+            cls.from_dict(d)
+        except ConfigError as err:
+            raise ConfigError(f"config file {show(os.fspath(path), 200)}: {err}") from None
+        return d
+
+    @classmethod
+    def resolve(cls, file: str | os.PathLike[str] | dict | None = None, flags: dict[str, Any] | None = None,
+                ) -> "TrainConfig":
+        """The config of a run: the defaults <- ``file`` (a TOML path, or its fields) <- ``flags``
+        (only the settings given, e.g. on the command line).
+
+        ``order`` given without ``sde`` picks the preset (``sde`` None) unless the file's SDE is the
+        langevin chain; an ``sde`` given drops the file's order (fixed-order presets) and the file's
+        ``sde_params`` (they belong to the file's SDE). With ``resume`` in ``flags`` the run in ``out``
+        supplies its own config (its config.toml, else its checkpoint's) and ``flags`` may change
+        only `SAFE_ON_RESUME` fields (ConfigError naming the others).
+        """
+        base = dict(file) if isinstance(file, dict) else (cls.read_file(file) if file is not None else {})
+        given = dict(flags or {})
+        if "order" in given and "sde" not in given and base.get("sde") != "langevin":
+            base.pop("sde", None)
+        if given.get("sde") not in (None, "langevin") and "order" not in given:
+            base.pop("order", None)
+        if "sde" in given and given["sde"] != (base.get("sde") or "hold") and "sde_params" not in given:
+            base.pop("sde_params", None)
+        values = {**base, **given}
+        if not values.get("resume"):
+            return cls.from_dict(values)
+        where = cls.from_dict(values).out_dir()
+        run = _run_config(where)
+        changed = cls.from_dict({**run, **values, "out": str(where)}).changed_on_resume(run, values)
+        if changed:
+            parts = ", ".join(f"{k} {show(values[k])} (the run has {show(run[k])})" for k in changed)
+            raise ConfigError(f"{parts}; a resumed run keeps its settings: leave them out, or use another out "
+                              f"(may change: {', '.join(SAFE_ON_RESUME)})", "resume", tuple(changed))
+        safe = {k: v for k, v in given.items() if k in SAFE_ON_RESUME}
+        return cls.from_dict({**run, **safe, "out": str(where), "resume": True})
+
+    def changed_on_resume(self, saved: dict[str, Any], only: dict[str, Any] | None = None) -> list[str]:
+        """Fields where this config differs from a run's ``saved`` config (a checkpoint's ``config``)
+        that a resumed run may not change (all but `SAFE_ON_RESUME` and `RUN_CONTROL`); ``only``:
+        look at these fields alone."""
+        from .checkpoint import same_data
+
+        now = self.to_dict()
+        keys = [k for k in now if only is None or k in only]
+        return [k for k in keys if k in saved and k not in SAFE_ON_RESUME + RUN_CONTROL and not same_data(saved[k], now[k])]
 
     def save(self, path: str | os.PathLike[str], *, include_out: bool = True) -> Path:
         """Write this config as TOML; None values (the default) are omitted, and so are ``resume`` and
@@ -255,8 +308,9 @@ class TrainConfig:
         """The run directory as given (``runs/<sde>-<data>`` when ``out`` is None), not resolved."""
         return Path(self.out) if self.out else Path("runs") / self.run_name()
 
-    def build_sde(self):
-        """The `LinearSDE` this config names: ``kinetic.preset(sde, order=order, **sde_params)``."""
+    # ------------------------------------------------------------------ the one check
+    def _sde(self):
+        """``kinetic.preset(sde, order=order, **sde_params)``, its errors as ConfigError."""
         from .presets import preset
 
         try:
@@ -268,7 +322,6 @@ class TrainConfig:
                 raise ConfigError(str(err), "order") from None
             raise ConfigError(f"sde_params: {err}", "sde_params") from None
 
-    # ------------------------------------------------------------------ the one check
     def _check(self) -> None:
         """Raise ConfigError naming the first invalid field; normalise numbers and paths."""
 
@@ -302,25 +355,13 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false; got {show(getattr(self, name))}", name)
 
-        choice("sde")
         integer("order", 1, allow_none=True)
+        self._derive_sde()
+        choice("sde")
         if not isinstance(self.sde_params, dict):
             raise ConfigError(f"sde_params must be a table of preset arguments; got {show(self.sde_params)}", "sde_params")
-        if self.sde != "langevin" and self.order is not None:
-            from .presets import PRESETS
-
-            expected = PRESETS[self.sde]().order
-            if self.order != expected:
-                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
         choice("data")
-        for name in ("data_dir", "out"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
-            if v is not None:
-                put(name, os.fspath(v))
-                if not getattr(self, name):
-                    raise ConfigError(f"{name} must be a non-empty path", name)
+        self._check_paths()
         integer("data_n", 1, allow_none=True)
         integer("resolution", 1, allow_none=True)
         choice("model")
@@ -328,14 +369,6 @@ class TrainConfig:
         choice("parameterization")
         boolean("conditional")
         number("label_dropout", 0.0, 1.0)
-        if self.conditional:
-            from .data import TOY_DATASETS
-
-            if self.data in TOY_DATASETS:
-                raise ConfigError(
-                    f"conditional needs a labelled dataset (digits, cifar10, or a folder of class sub-folders); "
-                    f"{self.data!r} is unlabelled", "conditional",
-                )
         boolean("input_scaling")
         number("data_std", 0.0, lo_open=True)
         choice("weighting")
@@ -350,11 +383,6 @@ class TrainConfig:
         number("ema_decay", 0.0, 1.0)
         for name in ("skip_nonfinite", "amp", "compile", "resume", "overwrite", "tensorboard"):
             boolean(name)
-        if self.resume and self.overwrite:
-            raise ConfigError(
-                "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
-                "overwrite",
-            )
         integer("seed", 0)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -369,6 +397,48 @@ class TrainConfig:
         number("sample_t_eps", 0.0, lo_open=True)
         integer("eval_every", 0)
         integer("eval_n", 2)
+        self._check_combinations()
+
+    def _derive_sde(self) -> None:
+        """sde None: the preset the order names (hold without one); its order is then the preset's."""
+        if self.sde is None:
+            from .presets import preset_for_order
+
+            object.__setattr__(self, "sde", preset_for_order(self.order) if self.order is not None else "hold")
+            if self.sde != "langevin":
+                object.__setattr__(self, "order", None)  # vp / cld / hold: the order is the preset's
+
+    def _check_paths(self) -> None:
+        for name in ("data_dir", "out"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
+            if v is not None:
+                object.__setattr__(self, name, os.fspath(v))
+                if not getattr(self, name):
+                    raise ConfigError(f"{name} must be a non-empty path", name)
+
+    def _check_combinations(self) -> None:
+        """The rules between fields (each field alone is already checked)."""
+        if self.sde != "langevin" and self.order is not None:
+            from .presets import PRESETS
+
+            expected = PRESETS[self.sde]().order
+            if self.order != expected:
+                raise ConfigError(f"order={self.order} does not match sde={self.sde!r} (order {expected})", "order")
+        if self.resume and self.overwrite:
+            raise ConfigError(
+                "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
+                "overwrite", ("resume",),
+            )
+        if self.conditional:
+            from .data import TOY_DATASETS
+
+            if self.data in TOY_DATASETS:
+                raise ConfigError(
+                    f"conditional needs a labelled dataset (digits, cifar10, or a folder of class sub-folders); "
+                    f"{self.data!r} is unlabelled", "conditional",
+                )
         if self.eval_every:
             from .data import IMAGE_DATASETS
 
@@ -377,9 +447,23 @@ class TrainConfig:
                     f"eval_every needs digits (fd-digits) or a 2-D toy (sliced Wasserstein); data {self.data!r} has "
                     "no built-in metric (use kinetic evaluate with --metric fid)", "eval_every",
                 )
-        sde = self.build_sde()  # the preset's own checks of sde_params (cheap: k x k matrices)
+        sde = self._sde()  # the preset's own checks of sde_params (cheap: k x k matrices)
         if self.t_eps >= sde.T:
             raise ConfigError(f"t_eps={self.t_eps} must be smaller than the SDE's T={sde.T}", "t_eps")
+
+
+def _run_config(out: Path) -> dict[str, Any]:
+    """The saved config of the run in ``out`` (its config.toml, else its checkpoint's), without run control."""
+    from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+
+    if not (out / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"no checkpoint to resume from at {show(str(out / CHECKPOINT_NAME), 300)}", "resume")
+    try:
+        d = load_toml(out / "config.toml") if (out / "config.toml").is_file() else load_checkpoint(out).get("config", {})
+    except (ConfigError, CheckpointError) as err:
+        raise ConfigError(str(err).strip().splitlines()[0], "resume") from None
+    fields = set(TrainConfig.field_names())
+    return {k: v for k, v in d.items() if k in fields and k not in RUN_CONTROL}
 
 
 # ---------------------------------------------------------------------- TOML helpers

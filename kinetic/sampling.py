@@ -39,6 +39,9 @@ __all__ = ["sample", "sample_batches", "time_grid", "default_grid", "state_dtype
            "tweedie_denoise", "CheckedScore"]
 
 DEFAULT_SOLVER = "ei"
+#: `sample_batches` with ``seed``: batch i draws from a generator seeded ``seed + i * SEED_STRIDE``.
+SEED_STRIDE = 1_000_003
+_ALL = 2**62  # batch_size of `sample` without one: every sample in one batch
 
 
 def default_grid(solver: str | Solver) -> str:
@@ -164,7 +167,7 @@ def state_dtype(dtype: torch.dtype | None, score_fn, known=None) -> torch.dtype:
 
 
 def _raise_if_nonfinite(slv: Solver, runs: list) -> None:
-    """After the last batch, one device read per batch: the first non-finite score evaluation (step and t)
+    """After a batch's last step, one device read: the first non-finite score evaluation (step and t)
     or a non-finite final state (``runs``: (CheckedScore, all-finite flag tensor) per batch)."""
     for score, _ in runs:
         score.raise_if_nonfinite(f"sampling with solver {slv.name!r} produced non-finite values: ")
@@ -176,11 +179,10 @@ def _raise_if_nonfinite(slv: Solver, runs: list) -> None:
 
 
 def _sample_one(sde, score_fn, cond, rows, slv, ts, plan, shape, generator, noise_sampler, callback, denoise, dtype,
-                device, runs=None):
+                device):
     """One batch (the samples ``rows``): (z (b, k, *D), nfe). nfe counts network evaluations per
     sample: a guided score evaluation is 2 (the conditional and the null branch). The batch's
-    finiteness record is appended to ``runs`` (read by `_raise_if_nonfinite` after the last batch);
-    without ``runs`` it is read at once."""
+    finiteness record (the first non-finite evaluation, kept on the device) is read once, at its end."""
     fn, calls = cond.score(score_fn, rows)
     score = CheckedScore(fn, sde)
     eps = torch.randn((shape[0], sde.order, *shape[1:]), generator=generator, dtype=dtype, device=device)
@@ -202,11 +204,7 @@ def _sample_one(sde, score_fn, cond, rows, slv, ts, plan, shape, generator, nois
     if repl is not None:
         z = z.clone()
         z[:, 0] = repl.finish(z[:, 0])
-    record = (score, torch.isfinite(z).all())
-    if runs is None:
-        _raise_if_nonfinite(slv, [record])
-    else:
-        runs.append(record)
+    _raise_if_nonfinite(slv, [(score, torch.isfinite(z).all())])
     return z, calls * score.nfe
 
 
@@ -232,22 +230,31 @@ def sample_batches(
     known=None,
     mask=None,
     replacement: str = DEFAULT_REPLACEMENT,
+    seed: int | None = None,
     **solver_options,
 ) -> Iterator:
     """Yield ``shape[0]`` samples in batches of ``batch_size`` (the last may be smaller): peak memory
-    is that of one batch, whatever n. Arguments as in `sample`; the grid and the solver's
-    coefficients are computed once, and every batch draws its prior and noise from ``generator`` in
-    turn, so the sequence is deterministic given the generator (but not equal to one unbatched run).
+    is that of one batch, whatever n. The sampling engine: `sample` and `kinetic.evaluation.draw`
+    run it. Arguments as in `sample`; the grid and the solver's coefficients are computed once, and
+    every batch draws its prior and noise from ``generator`` in turn, so the sequence is
+    deterministic given the generator (but not equal to one unbatched run). ``seed`` (instead of
+    ``generator``): batch i draws from its own generator seeded ``seed + i * SEED_STRIDE`` on
+    ``device``, so a batch's samples do not depend on how many came before it.
     ``labels``, ``known`` and ``mask`` cover all n samples; batch i uses its rows. Each batch's record of
-    non-finite values is read (once) when the batch is yielded; `sample` reads all of them after the last.
+    non-finite values is read (once) when the batch is yielded.
     Yields the data block (b, *data_shape), or ``(z (b, k, *data_shape), nfe)`` with ``return_state``.
     """
+    if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0, and not given with generator; got seed={seed!r}")
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
     dtype = state_dtype(dtype, score_fn, known)
     cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
-    for start in range(0, shape[0], b):
+    for i, start in enumerate(range(0, shape[0], b)):
         rows = min(b, shape[0] - start)
+        if seed is not None:
+            generator = torch.Generator(device=device if device is not None else "cpu").manual_seed(
+                seed + i * SEED_STRIDE)
         z, nfe = _sample_one(sde, score_fn, cond, slice(start, start + rows), slv, ts, plan, (rows, *shape[1:]),
                              generator, noise_sampler, callback, denoise, dtype, device)
         yield (z, nfe) if return_state else z[:, 0]
@@ -318,23 +325,27 @@ def sample(
         (nfe: network evaluations along one batch's path, the largest over the batches: the score
         evaluations, twice that with guidance w > 0).
     """
-    shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
-                                       noise_sampler, batch_size, solver_options)
-    dtype = state_dtype(dtype, score_fn, known)
-    cond = _Conditioning(sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device)
-    if b >= shape[0]:
-        z, nfe = _sample_one(sde, score_fn, cond, slice(0, shape[0]), slv, ts, plan, shape, generator, noise_sampler,
-                             callback, denoise, dtype, device)
-        return (z, nfe) if return_state else z[:, 0]
-    out, nfe, runs = None, 0, []
-    for start in range(0, shape[0], b):
-        rows = min(b, shape[0] - start)
-        z, got = _sample_one(sde, score_fn, cond, slice(start, start + rows), slv, ts, plan, (rows, *shape[1:]),
-                             generator, noise_sampler, callback, denoise, dtype, device, runs)
-        part = z if return_state else z[:, 0]
-        if out is None:
-            out = torch.empty((shape[0], *part.shape[1:]), dtype=part.dtype, device=part.device)
-        out[start : start + rows] = part
-        nfe = max(nfe, got)
-    _raise_if_nonfinite(slv, runs)
+    batches = sample_batches(
+        sde, score_fn, shape, batch_size=_ALL if batch_size is None else batch_size, solver=solver, steps=steps, t_eps=t_eps, grid=grid,
+        generator=generator, noise_sampler=noise_sampler, callback=callback, return_state=True, denoise=denoise,
+        dtype=dtype, device=device, labels=labels, guidance=guidance, known=known, mask=mask, replacement=replacement,
+        **solver_options,
+    )
+    out, nfe = _collect(batches, shape, lambda z: z if return_state else z[:, 0])
     return (out, nfe) if return_state else out
+
+
+def _collect(batches: Iterator, shape: Sequence[int], keep: Callable[[Tensor], Tensor]) -> tuple[Tensor, int]:
+    """The ``(z, nfe)`` batches of `sample_batches` as one (n, ...) tensor of ``keep(z)`` and the
+    largest nfe (one batch: its own tensor; several: filled into one allocation)."""
+    out, nfe, start = None, 0, 0
+    for z, got in batches:  # the first batch has checked the arguments, shape included
+        part, n = keep(z), int(shape[0])
+        nfe = max(nfe, got)
+        if out is None and part.shape[0] == n:
+            return part, nfe
+        if out is None:
+            out = torch.empty((n, *part.shape[1:]), dtype=part.dtype, device=part.device)
+        out[start : start + part.shape[0]] = part
+        start += part.shape[0]
+    return out, nfe

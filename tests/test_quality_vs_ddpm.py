@@ -76,7 +76,7 @@ def test_trainer_prefix_is_the_shorter_run():
     def weights_after(steps, total):
         cfg = TrainConfig(sde="hold", data="moons", data_n=256, model="mlp", model_size="tiny", steps=total,
                           batch_size=16, warmup=2, seed=3, device="cpu", amp=False, n_samples=0)
-        tr = Trainer(cfg)
+        tr = Trainer.from_config(cfg)
         for _ in range(steps):
             tr.step()
         return tr.ema.shadow.state_dict()
@@ -87,8 +87,9 @@ def test_trainer_prefix_is_the_shorter_run():
 
 
 def test_adapter_loop_mirrors_the_trainer(qv, monkeypatch):
-    # with kinetic's own U-Net in it, the benchmark's loop for custom networks must reproduce the
-    # Trainer (the loop of kn.train) exactly: same init, data, noise, warm-up, clipping and EMA
+    # with kinetic's own U-Net given as the custom network, the benchmark's run of an adapter method
+    # must reproduce the Trainer's own (the loop of kn.train) exactly: same init, data, noise,
+    # warm-up, clipping and EMA
     from kinetic.models import build_model
     from kinetic.training import Trainer
 
@@ -96,8 +97,8 @@ def test_adapter_loop_mirrors_the_trainer(qv, monkeypatch):
     settings = qv.Settings(seeds=[0], steps=3, long_factor=1, size="tiny")
     method = next(m for m in qv.METHODS if m.name == "hold+dunet")
     monkeypatch.setattr(qv, "build_network", lambda m, st, sde=None: build_model("unet", st.size, (1, 8, 8), sde.order))
-    snaps, _ = qv.train_adapter(method, settings, 5, {}, lambda s: None)
-    trainer = Trainer(qv.base_config(method, settings, 5))
+    snaps, _ = qv.train_kinetic(method, settings, 5, {}, lambda s: None)
+    trainer = Trainer.from_config(qv.base_config(method, settings, 5))
     for _ in range(3):
         trainer.step()
     ref = trainer.ema.shadow.state_dict()
@@ -159,7 +160,7 @@ def test_tiny_study_end_to_end_and_cache(qv, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("retrained a cached run")
 
-    for name in ("train_ddpm", "train_kinetic", "train_adapter", "sample_kinetic", "sample_diffusers"):
+    for name in ("train_ddpm", "train_kinetic", "sample_kinetic", "sample_diffusers"):
         monkeypatch.setattr(qv, name, no_training)
     again = qv.run_study(settings, methods, tmp_path / "runs", table, log=lambda s: None)
     assert again["summary"]["methods"]["vp"]["cells"] == summ["methods"]["vp"]["cells"]

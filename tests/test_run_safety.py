@@ -239,7 +239,7 @@ def test_non_finite_data_and_weights_are_named(run, tmp_path):
     data = torch.randn(64, 2)
     data[5, 1] = float("nan")
     with pytest.raises(ConfigError, match="data has non-finite values.*1 of its 64") as e:
-        Trainer(tiny(tmp_path / "n"), data=data)
+        Trainer.from_config(tiny(tmp_path / "n"), data=data)
     assert e.value.field == "data"
     ck = load_checkpoint(run)
     key = next(iter(ck["ema"]))

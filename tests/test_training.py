@@ -46,7 +46,13 @@ def test_config_toml_roundtrip_and_validation(tmp_path):
     assert "[sde_params]" in text and "data_dir" not in text  # None is omitted
     back = TrainConfig.load(path)
     assert back == cfg
-    assert back.build_sde().order == 4 and back.build_sde().params["beta"] == 6.0
+    sde = kinetic.preset(back.sde, order=back.order, **back.sde_params)
+    assert sde.order == 4 and sde.params["beta"] == 6.0
+    # the order alone picks the preset, as `kinetic train --order K` does
+    assert (TrainConfig(order=4).sde, TrainConfig(order=4).order) == ("langevin", 4)
+    assert [TrainConfig(order=k).sde for k in (1, 2, 3)] == ["vp", "cld", "hold"]
+    assert TrainConfig(order=2) == TrainConfig(sde="cld") and TrainConfig() == TrainConfig(sde="hold")
+    assert TrainConfig.resolve(flags={"order": 4}) == TrainConfig(order=4)
     assert TrainConfig().run_name() == "hold-digits" and cfg.run_name() == "langevin4-moons"
     with pytest.raises(ConfigError, match="unknown config field") as e:
         TrainConfig.from_dict({"stepz": 3})
@@ -61,6 +67,28 @@ def test_config_toml_roundtrip_and_validation(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         TrainConfig.load(tmp_path / "bad.toml")
     assert 'name = "a\\"b"' in dump_toml({"name": 'a"b', "skip": None})
+
+
+def test_resolve_is_the_rule_of_kinetic_train(tmp_path):
+    f = tmp_path / "c.toml"
+    TrainConfig(sde="langevin", order=5, sde_params={"beta": 6.0}, data="moons", lr=3e-4).save(f)
+    assert TrainConfig.resolve(f, {"lr": 1e-2}).lr == 1e-2  # a flag beats the file
+    assert TrainConfig.resolve(f).sde_params == {"beta": 6.0} and TrainConfig.resolve(f).data == "moons"
+    assert (TrainConfig.resolve(f, {"order": 4}).sde, TrainConfig.resolve(f, {"order": 4}).order) == ("langevin", 4)
+    cld = TrainConfig.resolve(f, {"sde": "cld"})  # the file's order and preset arguments belong to its SDE
+    assert (cld.sde, cld.order, cld.sde_params) == ("cld", None, {})
+    with pytest.raises(ConfigError, match="exclude each other") as e:
+        TrainConfig.resolve(flags={"resume": True, "overwrite": True})
+    assert {e.value.field, *e.value.related} == {"resume", "overwrite"}
+    run = tiny(tmp_path, steps=1)
+    train(run)
+    back = TrainConfig.resolve(flags={"out": run.out, "resume": True, "steps": 3})
+    assert back == run.replace(steps=3, resume=True)  # the run's own config, the safe flag on top
+    with pytest.raises(ConfigError, match="keeps its settings") as e:
+        TrainConfig.resolve(flags={"out": run.out, "resume": True, "data": "swissroll"})
+    assert e.value.field == "resume" and e.value.related == ("data",)
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        TrainConfig.resolve(flags={"out": str(tmp_path / "none"), "resume": True})
 
 
 # ---------------------------------------------------------------------- convergence
@@ -284,15 +312,15 @@ def test_ddp_rank_streams_and_sharding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda m, **k: m)  # no process group here
     cfg = tiny(tmp_path)
-    t0 = Trainer(cfg, dist_info=DistInfo(rank=0, world_size=2))
-    t1 = Trainer(cfg, dist_info=DistInfo(rank=1, world_size=2))
+    t0 = Trainer.from_config(cfg, dist_info=DistInfo(rank=0, world_size=2))
+    t1 = Trainer.from_config(cfg, dist_info=DistInfo(rank=1, world_size=2))
     assert t0.local_batch == 16 and t0.data.shape[0] == 256
     assert not torch.equal(t0.data[:5], t1.data[:5])
     for a, b in zip(t0.net.parameters(), t1.net.parameters()):
         assert torch.equal(a, b)  # identical initial weights on every rank
     assert not torch.equal(t0.data_gen.get_state(), t1.data_gen.get_state())
     with pytest.raises(ConfigError, match="divisible"):
-        Trainer(tiny(tmp_path, batch_size=15), dist_info=DistInfo(rank=0, world_size=2))
+        Trainer.from_config(tiny(tmp_path, batch_size=15), dist_info=DistInfo(rank=0, world_size=2))
 
 
 # ---------------------------------------------------------------------- CLI

@@ -39,26 +39,21 @@ class _OneConv(nn.Module):
         return self.conv(x) * t.reshape(-1, 1, 1, 1)
 
 
-def _trainer(sde: str, order: int | None, batch: int, size: str, seed: int = 0):
+def _trainer(sde: str, order: int | None, batch: int, size: str, seed: int = 0, strip: bool = False):
+    """The Trainer of ``kinetic train`` on digits; ``strip``: with `_OneConv` as its network (same
+    optimiser / EMA plumbing)."""
     from ..config import TrainConfig
+    from ..presets import preset
+    from ..score import output_blocks
     from ..training import Trainer
 
     cfg = TrainConfig(sde=sde, order=order, data="digits", model="unet", model_size=size, batch_size=batch,
                       lr=2e-4, warmup=0, device="cpu", seed=seed)
-    return Trainer(cfg)
-
-
-def _strip_network(tr) -> None:
-    """Swap the trainer's network for `_OneConv` (same optimiser / EMA plumbing)."""
-    from ..score import ScoreModel
-    from ..training import EMA
-
-    k, c = tr.sde.order, tr.data_shape[0]
-    tr.net = _OneConv(k * c, c)
-    tr.ema = EMA(tr.net, tr.config.ema_decay)
-    tr.train_model = ScoreModel(tr.net, tr.sde, tr.config.parameterization, data_std=tr.config.data_std,
-                                input_scaling=tr.config.input_scaling)
-    tr.opt = torch.optim.AdamW(tr.net.parameters(), lr=tr.config.lr)
+    net = None
+    if strip:
+        process = preset(sde, order=order)
+        net = _OneConv(process.order, output_blocks(process, cfg.parameterization))  # digits: 1 channel
+    return Trainer.from_config(cfg, network=net)
 
 
 def measure(
@@ -75,9 +70,7 @@ def measure(
     """Median seconds per step for each (label, sde, order), interleaved over ``rounds``."""
     trainers = []
     for label, sde, order in configs:
-        tr = _trainer(sde, order, batch, size)
-        if strip:
-            _strip_network(tr)
+        tr = _trainer(sde, order, batch, size, strip=strip)
         for _ in range(warmup):
             tr.step()
         trainers.append((label, tr))
@@ -154,7 +147,7 @@ def study(steps: int = 400, rows=STUDY_ROWS, seed: int = 0, progress: Callable[[
         cfg = TrainConfig(sde=sde, data="gaussians8", data_n=4000, model_size="tiny", steps=steps, batch_size=128,
                           lr=3e-3, warmup=20, ema_decay=0.99, parameterization=param, weighting=weighting,
                           time_sampling=ts, device="cpu", seed=seed, out=tempfile.gettempdir())
-        tr = Trainer(cfg)
+        tr = Trainer.from_config(cfg)
         t0 = time.perf_counter()
         for _ in range(steps):
             tr.step()

@@ -4,7 +4,8 @@
     from kinetic.training import train
     summary = train(TrainConfig(sde="hold", data="digits", steps=2000, out="runs/hold-digits"))
 
-Modules: `loop` (`train`, what ``kinetic train`` runs), `trainer` (`Trainer`: state and one
+Modules: `loop` (`train`, what ``kinetic train`` runs), `parts` (a run's parts built from its config:
+data, network and model spec, loss, optimiser; `build_trainer`), `trainer` (`Trainer`: state and one
 optimisation step), `ema`, `distributed` (torchrun / DDP set-up), `rundir` (the run directory,
 its artefacts and lock), `outputs` (loss curve, sample grids, metrics.jsonl, TensorBoard),
 `monitor` (periodic fd-digits / SWD), `signals` (SIGINT / SIGTERM). The checkpoint file format is

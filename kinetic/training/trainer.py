@@ -1,7 +1,8 @@
 """`Trainer`: one run's state (SDE, data, network, EMA, optimiser, generators) and its `step`.
 
 Used by `kinetic.training.train` (which adds the run directory, checkpoints, signals and outputs)
-and by the throughput benchmark. The objective is denoising score matching of the noised blocks
+and by the benchmarks. It takes its parts (network, loss, data, optimiser); `Trainer.from_config`
+builds the default ones (`kinetic.training.parts`): denoising score matching of the noised blocks
 (`kinetic.losses.DSMLoss`), optimised by AdamW with a linear warm-up.
 """
 
@@ -11,14 +12,14 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..checkpoint import CheckpointError, check_compatible
 from ..config import ConfigError, TrainConfig
-from ..losses import DSMLoss
-from ..score import ScoreModel, input_blocks, output_blocks
+from ..score import ScoreModel
 from .distributed import DistInfo, derive_seed, resolve_device
 from .ema import EMA
+from .parts import RunData, build_trainer, score_model
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -28,136 +29,60 @@ class TrainingError(RuntimeError):
     at which step and what was kept."""
 
 
-class _Autocast(nn.Module):
-    """Runs the wrapped network under bf16 autocast (CUDA only); returns float32."""
-
-    is_kinetic_wrapper = True
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.inner = net
-
-    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            return (self.inner(x, t) if labels is None else self.inner(x, t, labels)).float()
-
-
 class Trainer:
-    """One run's state and its optimisation `step`; ``data`` (and ``labels`` (N,) int64 for a
-    conditional run) overrides loading ``config.data``."""
+    """One run's state and its optimisation `step`, from the parts it is given.
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        *,
-        dist_info: DistInfo | None = None,
-        device: torch.device | str | None = None,
-        data: Tensor | None = None,
-        labels: Tensor | None = None,
-    ):
-        from ..data import DataError, dataset_classes, load_dataset
-        from ..models import auto_kind, build_model  # kinetic.models: the repository's models/ folder
+    ``network`` (any ``nn.Module`` ``net(h, t[, labels])``, on ``device``: the weights the EMA,
+    the optimiser and checkpoints hold), ``train_model`` (the `ScoreModel` the loss is taken of:
+    ``network`` as `kinetic.training.parts.train_model` wraps it for DDP / compile / autocast;
+    None: ``network`` itself), ``sde``, ``data`` (`RunData`: this rank's shard), ``spec`` (the
+    model spec a checkpoint records), ``loss`` (``loss(score_model, x0, generator=, labels=)``)
+    and ``optimizer`` (over ``network``'s parameters). `Trainer.from_config`
+    (`kinetic.training.parts.build_trainer`) builds them from a `TrainConfig`; ``config`` still
+    supplies the schedule, clipping, EMA decay, logging and seeds.
+    """
 
+    def __init__(self, config: TrainConfig, *, network: nn.Module, sde, data: RunData, spec: dict[str, Any],
+                 loss: nn.Module, optimizer: torch.optim.Optimizer, train_model: ScoreModel | None = None,
+                 dist_info: DistInfo | None = None, device: torch.device | str | None = None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a kinetic.config.TrainConfig, got {type(config).__name__}")
         self.config = cfg = config  # checked when it was made
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device, self.dist)
-        self.sde = cfg.build_sde()
-        self.num_classes = 0
-        if data is None:
-            got = load_dataset(cfg.data, data_dir=cfg.data_dir, n=cfg.data_n, seed=cfg.seed, resolution=cfg.resolution,
-                               labels=cfg.conditional)
-            data, labels = got if cfg.conditional else (got, None)
-            if cfg.conditional:
-                self.num_classes = dataset_classes(cfg.data, cfg.data_dir)
-        elif cfg.conditional:
-            if labels is None:
-                raise ConfigError("a conditional run needs labels with its data (Trainer(data=..., labels=...))", "conditional")
-            try:
-                self.num_classes = dataset_classes(cfg.data, cfg.data_dir)
-            except DataError:
-                self.num_classes = 0
-            self.num_classes = max(self.num_classes, int(labels.max()) + 1 if labels.numel() else 0)
-        if not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] < 1:
-            raise ConfigError("data must be a tensor of shape (N, *data_shape)", "data")
-        if cfg.conditional:
-            if (not isinstance(labels, Tensor) or labels.shape != (data.shape[0],) or labels.is_floating_point()
-                    or labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ConfigError(
-                    f"labels must be {data.shape[0]} integers in [0, {self.num_classes}), one per example", "conditional"
-                )
-            labels = labels.to(torch.int64)
-        elif labels is not None:
-            raise ConfigError("labels were given for an unconditional run (set conditional=True)", "conditional")
-        if not bool(torch.isfinite(data).all()):
-            bad = int((~torch.isfinite(data.reshape(data.shape[0], -1))).any(1).sum())
-            raise ConfigError(f"data has non-finite values (NaN or inf) in {bad} of its {data.shape[0]} examples", "data")
-        self.data_shape = tuple(int(s) for s in data.shape[1:])
-        self.reference = data[: min(2000, data.shape[0])]  # for scatter plots
-        shard = data[self.dist.rank :: self.dist.world_size] if self.dist.enabled else data
-        if shard.shape[0] < 1:
-            raise ConfigError(f"data has {data.shape[0]} examples, fewer than the {self.dist.world_size} ranks", "data")
-        self.data = shard.to(self.device, torch.float32)
-        self.labels = None
-        if labels is not None:
-            lab = labels[self.dist.rank :: self.dist.world_size] if self.dist.enabled else labels
-            self.labels = lab.to(self.device)
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} must be divisible by the number of ranks ({self.dist.world_size})",
                 "batch_size",
             )
         self.local_batch = cfg.batch_size // self.dist.world_size
-
-        kind = cfg.model if cfg.model != "auto" else auto_kind(self.data_shape)
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        try:
-            net = build_model(
-                kind, cfg.model_size, self.data_shape, input_blocks(self.sde, cfg.parameterization), output_blocks(self.sde, cfg.parameterization),
-                num_classes=self.num_classes,
-            )
-        except ValueError as err:
-            raise ConfigError(str(err), "model") from None
-        self.net = net.to(self.device)
-        self.model_config = {
-            "kind": kind,
-            "size": cfg.model_size,
-            "data_shape": list(self.data_shape),
-            "order": self.sde.order,
-            "parameterization": cfg.parameterization,
-            "data_std": cfg.data_std,
-            "input_scaling": cfg.input_scaling,
-            "num_classes": self.num_classes,
-        }
+        self.sde = sde
+        self.data, self.labels, self.reference = data.data, data.labels, data.reference
+        self.data_shape, self.num_classes = data.data_shape, data.num_classes
+        self.net = network
+        self.model_config = dict(spec)
         self.ema = EMA(self.net, cfg.ema_decay)
-
-        core: nn.Module = self.net
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            core = DDP(core, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
-            core = torch.compile(core)
-        if cfg.amp and self.device.type == "cuda":
-            core = _Autocast(core)
-        self.train_model = ScoreModel(
-            core, self.sde, cfg.parameterization, data_std=cfg.data_std, input_scaling=cfg.input_scaling
-        )
-        self.loss_fn = DSMLoss(
-            self.sde, cfg.parameterization, cfg.weighting, cfg.t_eps, cfg.time_sampling,
-            data_std=cfg.data_std, input_scaling=cfg.input_scaling, label_dropout=cfg.label_dropout if cfg.conditional else 0.0,
-        )
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-        torch.manual_seed(derive_seed(cfg.seed, self.dist.rank, 2))  # dropout etc.: per rank
-        self.data_gen = torch.Generator(device="cpu").manual_seed(derive_seed(cfg.seed, self.dist.rank, 0))
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(derive_seed(cfg.seed, self.dist.rank, 1))
+        self.train_model = train_model if train_model is not None else score_model(network, sde, spec)
+        self.loss_fn = loss
+        self.opt = optimizer
+        self._seed_streams(cfg.seed)
         self.step_count = 0
         self.skipped = 0
         self.history: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "eval_value": []}
         self._window: list[float] = []
         self.stop_requested = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, **parts) -> "Trainer":
+        """The Trainer of ``config`` (`kinetic.training.parts.build_trainer`: ``network``, ``data``,
+        ``labels``, ``dist_info``, ``device`` override what the config names)."""
+        return build_trainer(config, **parts)
+
+    def _seed_streams(self, seed: int) -> None:
+        """Per-rank streams: the global one (dropout etc.), the batch indices and the noise."""
+        torch.manual_seed(derive_seed(seed, self.dist.rank, 2))
+        self.data_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, self.dist.rank, 0))
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, self.dist.rank, 1))
 
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
@@ -292,14 +217,8 @@ class Trainer:
             self.data_gen.set_state(r["data"])
             self.noise_gen.set_state(r["noise"])
         else:  # another world size: fresh, deterministic streams for this step
-            s = self.config.seed + 7 * self.step_count
-            torch.manual_seed(derive_seed(s, self.dist.rank, 2))
-            self.data_gen.manual_seed(derive_seed(s, self.dist.rank, 0))
-            self.noise_gen.manual_seed(derive_seed(s, self.dist.rank, 1))
+            self._seed_streams(self.config.seed + 7 * self.step_count)
 
     def ema_score_model(self) -> ScoreModel:
         """The EMA network wrapped as a ScoreModel (eval mode)."""
-        cfg = self.config
-        return ScoreModel(
-            self.ema.shadow, self.sde, cfg.parameterization, data_std=cfg.data_std, input_scaling=cfg.input_scaling
-        ).eval()
+        return score_model(self.ema.shadow, self.sde, self.model_config).eval()
