@@ -16,7 +16,7 @@ import typer
 
 from kinetic.config import RUN_CONTROL, SAFE_ON_RESUME, TrainConfig
 
-from .common import DEFAULT_THREADS, ThreadsOpt, clip, console, err_console, fail, first_line, set_threads, source
+from .common import DEFAULT_THREADS, ThreadsOpt, clip, console, err_console, fail, first_line, set_threads, source, styled
 from .progress import TrainProgress
 
 _D = TrainConfig()  # the defaults shown by --help are the library's
@@ -125,7 +125,7 @@ def _print_artefacts(summary: dict, wall: float) -> None:
     for what, path in summary["artefacts"].items():
         console.print(f"{(what + ':').ljust(width)} {path}", highlight=False, soft_wrap=True)
     if summary["samples_error"]:
-        console.print(f"[yellow]warning:[/] {summary['samples_error']}", highlight=False)
+        console.print(styled("[yellow]warning:[/] {}", summary['samples_error']), highlight=False)
 
 
 def train(
@@ -219,7 +219,7 @@ def train(
     except RunDirError as err:
         raise fail(f"--out: {err}") from None
     except TrainingError as err:
-        err_console.print(f"[bold red]Error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(styled("[bold red]Error:[/] {}", err), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted before training started; nothing written", highlight=False)

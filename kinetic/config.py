@@ -35,7 +35,7 @@ SAFE_ON_RESUME = (
     "sample_t_eps", "eval_every", "eval_n", "tensorboard", "device", "skip_nonfinite",
 )
 #: Upper bound of ``sample_steps`` (shared with the sampling CLI, see `kinetic.evaluation.MAX_STEPS`).
-MAX_SAMPLE_STEPS = 100_000
+from .checks import MAX_SEED, MAX_STEPS as MAX_SAMPLE_STEPS, parse_device  # noqa: E402
 
 
 def _sde_names():
@@ -355,11 +355,11 @@ class TrainConfig:
                 "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
                 "overwrite",
             )
-        integer("seed", 0)
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
-            raise ConfigError(f"device must be {DEVICES_HELP}; got {show(self.device)}", "device")
+        integer("seed", 0, MAX_SEED)
+        try:
+            parse_device(self.device, check_available=False)
+        except (ValueError, TypeError):
+            raise ConfigError(f"device must be {DEVICES_HELP}; got {show(self.device)}", "device") from None
         integer("log_every", 1)
         integer("ckpt_every", 0)
         integer("sample_every", 0)

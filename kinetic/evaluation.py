@@ -27,42 +27,13 @@ CONDITIONAL_METRICS = ("class-accuracy", "fd-digits-per-class", "inpaint")
 DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.sampling.default_grid`)
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
 #: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
-MAX_STEPS = 100_000
+from .checks import MAX_STEPS, available_memory as _available_memory, check_seed, parse_device as resolve_device  # noqa: E402
 _CHUNK_SEED_STRIDE = 1_000_003
-
-
-def resolve_device(device) -> torch.device:
-    """'auto' -> cuda if available else cpu; a clear error for an unavailable or unknown device."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {str(device)[:40]!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available")
-    return dev
 
 
 def quantisation_levels(data: str) -> int:
     """Pixel levels of a dataset, for the bits/dim offset: digits have 17 (0..16), images 256."""
     return 17 if data == "digits" else 256
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[int, ...] | None) -> None:
@@ -103,6 +74,7 @@ def draw(
 
     n, data_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
     _check_sizes(n, steps, batch_size, data_shape)
+    check_seed(seed)
     dev = resolve_device(device)
     chunk = n if batch_size is None else min(batch_size, n)
     if labels is not None:
@@ -213,6 +185,7 @@ def generate(
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {str(solver)[:40]!r}")
     _check_sizes(n, steps, batch_size, None)
+    check_seed(seed)
     dev = resolve_device(device)
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])
@@ -257,6 +230,7 @@ def evaluate_checkpoint(
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {str(m)[:40]!r}")
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
+    check_seed(seed)
     dev = resolve_device(device)
     if model is None:
         model = load_model(checkpoint, device=dev)

@@ -1,21 +1,149 @@
-"""Atomic file writes: a crash mid-write never leaves a truncated checkpoint, image or table."""
+"""Safe file writes: a crash mid-write never leaves a truncated checkpoint, image or table, and no
+write follows a symbolic link, replaces a special file (FIFO, device, socket) or overwrites an input
+of the same command.
+
+`atomic_write` writes a temp file in the target folder and renames it over ``path``, which must be a
+new path or a regular file (`check_target`). `check_output` is the check a command makes before any
+work: ``path`` is not one of its inputs (same file by `os.path.samefile`, so links and ``..`` do not
+hide it) and, if it exists, holds what that kind of output holds (a PNG, an .npz of samples, JSON),
+so a checkpoint, a config or another file kinetic did not write is never replaced. `is_stale_temp`
+names the temp files a killed write leaves, for the cleaners.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import stat
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "check_target", "check_output", "UnsafePathError",
+           "is_stale_temp", "remove_stale_temps", "command_inputs"]
+
+# atomic_write's temp files: ".<name>.<mkstemp's random part>.tmp"
+_STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
+
+
+class UnsafePathError(ValueError):
+    """A write would follow a symbolic link, replace a special file or overwrite an input."""
+
+
+def _short(path, limit: int = 200) -> str:
+    s = str(path)
+    return s if len(s) <= limit else f"{s[:120]}...[{len(s) - 170} characters cut]...{s[-50:]}"
+
+
+def check_target(path: str | os.PathLike[str], option: str = "path") -> Path:
+    """``path`` (expanded) if it is a new path or a regular file; UnsafePathError naming ``option``
+    for a symbolic link (kinetic never writes through a link it did not create: the target would be
+    left stale or an unrelated file replaced) or a special file (FIFO, device, socket)."""
+    path = Path(os.path.expanduser(os.fspath(path)))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError:
+        return path  # e.g. a part of the path is a file: the write itself gives the clear error
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{option}: {_short(path)} is a symbolic link; kinetic writes only regular files or "
+                              "new paths: give the link's target or another path")
+    if stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"{option}: {_short(path)} is a directory; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a special file")
+        raise UnsafePathError(f"{option}: {_short(path)} is {kind}, not a regular file; kinetic writes only regular "
+                              "files or new paths")
+    return path
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _holds_kind(path: Path, suffix: str) -> bool:
+    """True when the existing file at ``path`` holds what kinetic writes for ``suffix`` (or nothing)."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if suffix == ".png":
+            return head == b"\x89PNG\r\n\x1a\n"
+        if suffix == ".npz":
+            with zipfile.ZipFile(path) as z:
+                return "samples.npy" in z.namelist()
+        if suffix == ".json":
+            return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        if suffix == ".md":
+            return path.read_text(encoding="utf-8").startswith(("<!--", "#", "|", "Machine"))
+    except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError):
+        return False
+    return False
+
+
+def check_output(path: str | os.PathLike[str], option: str, inputs: Iterable[tuple[str, str | os.PathLike[str]]] = (),
+                 kind: str | None = None) -> Path:
+    """``path`` checked before any work: `check_target`, not the same file as any of ``inputs``
+    ((option, path) pairs; a directory stands for its ``checkpoint.pt`` and ``config.toml``), and if
+    it exists, a file of the output's ``kind`` (its suffix by default: .png, .npz or .json) that
+    kinetic could have written. UnsafePathError (one line naming ``option``) otherwise."""
+    path = check_target(path, option)
+    for name, inp in inputs:
+        inp = Path(os.path.expanduser(os.fspath(inp)))
+        candidates = [inp / "checkpoint.pt", inp / "config.toml", inp] if inp.is_dir() else [inp]
+        for c in candidates:
+            if c.exists() and path.exists() and _same(path, c):
+                raise UnsafePathError(f"{option}: {_short(path)} is an input of this command ({name} {_short(c)}); "
+                                      "an output never overwrites an input: choose another path")
+    kind = (kind or path.suffix).lower()
+    if path.exists() and not _holds_kind(path, kind):
+        what = {".png": "a PNG image", ".npz": "an .npz of samples", ".json": "a JSON object"}.get(kind, f"a {kind} file")
+        raise UnsafePathError(f"{option}: {_short(path)} exists and is not {what} that kinetic wrote; it is not replaced: "
+                              "remove it first or choose another path")
+    return path
+
+
+def command_inputs(output_option: str) -> list[tuple[str, Path]]:
+    """The paths given to the running Click command (``--checkpoint``, ``--config``, ``--data-dir``,
+    ...), every option but ``output_option`` and the other outputs: the "inputs of this command" that
+    `check_output` protects. Empty outside a Click command."""
+    ctx = None
+    for mod in ("typer._click.globals", "click.globals"):  # Typer may ship its own copy of Click
+        try:
+            ctx = __import__(mod, fromlist=["get_current_context"]).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if ctx is not None:
+            break
+    if ctx is None:
+        return []
+    outputs = {"out", "json_out", "json", output_option.lstrip("-").replace("-", "_")}
+    found = []
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if p.name in outputs or not isinstance(v, (str, os.PathLike)) or not str(v):
+            continue
+        if os.path.exists(os.path.expanduser(os.fspath(v))):
+            found.append(("--" + p.name.replace("_", "-"), Path(os.path.expanduser(os.fspath(v)))))
+    return found
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temp file in the target folder, then ``os.replace`` it to ``path``.
 
-    The temp file is removed on any failure (including KeyboardInterrupt).
+    ``path`` must be a new path or a regular file (`check_target`: a symbolic link or special file
+    is refused before and checked again just before the rename). The temp file is removed on any
+    failure (including KeyboardInterrupt).
     """
-    path = Path(path).expanduser()
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -24,9 +152,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        check_target(path)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
     return path
@@ -35,3 +164,32 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def is_stale_temp(name: str) -> bool:
+    """True for the name of a temp file that `atomic_write` makes (``.<name>.XXXXXXXX.tmp``)."""
+    return bool(_STALE_TMP.match(name))
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+    """Remove the temp files that a kill during `atomic_write` left in ``folder`` (for outputs whose
+    name starts with ``prefix``). Never follows a link: a folder that is a symbolic link is not
+    entered and only regular files (not links) are removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        if stat.S_ISLNK(os.lstat(folder).st_mode) or not folder.is_dir():
+            return removed
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not (is_stale_temp(e.name) and e.name.startswith("." + prefix)):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed

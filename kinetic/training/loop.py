@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..checkpoint import CHECKPOINT_NAME, CheckpointError, _close, load_checkpoint, save_checkpoint
 from ..config import RUN_CONTROL, SAFE_ON_RESUME, ConfigError, TrainConfig
 from ..fileio import atomic_write_text
-from .distributed import DistInfo, all_ok, barrier, init_distributed, shutdown
+from .distributed import DistInfo, all_ok, barrier, init_distributed, resolve_device, shutdown
 from .monitor import evaluate_ema
 from .outputs import MetricsLog, TensorBoardLog, sample_to_file, save_loss_curve, tensorboard_missing
 from .rundir import RunDir
@@ -78,6 +78,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
 def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback) -> dict[str, Any]:
     if cfg.tensorboard and (why := tensorboard_missing()):
         raise ConfigError(why, "tensorboard")
+    resolve_device(cfg.device, dist_info)  # an unusable device is refused before the run directory exists
     run = RunDir(cfg.out_dir())
     error: Exception | None = None
     if dist_info.is_main:  # the directory is usable and ours alone, before any work

@@ -17,6 +17,7 @@ from ..checkpoint import CheckpointError, check_compatible
 from ..config import ConfigError, TrainConfig
 from ..losses import DSMLoss
 from ..score import ScoreModel, output_blocks
+from ..checks import check_training_memory
 from .distributed import DistInfo, derive_seed, resolve_device
 from .ema import EMA
 
@@ -119,6 +120,7 @@ class Trainer:
             )
         except ValueError as err:
             raise ConfigError(str(err), "model") from None
+        check_training_memory(self.local_batch, self.sde.order, self.data_shape, net, self.data, self.device)
         self.net = net.to(self.device)
         self.model_config = {
             "kind": kind,
