@@ -51,6 +51,9 @@ def main() -> None:
 
     from .common import err_console, styled
 
+    from .console import one_line_warnings
+
+    one_line_warnings()
     UsageError = typer.BadParameter.__mro__[1]  # Click's UsageError (vendored by recent Typer)
 
     try:

@@ -19,3 +19,15 @@ def styled(template: str, *values: object) -> Text:
     """``template`` (kinetic's own Rich markup, ``{}`` fields) with ``values`` escaped into it:
     ``styled("[bold red]Error:[/] {}", message)``."""
     return Text.from_markup(template.format(*(escape(str(v)) for v in values)))
+
+
+def one_line_warnings() -> None:
+    """Show the library's warnings (an unwritable cache, ...) as one ``warning: ...`` line on
+    stderr, not Python's two lines of file, line number and source."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        err_console.print(styled("[yellow]warning:[/] {}", " ".join(str(message).split())), highlight=False,
+                          soft_wrap=True)
+
+    warnings.showwarning = show

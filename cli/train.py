@@ -16,6 +16,8 @@ import typer
 
 from kinetic.config import RUN_CONTROL, SAFE_ON_RESUME, TrainConfig
 
+from kinetic.training.signals import interrupted_message
+
 from .common import DEFAULT_THREADS, ThreadsOpt, clip, console, err_console, fail, first_line, set_threads, source, styled
 from .progress import TrainProgress
 
@@ -199,6 +201,7 @@ def train(
     flags = {k: v for k, v in values.items() if source(ctx, k) == "COMMANDLINE"}
     main_rank = int(os.environ.get("RANK", "0") or 0) == 0
     set_threads(threads)  # two threads per process on two busy cores made steps ~25x slower
+    cfg = None
     try:
         cfg = resolve_config(config, flags)
         if "label_dropout" in flags and not cfg.conditional:
@@ -222,7 +225,7 @@ def train(
         err_console.print(styled("[bold red]Error:[/] {}", err), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted before training started; nothing written", highlight=False)
+        err_console.print(interrupted_message(cfg.out_dir() if cfg is not None else None), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     wall = time.perf_counter() - t0
     if summary["interrupted"]:
@@ -233,6 +236,8 @@ def train(
                 highlight=False, soft_wrap=True,
             )
         raise typer.Exit(130)
+    if summary.get("skipped_warning") and main_rank:  # shown even with --quiet
+        err_console.print(styled("[yellow]warning:[/] {}", summary["skipped_warning"]), highlight=False, soft_wrap=True)
     if quiet or not main_rank:
         return
     _print_artefacts(summary, wall)

@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "MAX_STEPS", "MAX_SEED", "DEVICES_HELP", "parse_device", "check_seed", "check_count", "max_threads",
     "check_threads", "available_memory", "check_memory", "training_memory", "check_training_memory", "check_generator", "check_finite_magnitude",
+    "check_real_array", "check_score_tensor", "skipped_steps_verdict",
 ]
 
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
@@ -161,6 +162,53 @@ def check_training_memory(batch: int, order: int, data_shape: Sequence[int], net
         )
 
 
+def check_real_array(value: Any, name: str) -> None:
+    """TypeError for complex or boolean array-likes (torch would drop the imaginary part with only
+    a warning); integers and floats pass."""
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        try:
+            import numpy as np
+
+            dt = np.asarray(value).dtype
+        except (ValueError, TypeError):
+            return
+    s = str(dt)
+    if "complex" in s or s in ("bool", "torch.bool"):
+        raise TypeError(f"{name} must be real numbers (floats); got dtype {s}")
+
+
+def check_score_tensor(score: torch.Tensor, z: torch.Tensor, name: str = "score_fn") -> None:
+    """A score output must be a real floating tensor on z's device (an int64, bool or complex
+    output was cast silently; a score on another device, ``meta`` included, reached torch)."""
+    if score.is_complex() or not score.is_floating_point():
+        raise TypeError(f"{name} returned dtype {score.dtype}; it must return a real floating tensor (like z: {z.dtype})")
+    if score.device != z.device:
+        raise ValueError(f"{name} returned a tensor on {score.device}; it must be on z's device ({z.device})")
+
+
+#: skip_nonfinite: past this share of skipped steps (after `SKIP_MIN_STEPS` steps) a run stops, as
+#: it is not training; past `SKIP_WARN_SHARE` it goes on with a warning (console and summary.json).
+SKIP_STOP_SHARE = 0.5
+SKIP_WARN_SHARE = 0.05
+SKIP_MIN_STEPS = 20
+
+
+def skipped_steps_verdict(skipped: int, steps: int) -> tuple[str | None, bool]:
+    """(message or None, stop) for ``skipped`` of ``steps`` steps skipped with ``skip_nonfinite``:
+    stop past `SKIP_STOP_SHARE` (once `SKIP_MIN_STEPS` steps were made), warn past `SKIP_WARN_SHARE`."""
+    if steps <= 0 or skipped <= 0:
+        return None, False
+    share = skipped / steps
+    if share > SKIP_STOP_SHARE and steps >= SKIP_MIN_STEPS:
+        return (f"{skipped} of the {steps} steps had a non-finite loss or gradient and were skipped (skip_nonfinite), "
+                f"more than {SKIP_STOP_SHARE:.0%}: the model is not training (lower lr, or set grad_clip)"), True
+    if share > SKIP_WARN_SHARE:
+        return (f"{skipped} of the {steps} steps ({share:.1%}) were skipped for a non-finite loss or gradient "
+                "(skip_nonfinite); the model may be damaged"), False
+    return None, False
+
+
 def check_generator(generator: Any, option: str = "generator") -> None:
     """None or a torch.Generator (``generator=5`` would otherwise reach torch's overload dump)."""
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -168,8 +216,9 @@ def check_generator(generator: Any, option: str = "generator") -> None:
 
 
 def check_finite_magnitude(x: torch.Tensor, option: str = "x", limit: float = 1e15) -> None:
-    """``x`` real, floating, finite and of magnitude below ``limit`` (1e15: past it squares
-    overflow float32 and the ODE tolerances mean nothing): ValueError / TypeError naming ``option``."""
+    """``x`` real, floating, finite and of magnitude below ``limit`` (1e15 by default; past it the
+    ODE tolerances mean nothing, and past sqrt of the dtype's largest value its squares overflow):
+    ValueError / TypeError naming ``option``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{option} must be a torch.Tensor; got {type(x).__name__}")
     if x.is_complex() or not x.is_floating_point():
@@ -180,5 +229,5 @@ def check_finite_magnitude(x: torch.Tensor, option: str = "x", limit: float = 1e
         raise ValueError(f"{option} has non-finite values (nan/inf)")
     m = float(x.detach().abs().max())
     if m > limit:
-        raise ValueError(f"{option} has values of magnitude up to {m:.3g}, past {limit:g}: kinetic's data are "
+        raise ValueError(f"{option} has values of magnitude up to {m:.3g}, past {limit:.3g} (for {x.dtype}): kinetic's data are "
                          "scaled to about [-1, 1] (images) or unit variance; rescale them first")

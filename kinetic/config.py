@@ -35,6 +35,7 @@ SAFE_ON_RESUME = (
     "sample_t_eps", "eval_every", "eval_n", "tensorboard", "device", "skip_nonfinite",
 )
 #: Upper bound of ``sample_steps`` (shared with the sampling CLI, see `kinetic.evaluation.MAX_STEPS`).
+from .data import resolve_data_dir  # noqa: E402
 from .checks import MAX_SEED, MAX_STEPS as MAX_SAMPLE_STEPS, parse_device  # noqa: E402
 
 
@@ -317,8 +318,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
-            if v is not None:
-                put(name, os.fspath(v))
+            if v is not None:  # data_dir stored resolved: a run copied elsewhere still finds (or refuses) its data
+                put(name, resolve_data_dir(v) if name == "data_dir" and os.fspath(v) else os.fspath(v))
                 if not getattr(self, name):
                     raise ConfigError(f"{name} must be a non-empty path", name)
         integer("data_n", 1, allow_none=True)

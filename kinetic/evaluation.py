@@ -300,10 +300,11 @@ def evaluate_checkpoint(
             }
         elif m == "fd-digits-per-class":
             from .metrics import fd_digits_per_class
+            from .metrics.conditional import per_class_mean
 
             per = fd_digits_per_class(samples, torch.as_tensor(labels))
             result["metrics"]["fd-digits-per-class"] = {
-                "value": float(sum(per.values()) / len(per)) if per else float("nan"), "per_class": per,
+                **per_class_mean(per, labels),
                 "reference": "each class's samples vs that class's bundled digits (value: the mean over classes)",
             }
         elif m == "inpaint":

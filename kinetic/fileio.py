@@ -17,15 +17,21 @@ import os
 import re
 import stat
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 __all__ = ["atomic_write", "atomic_write_text", "check_target", "check_output", "UnsafePathError",
-           "is_stale_temp", "remove_stale_temps", "command_inputs"]
+           "is_stale_temp", "remove_stale_temps", "command_inputs", "write_cache", "json_text", "damaged_file_reason",
+           "CacheWarning"]
 
 # atomic_write's temp files: ".<name>.<mkstemp's random part>.tmp"
 _STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
+
+
+#: seconds without change after which an output's temp file counts as left by a killed write
+STALE_AGE = 60.0
 
 
 class UnsafePathError(ValueError):
@@ -145,6 +151,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     """
     path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a kill during an earlier write of this same output left its temp file: remove it (once it has
+    # not been touched for a minute, so that a write in progress elsewhere is left alone)
+    remove_stale_temps(path.parent, path.name + ".", min_age=STALE_AGE)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -166,14 +175,73 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+class CacheWarning(UserWarning):
+    """A cache could not be written; the work goes on without it."""
+
+
+def write_cache(path: str | os.PathLike[str], write: Callable[[str], None], what: str) -> bool:
+    """`atomic_write` for a cache file, which is optional: on failure (read-only ``HOME``,
+    ``$KINETIC_CACHE`` pointing at /proc or at a file, a full disk) warn once with a `CacheWarning`
+    naming the path and go on. True when the cache was written."""
+    import warnings
+
+    try:
+        atomic_write(path, write)
+        return True
+    except (OSError, ValueError, RuntimeError) as err:
+        why = getattr(err, "strerror", None) or str(err).splitlines()[0] if str(err) else type(err).__name__
+        warnings.warn(f"{what} not cached: cannot write {_short(path)} ({why}); it is kept in memory for this run "
+                      "(set KINETIC_CACHE to a writable folder)", CacheWarning, stacklevel=2)
+        return False
+
+
+def json_text(obj, indent: int = 2) -> str:
+    """``json.dumps`` that always gives valid JSON: NaN and infinities become null (strict parsers
+    reject a bare NaN); the result says why where it matters (e.g. a metric's ``"reason"``)."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), indent=indent, allow_nan=False, default=str)
+
+
+def damaged_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why a file that a reader rejected is damaged, when that can be told: "it is empty (0 bytes)"
+    or "it is truncated (...)" for a zip archive (torch's format, .npz) cut short; None otherwise."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "it is empty (0 bytes): the write that made it was cut off before any data"
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":
+            try:
+                with zipfile.ZipFile(path) as z:
+                    if z.testzip() is None:
+                        return None
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+                pass
+            return f"it is truncated ({size} bytes of a zip archive without its end): a copy or write was cut off"
+    except OSError:
+        return None
+    return None
+
+
 def is_stale_temp(name: str) -> bool:
     """True for the name of a temp file that `atomic_write` makes (``.<name>.XXXXXXXX.tmp``)."""
     return bool(_STALE_TMP.match(name))
 
 
-def remove_stale_temps(folder: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike[str], prefix: str = "", min_age: float = 0.0) -> list[Path]:
     """Remove the temp files that a kill during `atomic_write` left in ``folder`` (for outputs whose
-    name starts with ``prefix``). Never follows a link: a folder that is a symbolic link is not
+    name starts with ``prefix``) and not modified for ``min_age`` seconds. Never follows a link: a folder that is a symbolic link is not
     entered and only regular files (not links) are removed."""
     folder = Path(folder)
     removed: list[Path] = []
@@ -187,7 +255,7 @@ def remove_stale_temps(folder: str | os.PathLike[str], prefix: str = "") -> list
         if not (is_stale_temp(e.name) and e.name.startswith("." + prefix)):
             continue
         try:
-            if e.is_file(follow_symlinks=False):
+            if e.is_file(follow_symlinks=False) and time.time() - e.stat(follow_symlinks=False).st_mtime >= min_age:
                 os.unlink(e.path)
                 removed.append(Path(e.path))
         except OSError:

@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 from ..checkpoint import CHECKPOINT_NAME, CheckpointError, _close, load_checkpoint, save_checkpoint
 from ..config import RUN_CONTROL, SAFE_ON_RESUME, ConfigError, TrainConfig
-from ..fileio import atomic_write_text
+from ..checks import skipped_steps_verdict
+from ..data import resolve_data_dir
+from ..fileio import atomic_write_text, json_text
 from .distributed import DistInfo, all_ok, barrier, init_distributed, resolve_device, shutdown
 from .monitor import evaluate_ema
 from .outputs import MetricsLog, TensorBoardLog, sample_to_file, save_loss_curve, tensorboard_missing
@@ -64,7 +66,9 @@ def train(config: TrainConfig, callback: Callback | None = None) -> dict[str, An
 
 def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
     """CheckpointError unless ``cfg`` differs from the checkpoint's config only in `SAFE_ON_RESUME`."""
-    saved = ckpt.get("config") or {}
+    saved = dict(ckpt.get("config") or {})
+    if saved.get("data_dir"):  # written relative by older versions: compare it resolved, as it is stored now
+        saved["data_dir"] = resolve_data_dir(saved["data_dir"])
     now = cfg.to_dict()
     diff = [k for k in now if k in saved and k not in SAFE_ON_RESUME + RUN_CONTROL and not _close(saved[k], now[k])]
     if diff:
@@ -198,6 +202,9 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
                 except TrainingError as err:
                     kept = f"; the last checkpoint ({run.checkpoint}) is kept" if run.checkpoint.is_file() else ""
                     raise TrainingError(f"{err}{kept}") from None
+                if info["skipped"] and skipped_steps_verdict(trainer.skipped, trainer.step_count)[1]:
+                    raise TrainingError(f"stopped at step {trainer.step_count}: "
+                                        f"{skipped_steps_verdict(trainer.skipped, trainer.step_count)[0]}")
                 dt = time.perf_counter() - t0
                 step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
                 info.update({"event": "step", "steps": cfg.steps, "examples_per_s": cfg.batch_size / step_time,
@@ -256,6 +263,7 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
         "interrupted": interrupted,
         "signal": sig.name,
         "skipped_steps": trainer.skipped,
+        "skipped_warning": skipped_steps_verdict(trainer.skipped, trainer.step_count)[0],
         "steps_done": trainer.step_count - start_step,
         "world_size": dist_info.world_size,
         "device": str(trainer.device),
@@ -265,7 +273,7 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback) -> 
     }
     if main:
         try:
-            atomic_write_text(run.summary, json.dumps(summary, indent=2))
+            atomic_write_text(run.summary, json_text(summary))
         except OSError as err:
             raise RunDirError(_write_failure(err, trainer, run, state["ckpt_step"], dist_info)) from None
     barrier(dist_info)  # every rank returns once rank 0 has written the run's files

@@ -18,6 +18,7 @@ from ..config import ConfigError, TrainConfig
 from ..losses import DSMLoss
 from ..score import ScoreModel, output_blocks
 from ..checks import check_training_memory
+from ..data import check_data_fingerprint, data_fingerprint
 from .distributed import DistInfo, derive_seed, resolve_device
 from .ema import EMA
 
@@ -95,6 +96,7 @@ class Trainer:
             bad = int((~torch.isfinite(data.reshape(data.shape[0], -1))).any(1).sum())
             raise ConfigError(f"data has non-finite values (NaN or inf) in {bad} of its {data.shape[0]} examples", "data")
         self.data_shape = tuple(int(s) for s in data.shape[1:])
+        self.data_fingerprint = data_fingerprint(data)  # a resumed run checks it trains on the same data
         self.reference = data[: min(2000, data.shape[0])]  # for scatter plots
         shard = data[self.dist.rank :: self.dist.world_size] if self.dist.enabled else data
         if shard.shape[0] < 1:
@@ -263,12 +265,14 @@ class Trainer:
             "history": {**{k: (list(v) if isinstance(v, list) else v) for k, v in self.history.items()},
                         "window": list(self._window)},
             "skipped": self.skipped,
+            "data_fingerprint": self.data_fingerprint,
             "world_size": self.dist.world_size,
         }
 
     def check_compatible(self, ckpt: dict[str, Any], where: str = "checkpoint") -> None:
         """CheckpointError unless the checkpoint's SDE and model match this run's."""
         check_compatible(ckpt, self.sde, self.model_config, where)
+        check_data_fingerprint(ckpt.get("data_fingerprint"), self.data_fingerprint, self.config.data_dir, where)
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore a checkpoint written by `state_dict` (after `check_compatible`)."""
