@@ -12,8 +12,10 @@ names the temp files a killed write leaves, for the cleaners.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import re
 import stat
 import tempfile
@@ -24,6 +26,7 @@ from typing import Callable, Iterable
 
 __all__ = ["atomic_write", "atomic_write_text", "check_target", "check_output", "UnsafePathError",
            "is_stale_temp", "remove_stale_temps", "command_inputs", "write_cache", "json_text", "damaged_file_reason",
+           "check_free_space",
            "CacheWarning"]
 
 # atomic_write's temp files: ".<name>.<mkstemp's random part>.tmp"
@@ -109,6 +112,7 @@ def check_output(path: str | os.PathLike[str], option: str, inputs: Iterable[tup
             if c.exists() and path.exists() and _same(path, c):
                 raise UnsafePathError(f"{option}: {_short(path)} is an input of this command ({name} {_short(c)}); "
                                       "an output never overwrites an input: choose another path")
+    check_free_space(path.parent, MIN_FREE, option)
     kind = (kind or path.suffix).lower()
     if path.exists() and not _holds_kind(path, kind):
         what = {".png": "a PNG image", ".npz": "an .npz of samples", ".json": "a JSON object"}.get(kind, f"a {kind} file")
@@ -142,6 +146,42 @@ def command_inputs(output_option: str) -> list[tuple[str, Path]]:
     return found
 
 
+#: below this many free bytes a disk counts as full (an output is refused before the work)
+MIN_FREE = 1 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _disk_error(err: BaseException, path: Path) -> BaseException:
+    """``err`` of a failed write as one OSError naming the path and the disk when the disk is full
+    (torch's "enforce fail at inline_container.cc" included); other errors unchanged."""
+    free = _free_bytes(path.parent)
+    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space" in str(err) or (
+        free is not None and free < MIN_FREE)
+    if not full:
+        return err
+    shown = "" if free is None else f" ({free / 2**20:.3g} MiB free)"
+    return OSError(errno.ENOSPC, f"no space left on the disk that holds {_short(path.parent)}{shown}; free some "
+                   "space or write elsewhere", str(path))
+
+
+def check_free_space(folder: str | os.PathLike[str], need: int = MIN_FREE, option: str = "path") -> None:
+    """OSError(ENOSPC) naming ``option`` and the folder when its disk has fewer than ``need`` bytes
+    free: said before the work, not after it."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = _free_bytes(folder)
+    if free is not None and free < need:
+        raise OSError(errno.ENOSPC, f"{option}: no space left on the disk that holds {_short(folder)} "
+                      f"({free / 2**20:.3g} MiB free, {need / 2**20:.3g} MiB needed)", str(folder))
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temp file in the target folder, then ``os.replace`` it to ``path``.
 
@@ -157,7 +197,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+            raise _disk_error(err, path) from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -220,15 +263,19 @@ def damaged_file_reason(path: str | os.PathLike[str]) -> str | None:
         if size == 0:
             return "it is empty (0 bytes): the write that made it was cut off before any data"
         with open(path, "rb") as f:
-            head = f.read(4)
-        if head == b"PK\x03\x04":
+            head = f.read(512)
+        n = int.from_bytes(head[26:28], "little") if len(head) >= 30 else 0
+        name = head[30:30 + n].decode("ascii", "replace") if n else ""
+        # the first member of a torch file is "<archive>/data.pkl" (or another "<archive>/..." entry)
+        if head[:4] == b"PK\x03\x04" and "/" in name and name.isprintable():
             try:
                 with zipfile.ZipFile(path) as z:
                     if z.testzip() is None:
                         return None
             except (zipfile.BadZipFile, OSError, EOFError, ValueError):
                 pass
-            return f"it is truncated ({size} bytes of a zip archive without its end): a copy or write was cut off"
+            return (f"it is truncated ({size} bytes of a torch zip archive without its end): a copy or write was "
+                    "cut off")
     except OSError:
         return None
     return None

@@ -84,6 +84,8 @@ class Schedule:
         h = float(t[1] - t[0])
         simpson = h / 3 * (b[:-2:2] + 4 * b[1:-1:2] + b[2::2])  # the integral over each pair of cells
         quad = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(simpson, 0)])
+        if not bool(torch.isfinite(quad).all()):
+            raise OverflowError("schedule: the integral of beta(t) overflows float64 on [0, T]; use smaller values")
         err = (quad - (B[::2] - B[0])).abs()
         tol = 1e-4 * max(abs(float(B[-1])), 1e-300)
         if float(err.max()) > tol:
