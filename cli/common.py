@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console
 
 
-from .console import console, err_console, escape, styled  # noqa: E402  (markup off; styled escapes)
+from .console import console, err_console, escape, styled  # noqa: E402, F401  (markup off; styled escapes)
 
 EXIT_USAGE = 2
 # Typer ships its own copy of Click (typer._click); reach its classes through Typer's public names

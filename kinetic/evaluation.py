@@ -6,7 +6,6 @@ Used by `kinetic sample`, `kinetic evaluate` and the quality study; progress goe
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Callable, Optional
 

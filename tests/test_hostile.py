@@ -5,9 +5,7 @@ before the fix (what it did then is in the docstring). The classes are fixed at 
 """
 
 import json
-import math
 import os
-import signal
 import stat
 import time
 from pathlib import Path

@@ -10,7 +10,6 @@ It never prints: progress goes to ``callback(dict)`` (events "start", "step", "c
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
