@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 __all__ = [
-    "MAX_STEPS", "MAX_SEED", "DEVICES_HELP", "parse_device", "check_seed", "check_count", "max_threads",
+    "MAX_STEPS", "MAX_SEED", "MAX_COUNT", "DEVICES_HELP", "parse_device", "check_seed", "check_count", "max_threads",
     "check_threads", "available_memory", "check_memory", "training_memory", "check_training_memory", "check_generator", "check_finite_magnitude",
     "check_real_array", "check_score_tensor", "skipped_steps_verdict",
 ]
@@ -28,6 +28,9 @@ MAX_STEPS = 100_000
 #: ~1e6 to the seed, so seeds stay below 2**63.
 MAX_SEED = 2**63 - 1
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+#: Upper bound of every other count (steps, intervals, sizes): 2**53, past which float64 step
+#: arithmetic (learning-rate schedules, progress) loses integers; memory refuses far less first.
+MAX_COUNT = 2**53
 
 
 def _show(value: Any, limit: int = 40) -> str:

@@ -36,7 +36,7 @@ SAFE_ON_RESUME = (
 )
 #: Upper bound of ``sample_steps`` (shared with the sampling CLI, see `kinetic.evaluation.MAX_STEPS`).
 from .data import resolve_data_dir  # noqa: E402
-from .checks import MAX_SEED, MAX_STEPS as MAX_SAMPLE_STEPS, parse_device  # noqa: E402
+from .checks import MAX_COUNT, MAX_SEED, MAX_STEPS as MAX_SAMPLE_STEPS, parse_device  # noqa: E402
 
 
 def _sde_names():
@@ -285,8 +285,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            top = MAX_COUNT if hi is None else hi  # every count is bounded above too (kinetic.checks.MAX_COUNT)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > top:
+                big = isinstance(v, int) and not isinstance(v, bool) and v > top
+                rng = f">= {lo}" if hi is None and not big else f"in [{lo}, {'2**53' if top == MAX_COUNT else top}]"
                 raise ConfigError(f"{name} must be an integer {rng}; got {show(v)}", name)
 
         def number(name, lo=None, hi=None, lo_open=False):

@@ -26,7 +26,7 @@ CONDITIONAL_METRICS = ("class-accuracy", "fd-digits-per-class", "inpaint")
 DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.sampling.default_grid`)
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
 #: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
-from .checks import MAX_STEPS, available_memory as _available_memory, check_seed, parse_device as resolve_device  # noqa: E402
+from .checks import MAX_STEPS, check_count, check_memory, check_seed, parse_device as resolve_device  # noqa: E402
 _CHUNK_SEED_STRIDE = 1_000_003
 
 
@@ -40,18 +40,12 @@ def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[i
     for name, v, lo, hi in (("n", n, 1, None), ("steps", steps, 1, MAX_STEPS), ("batch_size", batch_size, 1, None)):
         if v is None and name == "batch_size":
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ValueError(f"{name} must be an integer {rng}, got {str(v)[:40]}")
+        check_count(v, name, lo, hi)
     if data_shape is None:
         return
     need = n * math.prod(data_shape) * 4  # the float32 samples that are returned
-    avail = _available_memory()
-    if avail is not None and need > avail // 2:
-        raise ValueError(
-            f"n={n} samples of shape {tuple(data_shape)} need {need / 2**30:.3g} GiB as float32, more than half of "
-            f"the {avail / 2**30:.3g} GiB of memory available; draw fewer (smaller n) or in several runs"
-        )
+    check_memory(need, f"n={n} samples of shape {tuple(data_shape)} as float32",
+                 "draw fewer (smaller n) or in several runs")
 
 
 def draw(

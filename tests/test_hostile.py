@@ -138,13 +138,16 @@ def test_4_train_has_a_memory_guard(tmp_path):
 
 
 def test_5_threads_and_seeds_bounded_above():
-    """Case: `--threads 100000` segfaulted (exit 139); seeds past 2**63 gave a traceback or "Overflow
-    when unpacking long long" (test 12 covers seeds through the CLI)."""
+    """Case: `--threads 100000` segfaulted (exit 139); `steps = 10**30` and other counts had no upper
+    bound (seeds: test 12)."""
     r = runner.invoke(app, ["sample", "-c", "nowhere", "--threads", "100000"])
     one_line(r, 2, "--threads", str(_checks().max_threads()))
     with pytest.raises(ValueError, match="threads"):
         _checks().check_threads(_checks().max_threads() + 1)
     assert _checks().check_threads(1) == 1
+    for field in ("steps", "log_every", "eval_n"):  # every other count is bounded above too
+        with pytest.raises(ConfigError, match=rf"{field} must be an integer in \[\d, 2\*\*53\]"):
+            TrainConfig(**{field: 10**30})
 
 
 def test_6_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
