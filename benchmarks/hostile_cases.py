@@ -32,10 +32,10 @@ def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def run(cmd: list[str] | str, cwd: Path, py: bool = False) -> dict:
+def run(cmd: list[str] | str, cwd: Path, py: bool = False, env: dict | None = None) -> dict:
     """Run one case; `py`: cmd is Python source for a child interpreter."""
     argv = [sys.executable, "-c", cmd] if py else [sys.executable, "-c", "from kinetic.cli.app import main; main()", *cmd]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    env = {"PYTHONWARNINGS": "ignore", **(os.environ if env is None else env), "COLUMNS": "200"}
     t0 = time.perf_counter()
     try:
         p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=TIME_LIMIT, env=env,
@@ -47,7 +47,7 @@ def run(cmd: list[str] | str, cwd: Path, py: bool = False) -> dict:
     lines = [ln for ln in lines if ln and not set(ln) <= set("─╭╮╰╯│ ")]
     msg = next((ln for ln in lines if ln.startswith(("Error", "error", "ValueError", "TypeError"))), None)
     msg = msg or (lines[-1] if lines else "")
-    return {"rc": rc, "traceback": "Traceback (most recent call last)" in out, "message": msg[:160],
+    return {"rc": rc, "traceback": "Traceback (most recent call last)" in out, "message": msg[:160], "lines": lines,
             "seconds": time.perf_counter() - t0}
 
 
@@ -186,21 +186,20 @@ def round2(d: Path, R: str, base: list[str]) -> list[tuple]:
          True),
         ("r2.7", "sample --out 'a[/]b.npz'", [*sa, "--out", str(d / "a[/]b.npz")], False),
         ("r2.7", "sample --out 'x[bold]y.npz'", [*sa, "--out", str(d / "x[bold]y.npz")], False),
-        ("r2.7", "sample --help shows [sample]", ["sample", "--help"], False),
+        ("r2.7", "sample --help shows [sample]", "from typer.testing import CliRunner; from kinetic.cli.app import app; "
+         "r = CliRunner().invoke(app, ['sample', '--help'], env={'COLUMNS': '250'}); "
+         "print(next((ln.strip(' │') for ln in r.output.splitlines() if 'top level' in ln), 'no --config line'))", True),
         ("r2.7", "sample config sample = 5", [*sa, "--config", cfg("t5.toml", "sample = 5\n")], False),
         ("r2.7", "train --data 'nope[bold]x' error line", [*base, "--data", "nope[bold]x", "--out", f"{j}/M"], False),
         ("r2.8", "sample config [sampel]", [*sa, "--config", cfg("t6.toml", "[sampel]\nn = 4\n")], False),
         ("r2.8", "evaluate config [Sample]", [*ev, "--config", cfg("t7.toml", "[Sample]\nn = 4\n")], False),
         ("r2.8", "evaluate config [evaluat]", [*ev, "--config", cfg("t8.toml", "[evaluat]\nn = 4\n")], False),
-        ("r2.9", "KINETIC_CACHE=/proc/x: fd-digits", "import os; os.environ['KINETIC_CACHE'] = '/proc/x'; "
-         "import warnings; from kinetic.metrics import load_digits_classifier as l; "
-         "warnings.simplefilter('always'); "
-         "import sys; warnings.showwarning = lambda m, *a, **k: print('warning:', m); "
-         "print('accuracy', round(l().test_accuracy, 3))", True),
-        ("r2.9", "KINETIC_CACHE=<a file>: fd-digits", f"import os; os.environ['KINETIC_CACHE'] = {str(d / 'afile')!r}; "
-         "import warnings; from kinetic.metrics import load_digits_classifier as l; "
-         "warnings.showwarning = lambda m, *a, **k: print('warning:', m); "
-         "print('accuracy', round(l().test_accuracy, 3))", True),
+        *[("r2.9", f"KINETIC_CACHE={shown}: fd-digits classifier", f"import os; os.environ['KINETIC_CACHE'] = {where!r}; "
+           "import warnings; from kinetic.metrics import load_digits_classifier as l; "
+           "w = warnings.catch_warnings(record=True); got = w.__enter__(); warnings.simplefilter('always'); "
+           "a = l().test_accuracy; print(f'accuracy {a:.3f}; warning: ' + '; '.join(str(x.message) for x in got))", True)
+          for shown, where in (("/proc/x", "/proc/x"), ("<a file>", str(d / "afile")))],
+        ("r2.9", "evaluate --metric fd-digits, HOME unwritable (/proc)", "CACHE_RO", False),
         ("r2.10", "fd-digits-per-class, too few samples (JSON)", py + "from kinetic.fileio import json_text; "
          "from kinetic.metrics.conditional import per_class_mean; import json; "
          "print(json.loads(json_text(per_class_mean({}, torch.arange(5))))['reason'])", True),
@@ -335,6 +334,15 @@ def main() -> None:
                 _images(d / "imgs", 1)
                 r = run(["train", "--out", str(d / "F"), "--resume", "--steps", "4", "--threads", "1", "--quiet"], d)
                 r["message"] = f"first run rc {first['rc']}; resumed on other images: " + r["message"]
+            elif cmd == "CACHE_RO":  # an unwritable HOME (/proc: even root cannot write there): a warning only
+                first = run(["train", "--data", "digits", "--model", "mlp", "--steps", "3", "--threads", "1", "--quiet",
+                             "--out", str(d / "DG")], d)
+                env = {k: v for k, v in os.environ.items() if k != "KINETIC_CACHE"}
+                env.update(HOME="/proc/kinetic-home", PYTHONWARNINGS="default")
+                r = run(["evaluate", "-c", str(d / "DG"), "--metric", "fd-digits", "--n", "32", "--steps", "3",
+                         "--quiet", "--threads", "1"], d, env=env)
+                said = [ln for ln in r["lines"] if ln.startswith(("warning", "fd-digits", "Error"))]
+                r["message"] = f"digits run rc {first['rc']}; " + " / ".join(said)[:300]
             elif cmd == "STALE":
                 (d / "R" / ".checkpoint.pt.k3j2h9q1.tmp").write_bytes(b"partial")
                 r = run(["train", "--out", str(d / "R"), "--resume", "--steps", "60", "--threads", "1", "--quiet"], d)

@@ -259,7 +259,7 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A run d
 SolverOpt = Annotated[str, typer.Option("--solver", help=f"Sampler: {_solver_names()}.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 100000 (ignored by the adaptive ode solver).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (as for train).")]
 GridOpt = Annotated[Optional[str], typer.Option(
     "--grid", help=f"Time grid: {_grid_names()} (default: the library's default for the solver)."
 )]
