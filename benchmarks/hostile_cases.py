@@ -369,6 +369,8 @@ def main() -> None:
     md = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; command: "
           f"`python benchmarks/hostile_cases.py`; limits per case {TIME_LIMIT} s and {MEMORY_LIMIT // 2**30} GiB.", "",
           "API cases run in a child Python: a clear exception is their contract (exit 1, shown as `raises`).", "",
+          "Rows r2.N replay the second probe's defect N and other members of its class; where a file could be lost, "
+          "the message starts with what became of it.", "",
           "| § | case | exit | traceback | s | what it says now (first line) |", "|---|---|---|---|---|---|"]
     for sec, name, r in rows:
         msg = r["message"].replace("|", "\\|")
