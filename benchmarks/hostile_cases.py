@@ -1,11 +1,12 @@
-"""Replay the hostile-user cases (robustness issue: data loss, hangs, tracebacks, misreads) against this tree.
+"""Replay the hostile-user cases (both robustness probes: data loss, hangs, tracebacks, misreads) against this tree.
 
     python benchmarks/hostile_cases.py [--out docs/figures/hostile_cases.md]
 
 Every case runs the real CLI in a subprocess (with a time and memory limit) or the API in a child
 Python, in a scratch directory, and records what it does now: the exit code, whether a traceback
 was printed, the first line of the message and the wall time. The table is what the note of the
-issue lists; `tests/test_run_safety.py` holds one assertion per case.
+issue lists; `tests/test_run_safety.py` and `tests/test_hostile.py` (the second probe, rows "r2.N" for its
+defect N) hold one assertion per case.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def run(cmd: list[str] | str, cwd: Path, py: bool = False) -> dict:
+def run(cmd: list[str] | str, cwd: Path, py: bool = False, env: dict | None = None) -> dict:
     """Run one case; `py`: cmd is Python source for a child interpreter."""
     argv = [sys.executable, "-c", cmd] if py else [sys.executable, "-c", "from kinetic.cli.app import main; main()", *cmd]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    env = {"PYTHONWARNINGS": "ignore", **(os.environ if env is None else env), "COLUMNS": "200"}
     t0 = time.perf_counter()
     try:
         p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=TIME_LIMIT, env=env,
@@ -46,7 +47,7 @@ def run(cmd: list[str] | str, cwd: Path, py: bool = False) -> dict:
     lines = [ln for ln in lines if ln and not set(ln) <= set("─╭╮╰╯│ ")]
     msg = next((ln for ln in lines if ln.startswith(("Error", "error", "ValueError", "TypeError"))), None)
     msg = msg or (lines[-1] if lines else "")
-    return {"rc": rc, "traceback": "Traceback (most recent call last)" in out, "message": msg[:160],
+    return {"rc": rc, "traceback": "Traceback (most recent call last)" in out, "message": msg[:160], "lines": lines,
             "seconds": time.perf_counter() - t0}
 
 
@@ -56,7 +57,7 @@ def _step(run_dir: Path) -> int:
     return int(load_checkpoint(run_dir)["step"])
 
 
-def cases(d: Path) -> list[tuple[str, str, object, bool]]:
+def cases(d: Path) -> list[tuple]:
     """(section, case, command, is_python) in the order of the issue; R is a small moons run."""
     R = str(d / "R")
     binary = d / "binary.toml"
@@ -130,7 +131,166 @@ def cases(d: Path) -> list[tuple[str, str, object, bool]]:
         ("5", "0 x 0 drift", "import kinetic as kn, torch; kn.LinearSDE(torch.zeros(0, 0), torch.zeros(0, 0))", True),
         ("5", "inception file with a wrong hash", "import kinetic.metrics.fid as f, pathlib; "
          "p = pathlib.Path('inception-2015-12-05.pt'); p.write_bytes(b'not torchscript'); f.load_inception(p)", True),
+        *round2(d, R, base),
     ]
+
+
+def _intact(run_dir: Path) -> str:
+    try:
+        return f"checkpoint intact (step {_step(run_dir)})"
+    except Exception:  # noqa: BLE001 - the case is what is reported
+        return "checkpoint LOST"
+
+
+def _unchanged(path: Path, text: str) -> str:
+    return f"{path.name} unchanged" if path.read_text() == text else f"{path.name} CHANGED"
+
+
+def round2(d: Path, R: str, base: list[str]) -> list[tuple]:
+    """The second probe's cases ("r2.N": its defect N), with members of each class; a fifth
+    element is a check run afterwards, whose words are added to the message."""
+    py = "import kinetic as kn, torch, numpy as np; "
+    sc = "lambda z, t: torch.zeros(z.shape[0], 2)"
+    j = str(d / "r2")
+    ev = ["evaluate", "-c", R, "--n", "32", "--steps", "3", "--quiet"]
+    sa = ["sample", "-c", R, "--n", "8", "--steps", "3", "--quiet"]
+
+    def cfg(name: str, text: str) -> str:
+        (d / name).write_text(text)
+        return str(d / name)
+
+    return [
+        ("r2.1", "train with .lock -> symlink to a file", [*base, "--out", f"{j}/L"], False,
+         lambda: _unchanged(d / "victim.txt", "precious")),
+        ("r2.1", "train with samples/ -> symlink holding .*.tmp", [*base, "--out", f"{j}/S"], False,
+         lambda: "foreign temp kept" if (d / "foreign" / ".x.png.abcdefgh.tmp").exists() else "foreign temp DELETED"),
+        ("r2.2", "evaluate -c R --json R/checkpoint.pt", [*ev, "--json", f"{R}/checkpoint.pt"], False,
+         lambda: _intact(Path(R))),
+        ("r2.2", "evaluate -c R --json R/config.toml", [*ev, "--json", f"{R}/config.toml"], False),
+        ("r2.2", "sample --config c.npz --out c.npz (its own config)", [*sa, "--config", cfg("c.npz", "n = 4\n"),
+                                                             "--out", str(d / "c.npz")], False),
+        ("r2.2", "evaluate --json <a text file kinetic did not write>", [*ev, "--json", str(d / "notes.json")], False,
+         lambda: _unchanged(d / "notes.json", "my notes")),
+        ("r2.3", "evaluate --json /dev/full", [*ev, "--json", "/dev/full"], False,
+         lambda: "/dev/full still a device" if Path("/dev/full").is_char_device() else "/dev/full REPLACED"),
+        ("r2.3", "evaluate --json <symlink>", [*ev, "--json", str(d / "link.json")], False,
+         lambda: "link kept" if (d / "link.json").is_symlink() else "link REPLACED"),
+        ("r2.3", "sample --out <FIFO>.npz", [*sa, "--out", str(d / "fifo.npz")], False),
+        ("r2.4", "train --batch-size 100000000", [*base, "--batch-size", "100000000", "--out", f"{j}/B"], False,
+         lambda: "no run directory left" if not (d / "r2" / "B").exists() else "run directory LEFT"),
+        ("r2.5", "sample --threads 100000", [*sa, "--threads", "100000"], False),
+        ("r2.5", "train --threads 100000", [*base[:-3], "--threads", "100000", "--quiet", "--out", f"{j}/T"], False),
+        ("r2.5", "evaluate --threads 0", [*ev, "--threads", "0"], False),
+        ("r2.6", "atomic write on a full disk (simulated)", "import kinetic.fileio as f; f._free_bytes = lambda p: 0; "
+         "f.atomic_write('x.pt', lambda tmp: (_ for _ in ()).throw(RuntimeError('enforce fail at inline_container.cc')))",
+         True),
+        ("r2.7", "sample --out 'a[/]b.npz'", [*sa, "--out", str(d / "a[/]b.npz")], False),
+        ("r2.7", "sample --out 'x[bold]y.npz'", [*sa, "--out", str(d / "x[bold]y.npz")], False),
+        ("r2.7", "sample --help shows [sample]", "from typer.testing import CliRunner; from kinetic.cli.app import app; "
+         "r = CliRunner().invoke(app, ['sample', '--help'], env={'COLUMNS': '250'}); "
+         "print(next((ln.strip(' │') for ln in r.output.splitlines() if 'top level' in ln), 'no --config line'))", True),
+        ("r2.7", "sample config sample = 5", [*sa, "--config", cfg("t5.toml", "sample = 5\n")], False),
+        ("r2.7", "train --data 'nope[bold]x' error line", [*base, "--data", "nope[bold]x", "--out", f"{j}/M"], False),
+        ("r2.8", "sample config [sampel]", [*sa, "--config", cfg("t6.toml", "[sampel]\nn = 4\n")], False),
+        ("r2.8", "evaluate config [Sample]", [*ev, "--config", cfg("t7.toml", "[Sample]\nn = 4\n")], False),
+        ("r2.8", "evaluate config [evaluat]", [*ev, "--config", cfg("t8.toml", "[evaluat]\nn = 4\n")], False),
+        *[("r2.9", f"KINETIC_CACHE={shown}: fd-digits classifier", f"import os; os.environ['KINETIC_CACHE'] = {where!r}; "
+           "import warnings; from kinetic.metrics import load_digits_classifier as l; "
+           "w = warnings.catch_warnings(record=True); got = w.__enter__(); warnings.simplefilter('always'); "
+           "a = l().test_accuracy; print(f'accuracy {a:.3f}; warning: ' + '; '.join(str(x.message) for x in got))", True)
+          for shown, where in (("/proc/x", "/proc/x"), ("<a file>", str(d / "afile")))],
+        ("r2.9", "evaluate --metric fd-digits, HOME unwritable (/proc)", "CACHE_RO", False),
+        ("r2.10", "fd-digits-per-class, too few samples (JSON)", py + "from kinetic.fileio import json_text; "
+         "from kinetic.metrics.conditional import per_class_mean; import json; "
+         "print(json.loads(json_text(per_class_mean({}, torch.arange(5))))['reason'])", True),
+        ("r2.11", "sample --device mps", [*sa, "--device", "mps"], False),
+        ("r2.11", "evaluate --device mps", [*ev, "--device", "mps"], False),
+        ("r2.11", "train --device cuda:-1", [*base, "--device", "cuda:-1", "--out", f"{j}/D1"], False),
+        ("r2.11", "train --device cuda (no GPU here)", [*base, "--device", "cuda", "--out", f"{j}/D2"], False,
+         lambda: "no run directory left" if not (d / "r2" / "D2").exists() else "run directory LEFT"),
+        ("r2.11", "sample --device cpu:3", [*sa, "--device", "cpu:3"], False),
+        ("r2.11", "API kn.sample(device='nonsense')", py + f"kn.sample(kn.hold(), {sc}, (2, 2), device='nonsense')", True),
+        ("r2.11", "API kn.sample(device='cuda') (no GPU)", py + f"kn.sample(kn.hold(), {sc}, (2, 2), device='cuda')", True),
+        ("r2.12", "train --seed 4294967296", [*base, "--seed", "4294967296", "--steps", "2", "--out", f"{j}/SD"], False),
+        ("r2.12", "train --seed 1e20", [*base, "--seed", "1e20", "--out", f"{j}/SE"], False),
+        ("r2.12", "sample --seed 99999999999999999999", [*sa, "--seed", "99999999999999999999"], False),
+        ("r2.12", "evaluate --seed -1", [*ev, "--seed", "-1"], False),
+        ("r2.13", "interrupt message with a checkpoint", "from kinetic.training.signals import interrupted_message; "
+         f"print(interrupted_message({R!r}))", True),
+        ("r2.14", "relative --data-dir stored resolved", "import kinetic as kn; "
+         "print('data_dir =', kn.TrainConfig(data='folder', data_dir='imgs').data_dir)", True),
+        ("r2.14", "resume on other images (fingerprint)", "RESUME_OTHER", False),
+        ("r2.15", "LinearSDE with a complex drift", py + "kn.LinearSDE(np.array([[-1+2j]]), [[1.0]])", True),
+        ("r2.15", "LinearSDE with a bool diffusion", py + "kn.LinearSDE([[-1.0]], [[True]])", True),
+        ("r2.15", "score returns complex", py + "kn.sample(kn.vp(), lambda z, t: torch.zeros(z.shape[0], 2, "
+         "dtype=torch.complex64), (2, 2), steps=2)", True),
+        ("r2.15", "score returns int64", py + "kn.sample(kn.vp(), lambda z, t: torch.zeros(z.shape[0], 2, "
+         "dtype=torch.int64), (2, 2), steps=2)", True),
+        ("r2.16", "CustomSchedule(beta=1, B=-t)", py + "from kinetic.schedules import CustomSchedule as C; "
+         "kn.LinearSDE([[-1.]], [[1.]], schedule=C(torch.ones_like, lambda t: -t))", True),
+        ("r2.16", "CustomSchedule B(0) = 1", py + "from kinetic.schedules import CustomSchedule as C; "
+         "kn.LinearSDE([[-1.]], [[1.]], schedule=C(torch.ones_like, lambda t: t + 1))", True),
+        ("r2.16", "CustomSchedule beta < 0 between 33 points", py + "from kinetic.schedules import CustomSchedule as C; "
+         "kn.LinearSDE([[-1.]], [[1.]], schedule=C(lambda t: 1 - 2.0 * ((t - 0.5017).abs() < 1e-3), lambda t: t))", True),
+        ("r2.16", "CustomSchedule B = 2t with beta = 1", py + "from kinetic.schedules import CustomSchedule as C; "
+         "kn.LinearSDE([[-1.]], [[1.]], schedule=C(torch.ones_like, lambda t: 2 * t))", True),
+        ("r2.17", "kn.sample(generator=5)", py + f"kn.sample(kn.vp(), {sc}, (2, 2), steps=2, generator=5)", True),
+        ("r2.17", "score on the meta device", py + "kn.sample(kn.vp(), lambda z, t: torch.zeros(z.shape[0], 2, "
+         "device='meta'), (2, 2), steps=2)", True),
+        ("r2.18", "skip_nonfinite with --lr 1e4", ["train", "--data", "moons", "--model", "mlp", "--steps", "200", "--config",
+                                                     cfg("skip.toml", "skip_nonfinite = true\nlr = 1e4\n"),
+                                                     "--threads", "1", "--quiet", "--out", f"{j}/K"], False),
+        ("r2.19", "log_likelihood with x = 1e30", py + f"kn.log_likelihood(kn.hold(), {sc}, torch.full((2, 2), 1e30))",
+         True),
+        ("r2.19", "log_likelihood float16 x = 1e3", py + f"kn.log_likelihood(kn.hold(), {sc}, "
+         "torch.full((2, 2), 1e3, dtype=torch.float16))", True),
+        ("r2.20", "sample -c <truncated checkpoint>", [*sa, "-c", str(d / "trunc.pt")], False),
+        ("r2.20", "sample -c <0-byte checkpoint>", [*sa, "-c", str(d / "empty.pt")], False),
+        ("r2.21", "stale .s.png.XXXX.tmp cleaned by the next sample", [*sa, "--out", str(d / "s.png")], False,
+         lambda: "stale temp removed" if not (d / ".s.png.abcdefgh.tmp").exists() else "stale temp LEFT"),
+        ("r2.22", "16-bit PNG folder: mean on [-1, 1]", "from kinetic.data import load_image_folder; "
+         f"print('mean', round(float(load_image_folder({str(d / 'img16')!r}, resolution=8, channels=1).mean()), 4), "
+         "'(expected -0.5)')", True),
+    ]
+
+
+def _images(folder: Path, seed: int) -> None:
+    from PIL import Image
+
+    import numpy as np
+
+    (folder / "a").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(folder / "a" / f"{i}.png")
+
+
+def _round2_setup(d: Path) -> None:
+    """Files the second probe's cases need: links, a FIFO, damaged checkpoints, image folders."""
+    import numpy as np
+    from PIL import Image
+
+    (d / "victim.txt").write_text("precious")
+    (d / "r2" / "L").mkdir(parents=True)
+    (d / "r2" / "L" / ".lock").symlink_to(d / "victim.txt")
+    (d / "foreign").mkdir()
+    (d / "foreign" / ".x.png.abcdefgh.tmp").write_text("not kinetic's")
+    (d / "r2" / "S").mkdir()
+    (d / "r2" / "S" / "samples").symlink_to(d / "foreign")
+    (d / "notes.json").write_text("my notes")
+    (d / "target.json").write_text("{}")
+    (d / "link.json").symlink_to(d / "target.json")
+    os.mkfifo(d / "fifo.npz")
+    data = (d / "R" / "checkpoint.pt").read_bytes()
+    (d / "trunc.pt").write_bytes(data[: len(data) // 2])
+    (d / "empty.pt").write_bytes(b"")
+    stale = d / ".s.png.abcdefgh.tmp"
+    stale.write_bytes(b"")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    (d / "img16" / "a").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8), 16384, dtype=np.uint16)).save(d / "img16" / "a" / "x.png")
+    _images(d / "imgs", 0)
+    (d / "res.toml").write_text("resolution = 8\n")
 
 
 def main() -> None:
@@ -156,7 +316,8 @@ def main() -> None:
         key = next(iter(ck["ema"]))
         ck["ema"][key] = ck["ema"][key] * float("nan")
         torch.save(ck, d / "nan.pt")
-        for sec, name, cmd, py in cases(d):
+        _round2_setup(d)
+        for sec, name, cmd, py, *post in cases(d):
             if cmd == "SECOND":  # two trainings on one directory, started together
                 x = str(d / "two")
                 argv = [sys.executable, "-c", "from kinetic.cli.app import main; main()", "train", "--data", "moons", "--model", "mlp",
@@ -166,6 +327,22 @@ def main() -> None:
                 r = run(argv[3:], d)
                 first.wait()
                 r["message"] = f"first run rc {first.returncode}; second: " + r["message"]
+            elif cmd == "RESUME_OTHER":  # a run's folder of images replaced by others, then resumed
+                base = ["--data", "folder", "--data-dir", str(d / "imgs"), "--model", "mlp", "--threads", "1", "--quiet",
+                        "--config", str(d / "res.toml"), "--out", str(d / "F")]
+                first = run(["train", *base, "--steps", "2"], d)
+                _images(d / "imgs", 1)
+                r = run(["train", "--out", str(d / "F"), "--resume", "--steps", "4", "--threads", "1", "--quiet"], d)
+                r["message"] = f"first run rc {first['rc']}; resumed on other images: " + r["message"]
+            elif cmd == "CACHE_RO":  # an unwritable HOME (/proc: even root cannot write there): a warning only
+                first = run(["train", "--data", "digits", "--model", "mlp", "--steps", "3", "--threads", "1", "--quiet",
+                             "--out", str(d / "DG")], d)
+                env = {k: v for k, v in os.environ.items() if k != "KINETIC_CACHE"}
+                env.update(HOME="/proc/kinetic-home", PYTHONWARNINGS="default")
+                r = run(["evaluate", "-c", str(d / "DG"), "--metric", "fd-digits", "--n", "32", "--steps", "3",
+                         "--quiet", "--threads", "1"], d, env=env)
+                said = [ln for ln in r["lines"] if ln.startswith(("warning", "fd-digits", "Error"))]
+                r["message"] = f"digits run rc {first['rc']}; " + " / ".join(said)[:300]
             elif cmd == "STALE":
                 (d / "R" / ".checkpoint.pt.k3j2h9q1.tmp").write_bytes(b"partial")
                 r = run(["train", "--out", str(d / "R"), "--resume", "--steps", "60", "--threads", "1", "--quiet"], d)
@@ -181,6 +358,8 @@ def main() -> None:
                 elif "resume" in name and r["rc"] == 0:
                     r["message"] = r["message"] or "resumed"
                     r["message"] += f" (R now at step {_step(d / 'R')})"
+            if post:
+                r["message"] = f"{post[0]()}; {r['message']}"
             r["api"] = py and cmd not in ("SECOND", "STALE")
             rows.append((sec, name, r))
             print(f"[{sec}] {name}: rc {r['rc']}, traceback {r['traceback']}, {r['seconds']:.1f} s: {r['message']}",
@@ -190,6 +369,8 @@ def main() -> None:
     md = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; command: "
           f"`python benchmarks/hostile_cases.py`; limits per case {TIME_LIMIT} s and {MEMORY_LIMIT // 2**30} GiB.", "",
           "API cases run in a child Python: a clear exception is their contract (exit 1, shown as `raises`).", "",
+          "Rows r2.N replay the second probe's defect N and other members of its class; where a file could be lost, "
+          "the message starts with what became of it.", "",
           "| § | case | exit | traceback | s | what it says now (first line) |", "|---|---|---|---|---|---|"]
     for sec, name, r in rows:
         msg = r["message"].replace("|", "\\|")

@@ -49,8 +49,11 @@ def main() -> None:
     """Console entry point: Click's usage errors (bad types, unknown options) become one line, exit 2."""
     import sys
 
-    from .common import err_console
+    from .common import err_console, styled
 
+    from .console import one_line_warnings
+
+    one_line_warnings()
     UsageError = typer.BadParameter.__mro__[1]  # Click's UsageError (vendored by recent Typer)
 
     try:
@@ -60,7 +63,7 @@ def main() -> None:
             typer.echo(err.ctx.get_help())
             sys.exit(0)
         hint = f" (see: kinetic {err.ctx.command_path.split(' ', 1)[1] if err.ctx and ' ' in err.ctx.command_path else ''} --help)"
-        err_console.print(f"[bold red]Error:[/] {err.format_message()}{hint.replace('  ', ' ')}", highlight=False)
+        err_console.print(styled("[bold red]Error:[/] {}", f"{err.format_message()}{hint.replace('  ', ' ')}"), highlight=False)
         sys.exit(2)
     except typer.Abort:
         err_console.print("Aborted.")

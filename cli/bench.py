@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .common import cli_errors, console
+from .common import cli_errors, console, styled
 
 
 class Bench(str, Enum):
@@ -52,7 +52,7 @@ def bench(
     elapsed = time.perf_counter() - t0
     md = sorted(out.glob("*.md"), key=lambda p: p.stat().st_mtime)
     if not quiet:
-        console.print(f"[green]done[/] in {elapsed:.1f} s; results in {out}/")
+        console.print(styled("[green]done[/] in {} s; results in {}/", f"{elapsed:.1f}", out))
         for p in md[-1:]:
             console.print(p.read_text())
     (out / f"bench_{which.value}_summary.json").write_text(

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console
 
 
-console = Console()
-err_console = Console(stderr=True)
+from .console import console, err_console, escape, styled  # noqa: E402, F401  (markup off; styled escapes)
 
 EXIT_USAGE = 2
 # Typer ships its own copy of Click (typer._click); reach its classes through Typer's public names
@@ -41,7 +39,7 @@ def clip(text: str, limit: int = 200) -> str:
 def fail(message: str) -> "typer.Exit":
     """Print one readable line to stderr and return the Exit(2) to raise."""
     line = " ".join(str(message).split("\n")).strip()
-    err_console.print(f"[bold red]Error:[/] {clip(line, MAX_MESSAGE)}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(styled("[bold red]Error:[/] {}", clip(line, MAX_MESSAGE)), highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -71,9 +69,13 @@ def cli_errors(fn: Callable) -> Callable:
 
 
 def set_threads(threads: int) -> None:
-    """torch CPU threads (checked: >= 1)."""
-    if threads < 1:
-        raise fail(f"--threads: must be an integer >= 1; got {threads}")
+    """torch CPU threads (checked: in [1, the number of CPUs], `kinetic.checks.check_threads`)."""
+    from kinetic.checks import check_threads
+
+    try:
+        check_threads(threads)
+    except ValueError as err:
+        raise fail(str(err)) from None
     import torch
 
     torch.set_num_threads(threads)
@@ -89,6 +91,12 @@ def check_writable(path: Optional[Path], option: str, suffixes: tuple[str, ...] 
         raise fail(f"{option} must end in {' or '.join(suffixes)}, got {clip(path, 120)}")
     if path.is_dir():
         raise fail(f"{option}: {clip(path, 200)} is a directory; give a file name")
+    from kinetic.fileio import UnsafePathError, check_output, command_inputs
+
+    try:  # not a link, a special file, an input of this command, nor a file kinetic did not write
+        check_output(path, option, command_inputs(option))
+    except UnsafePathError as err:
+        raise fail(str(err)) from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path.parent)
@@ -184,6 +192,10 @@ def _strict(param, key: str, value, where: str):
     return one(value)
 
 
+#: The tables a --config file of sample / evaluate may hold (one file can serve both commands).
+CONFIG_SECTIONS = ("sample", "evaluate")
+
+
 def config_to_default_map(section: str):
     """Callback of an eager ``--config``: the file's values become the command's defaults."""
 
@@ -197,6 +209,10 @@ def config_to_default_map(section: str):
         except ConfigError as err:
             raise fail(f"--config: {err}") from None
         table = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        sections = sorted(k for k, v in data.items() if isinstance(v, dict) and k not in CONFIG_SECTIONS)
+        if sections:  # a misspelt [sampel] would otherwise be ignored, like an unknown key is not
+            raise fail(f"--config: unknown section(s) {', '.join('[' + clip(s, 40) + ']' for s in sections)} in "
+                       f"{clip(value, 200)}; valid sections: {', '.join('[' + s + ']' for s in CONFIG_SECTIONS)}")
         sub = data.get(section, {})
         if not isinstance(sub, dict):
             raise fail(f"--config {value}: [{section}] must be a table")
@@ -238,7 +254,7 @@ CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A run d
 SolverOpt = Annotated[str, typer.Option("--solver", help=f"Sampler: {_solver_names()}.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 100000 (ignored by the adaptive ode solver).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (as for train).")]
 GridOpt = Annotated[Optional[str], typer.Option(
     "--grid", help=f"Time grid: {_grid_names()} (default: the library's default for the solver)."
 )]
@@ -264,7 +280,7 @@ def config_option(section: str):
     or under ``[section]``); flags given on the command line override it."""
     return Annotated[Optional[Path], typer.Option(
         "--config", is_eager=True, callback=config_to_default_map(section),
-        help=f"TOML file of option values (top level or [{section}]); flags given here override it.",
+        help=escape(f"TOML file of option values (top level or [{section}]); flags given here override it."),
     )]
 
 

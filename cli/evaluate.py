@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -63,7 +62,7 @@ def evaluate_cmd(
       kinetic evaluate -c runs/hold-digits --metric inpaint --solver ei --n 297
     """
     from kinetic.evaluation import evaluate_checkpoint
-    from kinetic.fileio import atomic_write_text
+    from kinetic.fileio import atomic_write_text, json_text
 
     set_threads(threads)
     json_out = check_writable(json_out, "--json")  # before the work
@@ -90,7 +89,7 @@ def evaluate_cmd(
         else:
             g = f", guidance {res['guidance']:g}" if res.get("guidance") else ""
             extra = f"n={res['n']}, {res.get('solver')} NFE={res.get('nfe')}{g}; vs {v['reference']}"
-            table.add_row(m, f"{v['value']:.4f}", extra)
+            table.add_row(m, "-" if v["value"] is None else f"{v['value']:.4f}", v.get("reason") or extra)
     console.print(table)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(res, indent=2))
+        atomic_write_text(json_out, json_text(res))

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from kinetic.presets import PRESETS
 
-from .common import build_sde, cli_errors, console, parse_params
+from .common import build_sde, cli_errors, console, parse_params, styled
 
 
 def _overflow(err: ArithmeticError) -> ValueError:
@@ -22,7 +22,7 @@ def _overflow(err: ArithmeticError) -> ValueError:
 
 
 def _matrix_table(title: str, rows) -> Table:
-    console.print(f"[bold]{title}[/]")
+    console.print(styled("[bold]{}[/]", title))
     table = Table(show_header=False, box=None, pad_edge=False)
     scale = max((abs(v) for row in rows for v in row), default=0.0)
     for row in rows:  # round-off below 1e-12 of the largest entry is shown as 0
@@ -65,7 +65,7 @@ def info(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    console.print(f"[bold]{model!r}[/]")
+    console.print(styled("[bold]{}[/]", repr(model)))
     console.print(f"schedule: {data['schedule']}   B(T) = {data['tau_T']:.6g}")
     console.print(_matrix_table("drift A", data["drift"]))
     console.print(_matrix_table("diffusion G", data["diffusion"]))

@@ -7,7 +7,7 @@ import contextlib
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .common import err_console
+from .console import err_console, styled
 
 __all__ = ["step_progress", "TrainProgress"]
 
@@ -50,7 +50,7 @@ class TrainProgress:
             self.progress.__exit__(*exc)
         return False
 
-    def _say(self, text: str) -> None:
+    def _say(self, text) -> None:  # plain text (the console's markup is off) or `styled`
         self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def __call__(self, info: dict) -> None:
@@ -75,4 +75,4 @@ class TrainProgress:
         elif ev == "eval":
             self._say(f"step {info['step']}: {info['metric']} = {info['value']:.4g}")
         elif ev in ("samples_error", "eval_error"):
-            self._say(f"[yellow]warning:[/] {info['error']}")
+            self._say(styled("[yellow]warning:[/] {}", info["error"]))

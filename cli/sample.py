@@ -122,6 +122,6 @@ def sample_cmd(
     console.print(
         f"{x.shape[0]} samples of shape {tuple(x.shape[1:])}{what}  solver={solver} ({shown} grid)  NFE={nfe}  "
         f"wall time {seconds:.2f} s{note}" + (f"  -> {out}" if out else "")
-        + ("" if finite else "  [red](non-finite values!)[/]"),
+        + ("" if finite else "  (non-finite values!)"),
         highlight=False,
     )

@@ -17,7 +17,9 @@ import typer
 
 from kinetic.config import TrainConfig
 
-from .common import DEFAULT_THREADS, ThreadsOpt, console, err_console, fail, first_line, set_threads, source
+from kinetic.training.signals import interrupted_message
+
+from .common import DEFAULT_THREADS, ThreadsOpt, console, err_console, fail, first_line, set_threads, source, styled
 from .progress import TrainProgress
 
 _D = TrainConfig()  # the defaults shown by --help are the library's
@@ -53,7 +55,7 @@ def _print_artefacts(summary: dict, wall: float) -> None:
     for what, path in summary["artefacts"].items():
         console.print(f"{(what + ':').ljust(width)} {path}", highlight=False, soft_wrap=True)
     if summary["samples_error"]:
-        console.print(f"[yellow]warning:[/] {summary['samples_error']}", highlight=False)
+        console.print(styled("[yellow]warning:[/] {}", summary['samples_error']), highlight=False)
 
 
 def train(
@@ -130,6 +132,8 @@ def train(
                 highlight=False, soft_wrap=True,
             )
         raise typer.Exit(130)
+    if summary.get("skipped_warning") and main_rank:  # shown even with --quiet
+        err_console.print(styled("[yellow]warning:[/] {}", summary["skipped_warning"]), highlight=False, soft_wrap=True)
     if quiet or not main_rank:
         return
     _print_artefacts(summary, wall)
@@ -144,6 +148,7 @@ def _train(config: Optional[Path], flags: dict, quiet: bool) -> tuple[dict, floa
     from kinetic.training import RunDirError, TrainingError
     from kinetic.training import train as run_training
 
+    cfg = None
     try:
         cfg = TrainConfig.resolve(config, flags)
         if "label_dropout" in flags and not cfg.conditional:
@@ -164,9 +169,9 @@ def _train(config: Optional[Path], flags: dict, quiet: bool) -> tuple[dict, floa
     except RunDirError as err:
         raise fail(f"--out: {err}") from None
     except TrainingError as err:
-        err_console.print(f"[bold red]Error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(styled("[bold red]Error:[/] {}", err), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted before training started; nothing written", highlight=False)
+        err_console.print(interrupted_message(cfg.out_dir() if cfg is not None else None), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     return summary, time.perf_counter() - t0

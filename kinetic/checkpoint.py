@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
-from .fileio import atomic_write
+from .fileio import atomic_write, damaged_file_reason
 
 __all__ = [
     "CheckpointError",
@@ -108,8 +108,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location="cpu") -> dict[st
             "never unpickles anything else, since a file from an untrusted source could run code)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, OverflowError) as err:
-        msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path}: not a kinetic checkpoint (torch cannot read it: {msg})") from None
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        why = damaged_file_reason(path) or f"not a kinetic checkpoint (torch cannot read it: {msg})"
+        raise CheckpointError(f"cannot read {path}: {why}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a kinetic checkpoint (no format field {CHECKPOINT_FORMAT!r})")
     if ckpt.get("format_version") != CHECKPOINT_FORMAT_VERSION:

@@ -35,7 +35,8 @@ SAFE_ON_RESUME = (
     "sample_t_eps", "eval_every", "eval_n", "tensorboard", "device", "skip_nonfinite",
 )
 #: Upper bound of ``sample_steps`` (shared with the sampling CLI, see `kinetic.evaluation.MAX_STEPS`).
-MAX_SAMPLE_STEPS = 100_000
+from .data import resolve_data_dir  # noqa: E402
+from .checks import MAX_COUNT, MAX_SEED, MAX_STEPS as MAX_SAMPLE_STEPS, parse_device  # noqa: E402
 
 
 def _sde_names():
@@ -281,6 +282,9 @@ class TrainConfig:
         look at these fields alone."""
         from .checkpoint import same_data
 
+        saved = dict(saved)
+        if saved.get("data_dir"):  # written relative by older versions: compare it resolved, as it is stored now
+            saved["data_dir"] = resolve_data_dir(saved["data_dir"])
         now = self.to_dict()
         keys = [k for k in now if only is None or k in only]
         return [k for k in keys if k in saved and k not in SAFE_ON_RESUME + RUN_CONTROL and not same_data(saved[k], now[k])]
@@ -337,8 +341,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            top = MAX_COUNT if hi is None else hi  # every count is bounded above too (kinetic.checks.MAX_COUNT)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > top:
+                big = isinstance(v, int) and not isinstance(v, bool) and v > top
+                rng = f">= {lo}" if hi is None and not big else f"in [{lo}, {'2**53' if top == MAX_COUNT else top}]"
                 raise ConfigError(f"{name} must be an integer {rng}; got {show(v)}", name)
 
         def number(name, lo=None, hi=None, lo_open=False):
@@ -383,11 +389,11 @@ class TrainConfig:
         number("ema_decay", 0.0, 1.0)
         for name in ("skip_nonfinite", "amp", "compile", "resume", "overwrite", "tensorboard"):
             boolean(name)
-        integer("seed", 0)
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
-            raise ConfigError(f"device must be {DEVICES_HELP}; got {show(self.device)}", "device")
+        integer("seed", 0, MAX_SEED)
+        try:
+            parse_device(self.device, check_available=False)
+        except (ValueError, TypeError):
+            raise ConfigError(f"device must be {DEVICES_HELP}; got {show(self.device)}", "device") from None
         integer("log_every", 1)
         integer("ckpt_every", 0)
         integer("sample_every", 0)
@@ -413,8 +419,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise ConfigError(f"{name} must be a path (string); got {show(v)}", name)
-            if v is not None:
-                object.__setattr__(self, name, os.fspath(v))
+            if v is not None:  # data_dir stored resolved: a run copied elsewhere still finds (or refuses) its data
+                object.__setattr__(self, name, resolve_data_dir(v) if name == "data_dir" and os.fspath(v) else os.fspath(v))
                 if not getattr(self, name):
                     raise ConfigError(f"{name} must be a non-empty path", name)
 

@@ -6,7 +6,6 @@ Used by `kinetic sample`, `kinetic evaluate` and the quality study; progress goe
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -28,22 +27,7 @@ CONDITIONAL_METRICS = ("class-accuracy", "fd-digits-per-class", "inpaint")
 DEFAULT_GRID: str | None = None  # None: the solver's own default (`kinetic.sampling.default_grid`)
 #: Sampler steps beyond this gain nothing (the solvers converge within a few hundred) and their
 #: per-step coefficients are held in memory: ``--steps 100000000`` asked for tens of GB.
-MAX_STEPS = 100_000
-
-
-def resolve_device(device) -> torch.device:
-    """'auto' -> cuda if available else cpu; a clear error for an unavailable or unknown device."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {str(device)[:40]!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available")
-    return dev
+from .checks import MAX_STEPS, check_count, check_memory, check_seed, parse_device as resolve_device  # noqa: E402
 
 
 def quantisation_levels(data: str) -> int:
@@ -51,37 +35,17 @@ def quantisation_levels(data: str) -> int:
     return 17 if data == "digits" else 256
 
 
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_sizes(n: int, steps: int, batch_size: int | None, data_shape: tuple[int, ...] | None) -> None:
     """Types and bounds of the sizes; with ``data_shape``, also that the n samples fit in memory."""
     for name, v, lo, hi in (("n", n, 1, None), ("steps", steps, 1, MAX_STEPS), ("batch_size", batch_size, 1, None)):
         if v is None and name == "batch_size":
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ValueError(f"{name} must be an integer {rng}, got {str(v)[:40]}")
+        check_count(v, name, lo, hi)
     if data_shape is None:
         return
     need = n * math.prod(data_shape) * 4  # the float32 samples that are returned
-    avail = _available_memory()
-    if avail is not None and need > avail // 2:
-        raise ValueError(
-            f"n={n} samples of shape {tuple(data_shape)} need {need / 2**30:.3g} GiB as float32, more than half of "
-            f"the {avail / 2**30:.3g} GiB of memory available; draw fewer (smaller n) or in several runs"
-        )
+    check_memory(need, f"n={n} samples of shape {tuple(data_shape)} as float32",
+                 "draw fewer (smaller n) or in several runs")
 
 
 def draw(
@@ -102,6 +66,7 @@ def draw(
 
     n, data_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
     _check_sizes(n, steps, batch_size, data_shape)
+    check_seed(seed)
     dev = resolve_device(device)
     cond: dict = {}
     if labels is not None or guidance:
@@ -198,6 +163,7 @@ def generate(
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {str(solver)[:40]!r}")
     _check_sizes(n, steps, batch_size, None)
+    check_seed(seed)
     dev = resolve_device(device)
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])
@@ -234,6 +200,7 @@ def evaluate_checkpoint(
     from .sampling import default_grid
 
     metrics = _check_metrics(metrics, n)
+    check_seed(seed)
     dev = resolve_device(device)
     if model is None:
         model = load_model(checkpoint, device=dev)
@@ -361,9 +328,10 @@ def _class_accuracy(job: _Job) -> dict:
 
 def _fd_digits_per_class(job: _Job) -> dict:
     from .metrics import fd_digits_per_class
+    from .metrics.conditional import per_class_mean
 
     per = fd_digits_per_class(job.samples, torch.as_tensor(job.labels))
-    return {"value": float(sum(per.values()) / len(per)) if per else float("nan"), "per_class": per,
+    return {**per_class_mean(per, job.labels),
             "reference": "each class's samples vs that class's bundled digits (value: the mean over classes)"}
 
 

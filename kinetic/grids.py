@@ -17,7 +17,7 @@ from torch import Tensor
 
 __all__ = ["GRIDS", "MAX_STEPS", "register_grid", "time_grid", "fine_times", "interp"]
 
-MAX_STEPS = 100_000
+from .checks import MAX_STEPS  # noqa: E402
 """The largest number of steps a grid may have: every sampler precomputes float64 coefficients
 for its whole grid, so the grid's length bounds the memory (a few hundred MB at this size)."""
 

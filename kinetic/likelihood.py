@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .checks import check_finite_magnitude
 from .sde import LinearSDE
 from .solvers.adaptive import dopri5
 from .solvers.base import check_finite_score
@@ -102,6 +103,9 @@ def log_likelihood(
     bad = int((~torch.isfinite(x)).sum())
     if bad:
         raise ValueError(f"x must be finite: it has {bad} nan/inf entries (of {x.numel()})")
+    if x.is_complex():
+        raise TypeError(f"x must be a real floating tensor; got dtype {x.dtype}")
+    check_finite_magnitude(x, "x", min(1e15, math.sqrt(torch.finfo(x.dtype).max) / 10))  # squares must not overflow
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(z, t)")
     t_min = float(t_min)

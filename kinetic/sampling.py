@@ -30,6 +30,7 @@ from .conditioning import (
     DEFAULT_REPLACEMENT, REPLACEMENT_METHODS, GuidedScore, Replacement, ReplacementPlan, check_inpainting,
     check_sample_labels,
 )
+from .checks import parse_device
 from .grids import GRIDS, MAX_STEPS, time_grid
 from .sde import LinearSDE
 from .solvers import SOLVERS, CheckedScore, FixedGridSolver, NoiseSampler, Solver, get_solver
@@ -81,7 +82,7 @@ class _Conditioning:
     the null label, and for inpainting x0 (n, *D), mask (n, *D) bool and the replacement plan."""
 
     def __init__(self, sde, score_fn, shape, labels, guidance, known, mask, replacement, slv, ts, dtype, device):
-        dev = torch.device(device) if device is not None else torch.device("cpu")
+        dev = parse_device(device) if device is not None else torch.device("cpu")  # one line for a bad device
         self.labels, self.guidance, self.num_classes = check_sample_labels(score_fn, labels, shape[0], guidance, dev)
         self.inpaint = known is not None or mask is not None
         self.x0 = self.mask = self.plan = None

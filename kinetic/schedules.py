@@ -50,6 +50,49 @@ class Schedule:
     def spec(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: points of the grid on [0, T] on which `check` looks at beta and B
+    CHECK_POINTS = 4097
+
+    def check(self, T: float) -> None:
+        """ValueError naming the failed check unless, on a fine grid of [0, T]: beta(t) is finite
+        and > 0, B(0) = 0, B is increasing, and B(t) agrees with the integral of beta (composite
+        Simpson on pairs of grid cells, to 1e-4 relative to B(T))."""
+        t = torch.linspace(0.0, float(T), self.CHECK_POINTS, dtype=torch.float64)
+        try:
+            b, B = _t64(self.beta(t)), _t64(self.integral(t))
+        except Exception as err:  # noqa: BLE001 - a user's callable: say which one failed
+            raise ValueError(f"schedule: beta(t) / B(t) failed on a float64 tensor of times: {type(err).__name__}: "
+                             f"{str(err)[:200]}") from None
+        if b.shape != t.shape or B.shape != t.shape:
+            raise ValueError(f"schedule: beta(t) and B(t) must return one value per time (shape {tuple(t.shape)}); "
+                             f"got {tuple(b.shape)} and {tuple(B.shape)}")
+        bad = ~torch.isfinite(b) | (b <= 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"schedule: beta(t) must be finite and positive on [0, T]; beta({float(t[i]):.6g}) = "
+                             f"{float(b[i]):.6g}")
+        if not bool(torch.isfinite(B).all()):
+            raise ValueError("schedule: B(t) must be finite on [0, T]")
+        if abs(float(B[0])) > 1e-12 * max(1.0, abs(float(B[-1]))):
+            raise ValueError(f"schedule: B(0) must be 0 (B(t) is the integral of beta from 0 to t); got B(0) = "
+                             f"{float(B[0]):.6g}")
+        dB = B[1:] - B[:-1]
+        if bool((dB <= 0).any()):
+            i = int((dB <= 0).nonzero()[0])
+            raise ValueError(f"schedule: B(t) must be increasing (its derivative is beta > 0); B({float(t[i + 1]):.6g}) = "
+                             f"{float(B[i + 1]):.6g} <= B({float(t[i]):.6g}) = {float(B[i]):.6g}")
+        h = float(t[1] - t[0])
+        simpson = h / 3 * (b[:-2:2] + 4 * b[1:-1:2] + b[2::2])  # the integral over each pair of cells
+        quad = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(simpson, 0)])
+        if not bool(torch.isfinite(quad).all()):
+            raise OverflowError("schedule: the integral of beta(t) overflows float64 on [0, T]; use smaller values")
+        err = (quad - (B[::2] - B[0])).abs()
+        tol = 1e-4 * max(abs(float(B[-1])), 1e-300)
+        if float(err.max()) > tol:
+            i = int(err.argmax()) * 2
+            raise ValueError(f"schedule: B(t) must be the integral of beta(t) from 0 to t; at t = {float(t[i]):.6g} "
+                             f"the integral of beta is {float(quad[i // 2]):.6g} but B = {float(B[i]):.6g}")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.spec().items() if k != "type")
         return f"{type(self).__name__}({args})"

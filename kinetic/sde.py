@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import linalg
+from .checks import check_generator, check_real_array, check_score_tensor, parse_device
 from .coefficients import Coefficients
 from .schedules import ConstantSchedule, Schedule, schedule_from_spec
 
@@ -45,6 +46,7 @@ _COND_TOL = 1e4
 
 
 def _as_matrix(name: str, value, k: int | None = None) -> Tensor:
+    check_real_array(value, name)  # complex -> real would drop the imaginary part
     try:
         m = torch.as_tensor(value, dtype=torch.float64).detach().cpu().clone()
     except (TypeError, ValueError, RuntimeError) as err:
@@ -118,9 +120,7 @@ class LinearSDE:
             schedule = ConstantSchedule(1.0)
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a kinetic.schedules.Schedule, got {type(schedule).__name__}")
-        b = schedule.beta(torch.linspace(0, T, 33, dtype=torch.float64))
-        if not torch.isfinite(b).all() or (b <= 0).any():
-            raise ValueError(f"schedule: beta(t) must be finite and positive on [0, T], got {b.tolist()}")
+        schedule.check(T)  # beta > 0, B(0) = 0, B increasing and the integral of beta (kinetic.schedules)
         S0 = torch.zeros(k, k, dtype=torch.float64)
         if aux_cov is not None and k > 1:
             C = torch.as_tensor(aux_cov, dtype=torch.float64)
@@ -193,6 +193,7 @@ class LinearSDE:
         expected = self.score_shape(z.shape[0], z.shape[2:])
         if not isinstance(score, Tensor):
             raise ValueError(f"{name} must return a torch.Tensor of shape {expected}, got {type(score).__name__}")
+        check_score_tensor(score, z, name)
         if tuple(score.shape) != expected:
             m = len(self._noised)
             what = (
@@ -418,6 +419,8 @@ class LinearSDE:
         device=None,
     ) -> Tensor:
         """z_T ~ N(0, prior_cov kron I): shape (n, *D) -> (n, k, *D)."""
+        check_generator(generator)
+        device = parse_device(device) if device is not None else None
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2 or any(s <= 0 for s in shape):
             raise ValueError(f"shape must be (n, *data_shape) with positive sizes, got {shape}")

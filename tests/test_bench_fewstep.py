@@ -10,7 +10,6 @@ import kinetic as kn
 from kinetic.analytic import GaussianData, GaussianMixture
 from kinetic.bench import fewstep as fs
 from kinetic.bench import problems as pb
-from kinetic.solvers import SOLVERS
 
 F64 = torch.float64
 

@@ -279,7 +279,7 @@ def _markdown(acc: dict, ovh: dict | None, command: str, seconds: float, focus: 
                 em = rows["em"][j]["error"]
                 ts = min(r[j]["error"] for lab, r in rows.items() if lab.startswith("torchsde"))
                 lines.append(f"| {d} | {s} | {best} | {kin[best]:.4f} | {em:.4f} | {ts:.4f} | {em / kin[best]:.1f} | {ts / kin[best]:.1f} |")
-        lines += ["", f"Floors: " + ", ".join(f"{d} {acc['floor'][d]['error']:.4f}" for d in acc["results"]) + ". Ratios near "
+        lines += ["", "Floors: " + ", ".join(f"{d} {acc['floor'][d]['error']:.4f}" for d in acc["results"]) + ". Ratios near "
                   "the floor understate the true gap (the error of the best sampler is then mostly Monte Carlo noise).", ""]
         if "gauss64" in acc["results"]:
             labels = list(dict.fromkeys(lab for rows in acc["results"]["gauss64"].values() for lab in rows))

@@ -45,7 +45,41 @@ __all__ = [
     "save_image_grid",
     "save_scatter",
     "CIFAR10_URL",
+    "resolve_data_dir",
+    "data_fingerprint",
+    "check_data_fingerprint",
 ]
+
+
+def resolve_data_dir(path):
+    """``path`` made absolute (``~`` and ``..`` resolved), so that a run stores where its data are,
+    not where they were relative to the directory it was started from; None stays None."""
+    if path is None:
+        return None
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def data_fingerprint(x) -> str:
+    """A short SHA-256 of the training data as loaded (shape and float32 values): a checkpoint
+    records it, and a resumed run checks that it trains on the same data."""
+    import hashlib
+
+    import numpy as np
+
+    t = torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous()
+    h = hashlib.sha256(str(tuple(t.shape)).encode())
+    h.update(np.ascontiguousarray(t.numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_data_fingerprint(saved: str | None, now: str, data_dir, where: str) -> None:
+    """DataError when the checkpoint's data fingerprint ``saved`` differs from the data loaded now
+    (a run copied elsewhere would silently train on another folder's images); old checkpoints
+    without one pass."""
+    if saved is not None and saved != now:
+        src = f" in {data_dir}" if data_dir else ""
+        raise DataError(f"the data{src} are not the data {where} was trained on (fingerprint {now} != {saved}); "
+                        "give --data-dir of the original data")
 
 TOY_DATASETS = tuple(TOYS)
 IMAGE_DATASETS = ("digits", "cifar10", "folder")

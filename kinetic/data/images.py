@@ -230,7 +230,7 @@ def load_image_folder(
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                im = ImageOps.exif_transpose(im).convert(mode)
+                im = ImageOps.exif_transpose(_to_8bit(im, f)).convert(mode)
                 w, h = im.size
                 s = resolution / min(w, h)
                 nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
@@ -243,6 +243,27 @@ def load_image_folder(
         out[i] = arr.reshape(resolution, resolution, channels)
     x = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
     return (x, labels) if return_labels else x
+
+
+def _to_8bit(im, path):
+    """A 16- or 32-bit integer grey image (PIL modes I;16*, I) as 8-bit grey scaled by its real
+    bit depth (PIL's convert("L") clips at 255: a 16-bit PNG loaded nearly white); a float image
+    (mode F) is refused with one line. Other modes are returned as they are."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise DataError(f"cannot read image {path}: 32-bit float pixels (mode F) have no defined range; "
+                        "save it as an 8- or 16-bit image")
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    arr = np.asarray(im).astype(np.int64)
+    bits = 16
+    if im.mode == "I" and arr.size and int(arr.max()) > 65535:
+        bits = 32
+    if arr.size and int(arr.min()) < 0:
+        raise DataError(f"cannot read image {path}: negative pixel values in a {im.mode} image")
+    scaled = np.round(arr * (255.0 / (2**bits - 1))).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
 
 
 # --------------------------------------------------------------------------- writers

@@ -77,6 +77,10 @@ def make_toy(name: str, n: int, seed: int = 0) -> torch.Tensor:
         raise DataError(f"unknown toy dataset {name!r}; valid names: {', '.join(TOYS)}")
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise DataError(f"n must be a positive integer, got {n!r}")
-    rng = np.random.RandomState(seed)
+    seed = int(seed)
+    if seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {seed}")
+    # RandomState takes 32-bit seeds; a larger one is split into 32-bit words (distinct seeds stay distinct)
+    rng = np.random.RandomState(seed if seed < 2**32 else [(seed >> (32 * i)) & 0xFFFFFFFF for i in range(3)])
     x = TOYS[name](rng, int(n))
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

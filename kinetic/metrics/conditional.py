@@ -17,6 +17,7 @@ so the classifier never saw them. Samples are clamped to [-1, 1] first, as for f
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -27,7 +28,7 @@ from .data_range import clamp_to_data_range
 from .digits_classifier import _check_digits, digits_features, load_digits_classifier
 from .frechet import MetricError, feature_statistics, frechet_distance
 
-__all__ = ["classify_digits", "class_accuracy", "fd_digits_per_class", "right_half_mask", "inpainting_inputs"]
+__all__ = ["classify_digits", "class_accuracy", "fd_digits_per_class", "per_class_mean", "right_half_mask", "inpainting_inputs"]
 
 NUM_DIGIT_CLASSES = 10
 
@@ -85,6 +86,24 @@ def fd_digits_per_class(
         mu1, cov1 = feature_statistics(feats[y == c], f"class {c} samples")
         mu2, cov2 = feature_statistics(ref_feats[ref_y == c], f"class {c} digits")
         out[c] = float(frechet_distance(mu1, cov1, mu2, cov2))
+    return out
+
+
+def per_class_mean(per: dict[int, float], labels) -> dict:
+    """``{"value": mean over classes, "per_class": per}`` of `fd_digits_per_class`'s result; where
+    there is no value (no class with 2 samples, or non-finite samples) the value is None and
+    ``"reason"`` says why, so that a JSON report stays valid (no bare NaN)."""
+    y = torch.as_tensor(labels).reshape(-1)
+    finite = {c: v for c, v in per.items() if math.isfinite(v)}
+    out: dict = {"value": float(sum(finite.values()) / len(finite)) if finite and len(finite) == len(per) else None,
+                 "per_class": {c: (v if math.isfinite(v) else None) for c, v in per.items()}}
+    if out["value"] is None:
+        if not per:
+            counts = torch.bincount(y.to(torch.int64)).tolist() if y.numel() else []
+            out["reason"] = (f"no class has the 2 samples a covariance needs ({y.numel()} samples over "
+                             f"{sum(1 for c in counts if c)} classes, at most {max(counts, default=0)} per class); draw more")
+        else:
+            out["reason"] = "the samples have non-finite values (nan/inf)"
     return out
 
 

@@ -140,10 +140,11 @@ def train_digits_classifier() -> DigitsClassifier:
     return DigitsClassifier(net, acc, train_seconds, CLASSIFIER_VERSION, None, False)
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
-    from ..fileio import atomic_write
+def _save_atomic(payload: dict, path: Path) -> bool:
+    """Cache the classifier; an unwritable cache is a warning, not an error (`kinetic.fileio.write_cache`)."""
+    from ..fileio import write_cache
 
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return write_cache(path, lambda tmp: torch.save(payload, tmp), "the fd-digits classifier")
 
 
 def _try_load(path: Path) -> DigitsClassifier | None:
@@ -175,7 +176,10 @@ def load_digits_classifier(cache_dir: str | os.PathLike[str] | None = None) -> D
     and replaced.
     """
     root = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-    path = (root / CLASSIFIER_FILENAME).resolve()
+    try:
+        path = (root / CLASSIFIER_FILENAME).resolve()
+    except (OSError, RuntimeError):
+        path = root / CLASSIFIER_FILENAME
     if path in _MEMO:
         return _MEMO[path]
     clf = _try_load(path)
@@ -187,8 +191,7 @@ def load_digits_classifier(cache_dir: str | os.PathLike[str] | None = None) -> D
             "test_accuracy": clf.test_accuracy,
             "train_seconds": clf.train_seconds,
         }
-        _save_atomic(payload, path)
-        clf.path = path
+        clf.path = path if _save_atomic(payload, path) else None
     _MEMO[path] = clf
     return clf
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import parse_device
 from ..config import ConfigError
 
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "derive_seed", "barrier", "all_ok", "shutdown"]
@@ -70,16 +71,11 @@ def shutdown(info: DistInfo) -> None:
 
 
 def resolve_device(pref: str, info: DistInfo) -> torch.device:
-    """``auto`` -> this rank's GPU if there is one, else the CPU; a clear error for missing CUDA."""
-    if pref == "auto":
-        return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(pref)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={pref!r} but CUDA is not available; use device='cpu'", "device")
-        if dev.index is None:
-            dev = torch.device("cuda", info.local_rank)
-    return dev
+    """`kinetic.checks.parse_device` for this rank (``auto``/``cuda``: its local GPU); ConfigError("device")."""
+    try:
+        return parse_device(pref, local_rank=info.local_rank)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err), "device") from None
 
 
 def derive_seed(seed: int, rank: int, stream: int) -> int:

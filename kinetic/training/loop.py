@@ -10,7 +10,6 @@ It never prints: progress goes to ``callback(dict)`` (events "start", "step", "c
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any, Callable
 from torch import nn
 
 from ..checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from ..checks import skipped_steps_verdict
 from ..config import SAFE_ON_RESUME, ConfigError, TrainConfig
-from ..fileio import atomic_write_text
-from .distributed import DistInfo, all_ok, barrier, init_distributed, shutdown
+from ..fileio import atomic_write_text, json_text
+from .distributed import DistInfo, all_ok, barrier, init_distributed, resolve_device, shutdown
 from .monitor import evaluate_ema
 from .outputs import MetricsLog, TensorBoardLog, sample_to_file, save_loss_curve, tensorboard_missing
 from .parts import build_trainer
@@ -87,6 +87,7 @@ def check_resumable(cfg: TrainConfig, ckpt: dict[str, Any], where: str) -> None:
 def _claim_and_run(cfg: TrainConfig, dist_info: DistInfo, emit: Callback, network: nn.Module | None) -> dict[str, Any]:
     if cfg.tensorboard and (why := tensorboard_missing()):
         raise ConfigError(why, "tensorboard")
+    resolve_device(cfg.device, dist_info)  # an unusable device is refused before the run directory exists
     run = RunDir(cfg.out_dir())
     error: Exception | None = None
     if dist_info.is_main:  # the directory is usable and ours alone, before any work
@@ -124,7 +125,7 @@ def _run(cfg: TrainConfig, run: RunDir, dist_info: DistInfo, emit: Callback, net
     summary = work.summary(interrupted, sig.name, stale)
     if dist_info.is_main:
         try:
-            atomic_write_text(run.summary, json.dumps(summary, indent=2))
+            atomic_write_text(run.summary, json_text(summary))
         except OSError as err:
             raise RunDirError(_write_failure(err, trainer, run, work.ckpt_step, dist_info)) from None
     barrier(dist_info)  # every rank returns once rank 0 has written the run's files
@@ -142,6 +143,9 @@ def _loop(trainer: Trainer, work: "_Periodic") -> bool:
             ckpt = work.run.checkpoint
             kept = f"; the last checkpoint ({ckpt}) is kept" if ckpt.is_file() else ""
             raise TrainingError(f"{err}{kept}") from None
+        if info["skipped"] and skipped_steps_verdict(trainer.skipped, trainer.step_count)[1]:
+            raise TrainingError(f"stopped at step {trainer.step_count}: "
+                                f"{skipped_steps_verdict(trainer.skipped, trainer.step_count)[0]}")
         if work.after_step(info, time.perf_counter() - t0):
             return True
     return False
@@ -321,6 +325,7 @@ class _Periodic:
             "loss_curve": str(run.loss_curve) if run.loss_curve.is_file() else None,
             "metrics": str(run.metrics) if run.metrics.is_file() else None,
             "eval": self.eval, "interrupted": interrupted, "signal": signal, "skipped_steps": tr.skipped,
+            "skipped_warning": skipped_steps_verdict(tr.skipped, tr.step_count)[0],
             "steps_done": tr.step_count - self.start_step, "world_size": tr.dist.world_size,
             "device": str(tr.device), "params": self.params,
             "artefacts": {k: str(v) for k, v in artefacts.items() if v is not None and (k == "summary" or Path(v).exists())},

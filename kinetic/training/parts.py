@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_training_memory
 from ..config import ConfigError, TrainConfig
 from ..presets import preset
 from .distributed import DistInfo, resolve_device
@@ -37,13 +38,15 @@ class RunData:
     """A run's training data as this rank sees it.
 
     data (N_rank, *D) float32 on the run's device; labels (N_rank,) int64 or None; reference
-    (<= 2000, *D) for scatter plots; num_classes 0 for an unconditional run."""
+    (<= 2000, *D) for scatter plots; num_classes 0 for an unconditional run; fingerprint of the whole
+    data set (`kinetic.data.data_fingerprint`: a resumed run checks it trains on the same data)."""
 
     data: Tensor
     labels: Tensor | None
     reference: Tensor
     data_shape: tuple[int, ...]
     num_classes: int
+    fingerprint: str
 
 
 def build_sde(cfg: TrainConfig):
@@ -88,7 +91,7 @@ def _check_data(cfg: TrainConfig, data: Any, labels: Any, num_classes: int) -> T
 def load_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, data: Tensor | None = None,
               labels: Tensor | None = None) -> RunData:
     """``data`` (and ``labels``), else ``cfg.data`` loaded; checked, and this rank's shard on ``device``."""
-    from ..data import load_dataset
+    from ..data import data_fingerprint, load_dataset
 
     loaded = data is None
     if loaded:
@@ -103,7 +106,7 @@ def load_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, data: Tens
     if labels is not None:
         labels = (labels[dist.rank :: dist.world_size] if dist.enabled else labels).to(device)
     return RunData(shard.to(device, torch.float32), labels, data[:REFERENCE_N], tuple(int(s) for s in data.shape[1:]),
-                   num_classes)
+                   num_classes, data_fingerprint(data))
 
 
 def _class_name(net: nn.Module) -> str:
@@ -219,6 +222,7 @@ def build_trainer(config: TrainConfig, *, network: nn.Module | None = None, data
     """A `Trainer` with the parts ``config`` names: its data (or ``data`` / ``labels``), its network
     (or ``network``, any ``nn.Module`` with ``net(h, t[, labels])``: h (B, k*D[0], *D[1:]), output
     data-shaped times `output_blocks`), the DSM loss and AdamW."""
+    from ..score import input_blocks
     from .trainer import Trainer
 
     if not isinstance(config, TrainConfig):
@@ -235,6 +239,8 @@ def build_trainer(config: TrainConfig, *, network: nn.Module | None = None, data
         except ValueError as err:
             raise ConfigError(str(err), "model") from None
     _check_network(network, run)
+    check_training_memory(config.batch_size // dist.world_size, input_blocks(sde, config.parameterization), run.data_shape,
+                          network, run.data, dev)
     network = network.to(dev)
     return Trainer(config, network=network, sde=sde, data=run, spec=spec, loss=build_loss(config, sde),
                    optimizer=build_optimizer(config, network), train_model=train_model(config, network, sde, spec, dist, dev),

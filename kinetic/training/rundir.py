@@ -15,18 +15,17 @@ the checks and clean-ups done before any training work.
 from __future__ import annotations
 
 import os
-import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from ..checkpoint import CHECKPOINT_NAME
 from ..config import ConfigError
+from ..fileio import remove_stale_temps
 
 __all__ = ["RunDir", "RunDirInUse"]
 
-# atomic_write's temp files: ".<name>.<mkstemp's random part>.tmp"
-_STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")
 
 
 class RunDirInUse(ConfigError):
@@ -53,6 +52,7 @@ class RunDir:
             raise ConfigError(f"cannot use {str(out)[:200]!r} as run directory: {err}", "out") from None
         self.given = os.fspath(out)
         self._lock_fd: int | None = None
+        self._created: list[Path] = []  # the folders create() made (removed again if the run writes nothing)
 
     checkpoint = property(lambda self: self.path / CHECKPOINT_NAME)
     config = property(lambda self: self.path / "config.toml")
@@ -70,8 +70,12 @@ class RunDir:
         try:
             if p.exists() and not p.is_dir():
                 raise ConfigError(f"run directory {shown} exists and is not a directory", "out")
+            missing = [q for q in (p, *p.parents) if not q.exists()]
             p.mkdir(parents=True, exist_ok=True)
-            self.samples.mkdir(exist_ok=True)
+            if not self.samples.exists():
+                self.samples.mkdir()
+                self._created.append(self.samples)
+            self._created += missing
             fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=p)
             os.close(fd)
             os.unlink(probe)
@@ -88,7 +92,14 @@ class RunDir:
         except ImportError:  # pragma: no cover - not POSIX
             return self._acquire_by_pid()
         for _ in range(5):
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # O_NOFOLLOW: a .lock that is a symbolic link is never followed (nor truncated)
+                fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK, 0o644)
+            except OSError as err:
+                raise ConfigError(f"cannot take the lock {_short(self.lock)}: "
+                                  + ("it is a symbolic link (remove it)" if os.path.islink(self.lock) else _why(err)), "out") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ConfigError(f"cannot take the lock {_short(self.lock)}: it is not a regular file (remove it)", "out")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -140,29 +151,29 @@ class RunDir:
             pass
         os.close(self._lock_fd)
         self._lock_fd = None
+        try:  # a run that failed before writing anything leaves no empty folder behind
+            left = {e.name for e in os.scandir(self.path)}
+            empty = left <= {"samples"} and not (self.samples in self._created and any(os.scandir(self.samples)))
+        except OSError:
+            empty = False
+        for folder in self._created if empty else ():
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
     def clean_stale_temp_files(self) -> list[Path]:
         """Remove the ``.<name>.XXXXXX.tmp`` files that a kill during an atomic write leaves behind
-        (safe: the lock says no live run is writing here)."""
-        removed = []
-        for folder in (self.path, self.samples):
-            if not folder.is_dir():
-                continue
-            for f in folder.iterdir():
-                if _STALE_TMP.match(f.name) and f.is_file():
-                    try:
-                        f.unlink()
-                        removed.append(f)
-                    except OSError:
-                        pass
-        return removed
+        (safe: the lock says no live run is writing here); a symlinked ``samples/`` is not entered."""
+        return remove_stale_temps(self.path) + remove_stale_temps(self.samples)
 
     def clear_previous_run(self) -> None:
         """For ``overwrite``: delete the artefacts an earlier run wrote here (and nothing else)."""
         for f in (self.checkpoint, self.metrics, self.loss_curve, self.summary, self.config):
             f.unlink(missing_ok=True)
-        if self.samples.is_dir():
+        if self.samples.is_dir() and not self.samples.is_symlink():
             for f in self.samples.glob("step_*.png"):
                 f.unlink(missing_ok=True)
-        if self.tensorboard.is_dir():
+        if self.tensorboard.is_dir() and not self.tensorboard.is_symlink():
             shutil.rmtree(self.tensorboard, ignore_errors=True)

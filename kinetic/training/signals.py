@@ -6,7 +6,29 @@ import signal
 import threading
 from typing import Any
 
-__all__ = ["StopSignals"]
+__all__ = ["StopSignals", "interrupted_message"]
+
+
+def interrupted_message(out) -> str:
+    """The line for an interrupt that ended training abruptly (a second signal before the step
+    finished): what the run directory ``out`` holds now, read from disk (a checkpoint may exist
+    from this run's earlier steps or an earlier run), never "nothing written" when one does."""
+    from pathlib import Path
+
+    from ..checkpoint import CHECKPOINT_NAME
+
+    ckpt = Path(out) / CHECKPOINT_NAME if out is not None else None
+    if ckpt is None or not ckpt.is_file():
+        return "interrupted before the first checkpoint; no checkpoint was written"
+    step = ""
+    try:
+        from ..checkpoint import load_checkpoint
+
+        step = f" (step {int(load_checkpoint(ckpt)['step'])})"
+    except Exception:  # noqa: BLE001 - the message must come out whatever the file holds
+        pass
+    return (f"interrupted; the last checkpoint{step} is kept at {ckpt}; continue with: kinetic train --out {out} "
+            "--resume")
 
 
 class StopSignals:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, check_compatible
 from ..config import ConfigError, TrainConfig
+from ..data import check_data_fingerprint
 from ..score import ScoreModel
 from .distributed import DistInfo, derive_seed, resolve_device
 from .ema import EMA
@@ -59,6 +60,7 @@ class Trainer:
         self.sde = sde
         self.data, self.labels, self.reference = data.data, data.labels, data.reference
         self.data_shape, self.num_classes = data.data_shape, data.num_classes
+        self.data_fingerprint = data.fingerprint
         self.net = network
         self.model_config = dict(spec)
         self.ema = EMA(self.net, cfg.ema_decay)
@@ -186,12 +188,14 @@ class Trainer:
             "history": {**{k: (list(v) if isinstance(v, list) else v) for k, v in self.history.items()},
                         "window": list(self._window)},
             "skipped": self.skipped,
+            "data_fingerprint": self.data_fingerprint,
             "world_size": self.dist.world_size,
         }
 
     def check_compatible(self, ckpt: dict[str, Any], where: str = "checkpoint") -> None:
         """CheckpointError unless the checkpoint's SDE and model match this run's."""
         check_compatible(ckpt, self.sde, self.model_config, where)
+        check_data_fingerprint(ckpt.get("data_fingerprint"), self.data_fingerprint, self.config.data_dir, where)
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         """Restore a checkpoint written by `state_dict` (after `check_compatible`)."""
