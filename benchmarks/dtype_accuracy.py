@@ -80,7 +80,7 @@ def run(presets, nfes, seeds: int, n: int, samplers, log=print) -> dict:
             for steps in nfes:
                 t0 = time.perf_counter()
                 ts = kn.time_grid(sde, steps, fs.T_EPS, default_grid(slv))
-                plan = slv.plan(sde, ts)
+                plan = slv.prepare(sde, ts)
                 cell = {p: {"r64": [], "r32": [], "delta": [], "path": []} for p in PROBLEMS}
                 for s in range(seeds):
                     z64 = sde.prior_sample((n, joint.dim), generator=torch.Generator().manual_seed(s), dtype=torch.float64)

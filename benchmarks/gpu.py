@@ -432,7 +432,7 @@ def sampling(dev: torch.device, cfg: dict) -> dict:
                 call_s = _timed(lambda: kn.sample(sde, free, shape, solver=solver, steps=n, dtype=torch.float32,
                                                   device=dev), dev)
                 slv = get_solver(solver)
-                plan_s = _timed(lambda: slv.plan(sde, kn.time_grid(sde, n, 1e-3, default_grid(slv))), torch.device("cpu"))
+                plan_s = _timed(lambda: slv.prepare(sde, kn.time_grid(sde, n, 1e-3, default_grid(slv))), torch.device("cpu"))
                 loop_s = max(call_s - plan_s, 0.0) / n
                 over.append({"sde": name, "solver": solver, "steps": n, "sampler_ms_per_step": 1e3 * loop_s,
                              "plan_ms": 1e3 * plan_s, "call_ms": 1e3 * call_s, "network_ms": 1e3 * net_s,

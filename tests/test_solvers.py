@@ -572,21 +572,3 @@ def test_a_non_finite_score_is_reported_once_with_its_step():
         z = sde.prior_sample((3, 2))
         with pytest.raises(ValueError, match=rf"{name}: score_fn returned non-finite values .* in step {first}"):
             get_solver(name).run(sde, nan_late, z, ts)
-
-
-def test_a_float32_state_matches_float64_on_the_same_draws():
-    """benchmarks/float32_state.py at a tiny size: on the same prior draw and noise, a float32 state
-    gives the float64 run's samples to 1e-3 and its distribution error to 1% of the Monte Carlo floor."""
-    import sys
-
-    from conftest import load_benchmark
-
-    fs = load_benchmark("float32_state")
-    try:
-        res = fs.measure(300, [4], log=lambda *_: None)
-        assert len(res["rows"]) == 2 * 3 * 3
-        for r in res["rows"]:
-            assert r["pathwise_rms"] < 1e-3 and r["diff_over_floor"] < 0.01, r
-        assert fs.markdown(res, "cmd", 1.0).count("\n| ") == 2 + 2 * 3 * 3 - 1
-    finally:
-        sys.modules.pop("float32_state", None)
