@@ -30,7 +30,7 @@ from .conditioning import (
     DEFAULT_REPLACEMENT, REPLACEMENT_METHODS, GuidedScore, Replacement, ReplacementPlan, check_inpainting,
     check_sample_labels,
 )
-from .checks import parse_device
+from .checks import check_generator, parse_device
 from .grids import GRIDS, MAX_STEPS, time_grid
 from .sde import LinearSDE
 from .solvers import SOLVERS, CheckedScore, FixedGridSolver, NoiseSampler, Solver, get_solver
@@ -247,6 +247,7 @@ def sample_batches(
     """
     if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be an integer >= 0, and not given with generator; got seed={seed!r}")
+    check_generator(generator)
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
     dtype = state_dtype(dtype, score_fn, known)
