@@ -1,4 +1,4 @@
-"""Quality at equal budget against the DDPM practitioners use (issue 14): one command, the whole study.
+"""Quality at equal budget against the DDPM practitioners use: one command, the whole study.
 
     python benchmarks/quality_vs_ddpm.py                      # full: 3 seeds, 600 and 3000 steps, n = 500
     python benchmarks/quality_vs_ddpm.py --quick              # a few minutes: 1 seed, tiny nets, 10 / 50 steps
@@ -931,7 +931,7 @@ def study_fragment(results: dict, tables: str, command: str) -> str:
     mach = results["machine"]
     tc = TrainConfig()
     return "\n".join([
-        "## Quality at equal budget against diffusers' DDPM (issue 14)", "",
+        "## Quality at equal budget against diffusers' DDPM", "",
         "### Setup", "",
         f"- Data: the 1500 training digits (8x8, [-1, 1]). Budgets: {st.budget_words()} steps of batch "
         f"{tc.batch_size}; AdamW lr {tc.lr:g} (baseline: {st.ddpm_lr or tc.lr:g}), weight decay {tc.weight_decay:g}, "
@@ -965,7 +965,6 @@ def study_fragment(results: dict, tables: str, command: str) -> str:
 def estimate(settings: Settings, methods: list[Method], table: dict, log=print, steps: int = 3) -> dict:
     """Time a few training steps and one NFE of every method at ``settings``; the full run's cost."""
     settings.validate()
-    device = torch.device(settings.device)
     total = 0.0
     out = {}
     for method in methods:

@@ -258,7 +258,7 @@ class Replacement:
         self.noise = noise
         self.p = plan.to(x0.device, x0.dtype)
         self.prev: Tensor | None = None  # the known pixels' state at the last node (bridge)
-        n, k = x0.shape[0], plan.order
+        n = x0.shape[0]
         self._xf = x0.reshape(n, 1, -1)
         self._mf = mask.reshape(n, 1, -1)
 

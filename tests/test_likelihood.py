@@ -95,7 +95,7 @@ def test_validation():
 
 
 def test_bad_scores_and_inputs_get_one_clear_line():
-    """Issue 13: a nan score never hangs; a constant score, a list, an empty or non-finite x, and the
+    """Hardening: a nan score never hangs; a constant score, a list, an empty or non-finite x, and the
     step cap each give one message naming what is wrong."""
     sde, data = kn.vp(), _gauss()
     x = data.sample(3, torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Issue 13 in the training / CLI area: nothing lost, nothing hangs, every bad input one clear line.
+"""Run safety in the training / CLI area: nothing lost, nothing hangs, every bad input one clear line.
 
 Each test names the case it reproduces; each failed on the code before the fix.
 """

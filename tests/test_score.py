@@ -302,4 +302,4 @@ def test_score_model_threads_labels():
     with pytest.raises(ValueError, match="unconditional"):
         plain.score(z, t, torch.zeros(6, dtype=torch.int64))
     with pytest.raises(ValueError, match="unconditional"):
-        plain.null_label
+        _ = plain.null_label

@@ -484,7 +484,7 @@ def test_options_are_checked_by_each_solvers_schema():
     for name, opts, msg in cases:
         with pytest.raises(ValueError, match=msg):
             get_solver(name, **opts)
-    for name, cls in SOLVERS.items():  # the schema is the one list of options and defaults
+    for cls in SOLVERS.values():  # the schema is the one list of options and defaults
         assert set(cls().options) == set(cls.schema)
 
 

@@ -1,4 +1,4 @@
-"""Issue 14 in the training / CLI area: runs people can watch (metrics.jsonl, TensorBoard,
+"""Training outputs: runs people can watch (metrics.jsonl, TensorBoard,
 --eval-every, where every artefact is), --threads and --clamp for sampling."""
 
 import json

@@ -35,7 +35,7 @@ def _samplers(order: int) -> list[str]:
 OBJECTIVES = {
     # the objective of the recorded study: x0 parameterisation, plain eps-MSE weighting, t ~ U[t_eps, T]
     "x0-uniform": {"parameterization": "x0", "weighting": "eps", "time_sampling": "uniform"},
-    # kinetic's training default since issue 3: EDM weighting with log-normal noise levels
+    # kinetic's training default: EDM weighting with log-normal noise levels
     "edm-lognormal": {"parameterization": "x0", "weighting": "edm", "time_sampling": "lognormal"},
 }
 

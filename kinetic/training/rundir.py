@@ -135,7 +135,7 @@ class RunDir:
                     continue
                 except PermissionError:
                     pass
-                raise RunDirInUse(f"run directory {self.path} is in use by another training run (pid {pid})", "out")
+                raise RunDirInUse(f"run directory {self.path} is in use by another training run (pid {pid})", "out") from None
             os.write(fd, f"{os.getpid()}\n".encode())
             self._lock_fd = fd
             return None
