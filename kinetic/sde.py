@@ -318,19 +318,21 @@ class LinearSDE:
         (correlation condition number <= _COND_TOL: at most ~4 digits lost), and otherwise the
         square-root factor tria([Phi C0, L_Q]) of `linalg.transition_and_noise_factor` (C0 C0^T = S0), which stays
         accurate however close to singular Sigma is (e.g. small t, high order; see docs/math.md).
+        Both are computed for every time and selected with ``torch.where``: no host synchronisation.
         """
         shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
         phi, sigma = self._covariance_tau(flat)
         chol, cond = linalg.correlation_cholesky(sigma)
-        # the square-root factor for every time, selected on the device (no host synchronisation)
-        key = ("C0", str(tau.device))
-        if key not in self._cache:
-            self._cache[key] = self._factors[1].to(tau.device)
-        C0 = self._cache[key]
-        p, Lq = self._kernel().transition_and_noise_factor(flat)
-        root = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
-        chol = torch.where((cond > _COND_TOL)[:, None, None], root, chol)
+        if k > 1:  # a 1 x 1 correlation is 1 (cond = 1): order 1 never needs the square-root factor
+            # the square-root factor for every time, selected on the device (no host synchronisation)
+            key = ("C0", str(tau.device))
+            if key not in self._cache:
+                self._cache[key] = self._factors[1].to(tau.device)
+            C0 = self._cache[key]
+            p, Lq = self._kernel().transition_and_noise_factor(flat)
+            root = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+            chol = torch.where((cond > _COND_TOL)[:, None, None], root, chol)
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k), chol.reshape(*shape, k, k)
 
     def coefficients(self, t) -> Coefficients:
