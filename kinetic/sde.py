@@ -155,6 +155,7 @@ class LinearSDE:
                 "the transitions over [0, T] cannot be computed (use a smaller beta, drift or T)"
             )
         self._cache: dict = {}
+        self._kernel()  # the host constants of the transition kernels, once (no conversion in later calls)
 
     # ------------------------------------------------------------------ attributes
     @property
