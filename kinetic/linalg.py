@@ -9,11 +9,16 @@ with noise covariance ``D = F F^T``, a step of length ``tau`` has
 for every entry, including the tiny position-block entries as ``tau -> 0`` (which are
 ``O(tau^(2k-1))`` and would be lost to cancellation in ``S_inf - Phi S_inf Phi^T``):
 
-1. scale: ``h = tau / 2^n`` with ``|h| ||A|| <= 1/4``;
+1. scale: ``h = tau / 2^n`` with ``|h| ||A|| <= 1/4``, ``n`` per element (the accuracy of one time
+   does not depend on the others in its batch);
 2. Taylor series of degree 20 for ``Phi(h) = sum_p h^p/p! A^p`` and ``Q(h) = sum_p h^(p+1)/(p+1)! M_p``,
    ``M_0 = D``, ``M_p = A M_(p-1) + M_(p-1) A^T`` (the Van Loan block exponential, expanded); the
    k x k matrices A^p and M_p are formed once, so every time point costs one small matmul;
 3. square ``n`` times: ``Phi(2h) = Phi(h)^2``, ``Q(2h) = Phi(h) Q(h) Phi(h)^T + Q(h)``.
+
+`TransitionKernel` holds the host constants for one A (and D, F) and a bound on |tau|, so a call makes
+no host synchronisation (what `LinearSDE` uses on every call); the functions below build one per
+call from max |tau|, read on the host.
 
 Entrywise accuracy is not enough for a *factor*: near t = 0 the covariance of a chain of order k is
 graded over many orders of magnitude and close to singular (its correlation matrix reaches condition
@@ -38,6 +43,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "TransitionKernel",
     "transition_and_noise",
     "transition_and_noise_factor",
     "tria",
@@ -54,8 +60,13 @@ _TARGET_NORM = 0.25
 
 
 def _squarings(tau: Tensor, norm_a: float) -> int:
-    """Number of squarings so that every |tau| ||A|| / 2^n <= 1/4."""
+    """Number of squarings so that every |tau| ||A|| / 2^n <= 1/4 (reads tau's maximum on the host)."""
     m = float(tau.abs().max()) * norm_a if tau.numel() else 0.0
+    return _squarings_for(m)
+
+
+def _squarings_for(m: float) -> int:
+    """Number of squarings n with m / 2^n <= 1/4, for the host bound m of |tau| ||A||."""
     if not math.isfinite(m):
         raise ValueError(f"tau * ||A|| must be finite, got {m}")
     if m <= _TARGET_NORM:
@@ -84,14 +95,116 @@ def _series_matrices(key: bytes, k: int, degree: int) -> tuple[np.ndarray, np.nd
     return np.stack(AP), np.stack(MP)
 
 
-def _series(A: Tensor, D: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    k = A.shape[-1]
-    key = A.detach().cpu().numpy().astype(np.float64).tobytes()
-    if D is not None:
-        key += D.detach().cpu().numpy().astype(np.float64).tobytes()
-    AP, MP = _series_matrices(key, k, _TAYLOR_DEGREE)
-    AP = torch.as_tensor(AP, device=A.device)
-    return AP, (torch.as_tensor(MP, device=A.device) if D is not None else None)
+def _host(M) -> np.ndarray:
+    if isinstance(M, Tensor):
+        M = M.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(M, dtype=np.float64))
+
+
+class TransitionKernel:
+    """The kernels of this module for one drift A (and noise D = F F^T), built once on the host.
+
+    A: (k, k); D: (k, k) or None (no ``Q``); F: (k, r) or None (no factor); ``tau_max``: a host bound
+    on |tau|. Every host constant (||A||_1, the series matrices A^p, M_p and A^p F, the quadrature
+    nodes, the largest squaring count ``max_squarings``) is formed here; the tensors go to each
+    device once. A call then makes no host synchronisation: each element of ``tau`` gets its own
+    squaring count ``n_i`` (the one it would get alone, so its accuracy does not depend on the
+    batch), and the squarings run to ``max_squarings`` with ``torch.where`` keeping each element once
+    its own ``n_i`` is reached. Elements beyond the bound (``|tau| ||A|| > 2^max_squarings / 4``)
+    and non-finite ones come out NaN, never silently wrong.
+    """
+
+    def __init__(self, A, D=None, F=None, *, tau_max: float):
+        a = _host(A)
+        k = a.shape[-1]
+        self.order = k
+        self.norm_a = float(np.abs(a).sum(0).max()) if k else 0.0
+        self.max_squarings = _squarings_for(float(tau_max) * self.norm_a)
+        key = a.tobytes() + (b"" if D is None else _host(D).tobytes())
+        AP, MP = _series_matrices(key, k, _TAYLOR_DEGREE)
+        host = {"AP": torch.as_tensor(AP), "scales": torch.tensor([2.0**-j for j in range(self.max_squarings + 1)],
+                                                                   dtype=torch.float64)}
+        if D is not None:
+            host["MP"] = torch.as_tensor(MP)
+        if F is not None:
+            # f(s) = expm(sA) F at Gauss-Legendre nodes s_j = h x_j; exact for the polynomial part of
+            # f f^T up to degree 2J - 1 >= 2k - 2 + 18 (the data block's entries start at degree 2k - 2)
+            x, w = _gauss_legendre(k + 9)
+            host["APF"] = host["AP"] @ torch.as_tensor(_host(F))
+            host["x"], host["w"] = torch.as_tensor(x), torch.as_tensor(w)
+        self._host_tensors = host
+        self._devices: dict = {}
+
+    def _on(self, device) -> dict:
+        key = str(device)
+        if key not in self._devices:
+            self._devices[key] = {name: v.to(device) for name, v in self._host_tensors.items()}
+        return self._devices[key]
+
+    def _scaled(self, tau: Tensor, c: dict) -> tuple[Tensor, Tensor]:
+        """(h, n): h = tau / 2^n with |h| ||A|| <= 1/4 per element, n (N,) int64; NaN h beyond the bound."""
+        m = tau.abs() * self.norm_a
+        n = torch.where(m > _TARGET_NORM, torch.ceil(torch.log2(m / _TARGET_NORM)), torch.zeros_like(m))
+        ok = torch.isfinite(m) & (n <= self.max_squarings)
+        n = torch.where(ok, n, torch.zeros_like(n)).to(torch.int64)
+        h = torch.where(ok, tau * c["scales"][n], torch.full_like(tau, float("nan")))
+        return h, n
+
+    def _flat(self, tau) -> tuple[Tensor, torch.Size, dict]:
+        device = tau.device if isinstance(tau, Tensor) else None
+        tau = torch.as_tensor(tau, dtype=torch.float64, device=device)
+        return tau.reshape(-1), tau.shape, self._on(tau.device)
+
+    def expm(self, tau) -> Tensor:
+        """``expm(tau A)``: (...) -> (..., k, k) float64."""
+        return self.transition_and_noise(tau, noise=False)[0]
+
+    def transition_and_noise(self, tau, noise: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Phi (..., k, k) and Q (..., k, k) (None without D or with ``noise=False``); see the module docstring."""
+        flat, shape, c = self._flat(tau)
+        k = self.order
+        h, n = self._scaled(flat, c)
+        w = _powers_over_factorial(h, _TAYLOR_DEGREE + 1)  # h^p / p!, p = 0..degree + 1
+        phi = torch.einsum("np,pij->nij", w[:, :-1], c["AP"])
+        q = torch.einsum("np,pij->nij", w[:, 1:], c["MP"]) if noise and "MP" in c else None
+        for j in range(self.max_squarings):
+            more = (n > j)[:, None, None]
+            if q is not None:
+                q = torch.where(more, phi @ q @ phi.transpose(-1, -2) + q, q)
+            phi = torch.where(more, phi @ phi, phi)
+        phi = phi.reshape(*shape, k, k)
+        if q is not None:
+            q = 0.5 * (q + q.transpose(-1, -2))
+            q = q.reshape(*shape, k, k)
+        return phi, q
+
+    def transition_and_noise_factor(self, tau) -> tuple[Tensor, Tensor]:
+        """Phi and a lower factor L_Q (L_Q L_Q^T = Q), both (..., k, k), for tau >= 0 (needs F)."""
+        flat, shape, c = self._flat(tau)
+        if "APF" not in c:
+            raise ValueError("this TransitionKernel was built without F; it has no noise factor")
+        k = self.order
+        N = flat.shape[0]
+        h, n = self._scaled(flat, c)
+        phi = torch.einsum("np,pij->nij", _powers_over_factorial(h, _TAYLOR_DEGREE), c["AP"])
+        x, w = c["x"], c["w"]
+        ws = _powers_over_factorial(h[:, None] * x[None, :], _TAYLOR_DEGREE)  # (N, J, P + 1)
+        f = torch.einsum("njp,pkr->nkjr", ws, c["APF"])  # (N, k, J, r)
+        f = f * torch.sqrt(w[None, None, :, None] * h.abs()[:, None, None, None])
+        Lq = tria(f.reshape(N, k, -1))
+        for j in range(self.max_squarings):
+            more = (n > j)[:, None, None]
+            Lq = torch.where(more, tria(torch.cat([phi @ Lq, Lq], dim=-1)), Lq)
+            phi = torch.where(more, phi @ phi, phi)
+        return phi.reshape(*shape, k, k), Lq.reshape(*shape, k, k)
+
+
+def _data_kernel(A: Tensor, D: Tensor | None, F: Tensor | None, tau: Tensor) -> TransitionKernel:
+    """A kernel whose bound is tau's own maximum (read on the host): any finite tau is accepted."""
+    norm_a = float(torch.linalg.matrix_norm(A.to(torch.float64), ord=1)) if A.shape[-1] else 0.0
+    m = float(tau.abs().max()) if tau.numel() else 0.0
+    _squarings_for(m * norm_a)  # ValueError where tau ||A|| is not finite
+    return TransitionKernel(A, D, F, tau_max=m)
 
 
 def transition_and_noise(
@@ -101,29 +214,11 @@ def transition_and_noise(
 
     A: (k, k) float64; D: (k, k) float64 or None (then only Phi is computed); tau: (...) float64.
     Returns Phi (..., k, k) and Q (..., k, k) (None when D is None). ``tau`` may be negative
-    for Phi (a backward map); Q is only meaningful for ``tau >= 0``.
+    for Phi (a backward map); Q is only meaningful for ``tau >= 0``. Reads max |tau| on the host;
+    a `TransitionKernel` built once with a bound on tau does not.
     """
-    A = A.to(torch.float64)
     tau = torch.as_tensor(tau, dtype=torch.float64, device=A.device)
-    k = A.shape[-1]
-    batch_shape = tau.shape
-    flat = tau.reshape(-1)
-    norm_a = float(torch.linalg.matrix_norm(A, ord=1)) if k else 0.0
-    n = _squarings(flat, norm_a)
-    h = flat / 2.0**n
-    AP, MP = _series(A, None if D is None else D.to(torch.float64))
-    w = _powers_over_factorial(h, _TAYLOR_DEGREE + 1)  # h^p / p!, p = 0..degree + 1
-    phi = torch.einsum("np,pij->nij", w[:, :-1], AP)
-    q = torch.einsum("np,pij->nij", w[:, 1:], MP) if MP is not None else None
-    for _ in range(n):
-        if q is not None:
-            q = phi @ q @ phi.transpose(-1, -2) + q
-        phi = phi @ phi
-    phi = phi.reshape(*batch_shape, k, k)
-    if q is not None:
-        q = 0.5 * (q + q.transpose(-1, -2))
-        q = q.reshape(*batch_shape, k, k)
-    return phi, q
+    return _data_kernel(A, D, None, tau).transition_and_noise(tau)
 
 
 def tria(M: Tensor) -> Tensor:
@@ -164,37 +259,16 @@ def transition_and_noise_factor(A: Tensor, F: Tensor, tau: Tensor) -> tuple[Tens
 
     A: (k, k), F: (k, r), tau: (...) >= 0, float64. Returns Phi, L_Q, both (..., k, k). Square-root
     form throughout (see the module docstring): accurate even where Q is numerically singular.
+    Reads max |tau| on the host; a `TransitionKernel` built once with a bound on tau does not.
     """
-    A = A.to(torch.float64)
-    F = F.to(torch.float64)
     tau = torch.as_tensor(tau, dtype=torch.float64, device=A.device)
-    k, r = F.shape
-    batch_shape = tau.shape
-    flat = tau.reshape(-1)
-    N = flat.shape[0]
-    norm_a = float(torch.linalg.matrix_norm(A, ord=1)) if k else 0.0
-    n = _squarings(flat, norm_a)
-    h = flat / 2.0**n
-    AP, _ = _series(A, None)
-    phi = torch.einsum("np,pij->nij", _powers_over_factorial(h, _TAYLOR_DEGREE), AP)
-    # f(s) = expm(sA) F at Gauss-Legendre nodes s_j = h x_j; exact for the polynomial part of
-    # f f^T up to degree 2J - 1 >= 2k - 2 + 18 (the data block's entries start at degree 2k - 2)
-    x, w = _gauss_legendre(k + 9)
-    x = torch.as_tensor(x, device=A.device)
-    w = torch.as_tensor(w, device=A.device)
-    ws = _powers_over_factorial(h[:, None] * x[None, :], _TAYLOR_DEGREE)  # (N, J, P + 1)
-    f = torch.einsum("njp,pkr->nkjr", ws, AP @ F)  # (N, k, J, r)
-    f = f * torch.sqrt(w[None, None, :, None] * h.abs()[:, None, None, None])
-    Lq = tria(f.reshape(N, k, -1))
-    for _ in range(n):
-        Lq = tria(torch.cat([phi @ Lq, Lq], dim=-1))
-        phi = phi @ phi
-    return phi.reshape(*batch_shape, k, k), Lq.reshape(*batch_shape, k, k)
+    return _data_kernel(A, None, F, tau).transition_and_noise_factor(tau)
 
 
 def expm(A: Tensor, tau: Tensor) -> Tensor:
     """``expm(tau A)`` for a tensor of ``tau``: (...) -> (..., k, k), float64."""
-    return transition_and_noise(A, None, tau)[0]
+    tau = torch.as_tensor(tau, dtype=torch.float64, device=A.device)
+    return _data_kernel(A, None, None, tau).expm(tau)
 
 
 def is_hurwitz(A: Tensor) -> bool:

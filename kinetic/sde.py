@@ -155,6 +155,7 @@ class LinearSDE:
                 "the transitions over [0, T] cannot be computed (use a smaller beta, drift or T)"
             )
         self._cache: dict = {}
+        self._kernel()  # the host constants of the transition kernels, once (no conversion in later calls)
 
     # ------------------------------------------------------------------ attributes
     @property
@@ -233,6 +234,15 @@ class LinearSDE:
             self._cache[key] = tuple(m.to(device) for m in (self._A, self._D, self._S0))
         return self._cache[key]
 
+    def _kernel(self) -> linalg.TransitionKernel:
+        """The transition kernels of A, D and F for |tau| <= B(T) (times lie in [0, T]), built once: a
+        call makes no host synchronisation. tau beyond the bound (never from checked times) gives NaN."""
+        if "kernel" not in self._cache:
+            F, _ = self._factors
+            # the margin covers B(T) evaluated on another device (a few ulps); it costs at most one squaring
+            self._cache["kernel"] = linalg.TransitionKernel(self._A, self._D, F, tau_max=self._tau_T * (1 + 1e-6))
+        return self._cache["kernel"]
+
     # ------------------------------------------------------------------ time
     def _check_t(self, t, name: str = "t") -> Tensor:
         if not isinstance(t, Tensor):
@@ -284,27 +294,22 @@ class LinearSDE:
         and graded covariances whose tiny blocks that subtraction would cancel) the scaled Taylor /
         Van Loan series of `linalg.transition_and_noise` gives every entry to relative accuracy.
         """
-        A, D, S0 = self._mats(tau.device)
+        _, _, S0 = self._mats(tau.device)
         shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
-        if self._S_inf is None:
-            phi, q = linalg.transition_and_noise(A, D, flat)
-            sigma = phi @ S0 @ phi.transpose(-1, -2) + q
-        else:
+        phi, q = self._kernel().transition_and_noise(flat)
+        sigma = phi @ S0 @ phi.transpose(-1, -2) + q
+        if self._S_inf is not None:
             S_inf = self._S_inf.to(tau.device)
             C = S0 - S_inf
-            phi = linalg.expm(A, flat)
-            sigma = S_inf + phi @ C @ phi.transpose(-1, -2)
+            lyapunov = S_inf + phi @ C @ phi.transpose(-1, -2)
             # |x^T C y| <= sqrt(x^T R x y^T R y) with R = diag(row sums of |C|): a bound on the size
             # of the terms Phi C Phi^T is made of, per diagonal entry
             size = torch.diagonal(S_inf) + phi.square() @ C.abs().sum(-1)
-            diag = torch.diagonal(sigma, dim1=-2, dim2=-1)
+            diag = torch.diagonal(lyapunov, dim1=-2, dim2=-1)
             loss = torch.where(diag > 0, size / diag.clamp_min(1e-300), torch.full_like(diag, float("inf"))).amax(-1)
-            bad = (~(loss <= _LYAPUNOV_LOSS)).nonzero().reshape(-1)
-            if bad.numel():
-                p, q = linalg.transition_and_noise(A, D, flat[bad])
-                phi[bad] = p
-                sigma[bad] = p @ S0 @ p.transpose(-1, -2) + q
+            # both forms for every time, selected on the device (no host synchronisation)
+            sigma = torch.where((loss <= _LYAPUNOV_LOSS)[:, None, None], lyapunov, sigma)
         sigma = 0.5 * (sigma + sigma.transpose(-1, -2))
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k)
 
@@ -315,17 +320,21 @@ class LinearSDE:
         (correlation condition number <= _COND_TOL: at most ~4 digits lost), and otherwise the
         square-root factor tria([Phi C0, L_Q]) of `linalg.transition_and_noise_factor` (C0 C0^T = S0), which stays
         accurate however close to singular Sigma is (e.g. small t, high order; see docs/math.md).
+        Both are computed for every time and selected with ``torch.where``: no host synchronisation.
         """
         shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
         phi, sigma = self._covariance_tau(flat)
         chol, cond = linalg.correlation_cholesky(sigma)
-        bad = (cond > _COND_TOL).nonzero().reshape(-1)
-        if bad.numel():
-            A, _, _ = self._mats(tau.device)
-            F, C0 = (m.to(tau.device) for m in self._factors)
-            p, Lq = linalg.transition_and_noise_factor(A, F, flat[bad])
-            chol[bad] = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+        if k > 1:  # a 1 x 1 correlation is 1 (cond = 1): order 1 never needs the square-root factor
+            # the square-root factor for every time, selected on the device (no host synchronisation)
+            key = ("C0", str(tau.device))
+            if key not in self._cache:
+                self._cache[key] = self._factors[1].to(tau.device)
+            C0 = self._cache[key]
+            p, Lq = self._kernel().transition_and_noise_factor(flat)
+            root = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+            chol = torch.where((cond > _COND_TOL)[:, None, None], root, chol)
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k), chol.reshape(*shape, k, k)
 
     def coefficients(self, t) -> Coefficients:
