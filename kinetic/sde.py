@@ -43,6 +43,16 @@ _LYAPUNOV_LOSS = 1e3
 # Above this condition number of the correlation matrix, whose Cholesky factor then loses about
 # log10(cond) of the digits Sigma was formed with, the square-root kernel computes the factor.
 _COND_TOL = 1e4
+#: On the CPU, where reading a mask costs no device synchronisation, the accurate fallbacks of
+#: `LinearSDE._covariance_tau` and `LinearSDE._moments` are computed only for the times that need them;
+#: on other devices for every time and selected with ``torch.where`` (no host synchronisation). Both
+#: give the same values: each time's kernel is independent of its batch (`linalg.TransitionKernel`).
+#: tests/test_sync_free.py turns this off to run the device path under its guard on the CPU.
+HOST_SUBSETS = True
+
+
+def _subsets(t: Tensor) -> bool:
+    return HOST_SUBSETS and t.device.type == "cpu"
 
 
 def _as_matrix(name: str, value, k: int | None = None) -> Tensor:
@@ -297,9 +307,13 @@ class LinearSDE:
         _, _, S0 = self._mats(tau.device)
         shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
-        phi, q = self._kernel().transition_and_noise(flat)
-        sigma = phi @ S0 @ phi.transpose(-1, -2) + q
-        if self._S_inf is not None:
+        kernel = self._kernel()
+        if self._S_inf is None:
+            phi, q = kernel.transition_and_noise(flat)
+            sigma = phi @ S0 @ phi.transpose(-1, -2) + q
+        else:
+            subsets = _subsets(flat)
+            phi, q = kernel.transition_and_noise(flat, noise=not subsets)
             S_inf = self._S_inf.to(tau.device)
             C = S0 - S_inf
             lyapunov = S_inf + phi @ C @ phi.transpose(-1, -2)
@@ -308,8 +322,16 @@ class LinearSDE:
             size = torch.diagonal(S_inf) + phi.square() @ C.abs().sum(-1)
             diag = torch.diagonal(lyapunov, dim1=-2, dim2=-1)
             loss = torch.where(diag > 0, size / diag.clamp_min(1e-300), torch.full_like(diag, float("inf"))).amax(-1)
-            # both forms for every time, selected on the device (no host synchronisation)
-            sigma = torch.where((loss <= _LYAPUNOV_LOSS)[:, None, None], lyapunov, sigma)
+            ok = loss <= _LYAPUNOV_LOSS
+            if subsets:  # the series only where the Lyapunov form loses digits
+                sigma = lyapunov
+                bad = (~ok).nonzero().reshape(-1)
+                if bad.numel():
+                    p, q = kernel.transition_and_noise(flat[bad])
+                    phi[bad] = p
+                    sigma[bad] = p @ S0 @ p.transpose(-1, -2) + q
+            else:  # both forms for every time, selected on the device (no host synchronisation)
+                sigma = torch.where(ok[:, None, None], lyapunov, phi @ S0 @ phi.transpose(-1, -2) + q)
         sigma = 0.5 * (sigma + sigma.transpose(-1, -2))
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k)
 
@@ -320,7 +342,7 @@ class LinearSDE:
         (correlation condition number <= _COND_TOL: at most ~4 digits lost), and otherwise the
         square-root factor tria([Phi C0, L_Q]) of `linalg.transition_and_noise_factor` (C0 C0^T = S0), which stays
         accurate however close to singular Sigma is (e.g. small t, high order; see docs/math.md).
-        Both are computed for every time and selected with ``torch.where``: no host synchronisation.
+        Off the CPU both are computed for every time and selected with ``torch.where`` (`HOST_SUBSETS`).
         """
         shape, k = tau.shape, self.order
         flat = tau.reshape(-1)
@@ -332,9 +354,16 @@ class LinearSDE:
             if key not in self._cache:
                 self._cache[key] = self._factors[1].to(tau.device)
             C0 = self._cache[key]
-            p, Lq = self._kernel().transition_and_noise_factor(flat)
-            root = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
-            chol = torch.where((cond > _COND_TOL)[:, None, None], root, chol)
+            bad = cond > _COND_TOL
+            if _subsets(flat):  # the factor only where the Cholesky factor of the formed Sigma loses digits
+                idx = bad.nonzero().reshape(-1)
+                if idx.numel():
+                    p, Lq = self._kernel().transition_and_noise_factor(flat[idx])
+                    chol[idx] = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+            else:
+                p, Lq = self._kernel().transition_and_noise_factor(flat)
+                root = linalg.tria(torch.cat([p @ C0, Lq], dim=-1))
+                chol = torch.where(bad[:, None, None], root, chol)
         return phi.reshape(*shape, k, k), sigma.reshape(*shape, k, k), chol.reshape(*shape, k, k)
 
     def coefficients(self, t) -> Coefficients:

@@ -6,6 +6,7 @@ and a time beyond the kernel's bound comes out NaN (never a silently wrong matri
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.linalg
 import torch
 
@@ -64,3 +65,20 @@ def test_kernel_beyond_its_bound_is_nan():
     assert torch.isnan(phi[2:]).all() and torch.isnan(q[2:]).all() and torch.isnan(torch.diagonal(Lq[2:], dim1=-2, dim2=-1)).all()
     # the public functions take their bound from tau itself: any finite tau is accepted
     assert torch.isfinite(linalg.expm(sde.drift_matrix, tau[2:3])).all()
+
+
+@pytest.mark.parametrize("sde", [kn.hold(), kn.psld(), kn.langevin(8), kn.cld()], ids=["hold", "psld", "langevin8", "cld"])
+def test_host_subsets_and_device_selection_give_the_same_coefficients(sde, monkeypatch):
+    """`kinetic.sde.HOST_SUBSETS`: on the CPU the accurate fallbacks are computed only for the times
+    that need them; the device path computes them for every time and selects. Same values (to a few
+    ulps of batched rounding) from 1e-8 to T, where both fallbacks are taken at the small times."""
+    import kinetic.sde
+
+    t = torch.cat([torch.logspace(-8, 0, 40, dtype=torch.float64) * sde.T, torch.tensor([sde.T / 3])])
+    host = sde.coefficients(t)
+    monkeypatch.setattr(kinetic.sde, "HOST_SUBSETS", False)
+    dev = sde.coefficients(t)
+    for name in ("phi", "sigma", "chol"):
+        a, b = getattr(host, name), getattr(dev, name)
+        scale = a.abs().amax(dim=-1, keepdim=True).clamp_min(1e-300)  # per row: the blocks are graded
+        assert torch.allclose(a / scale, b / scale, rtol=0, atol=1e-13), name

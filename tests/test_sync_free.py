@@ -63,6 +63,15 @@ HOST_OPS = frozenset({
 CPU_ONLY = frozenset({"_check_t"})
 
 
+@pytest.fixture(autouse=True)
+def device_path(monkeypatch):
+    """Every test here runs the device path of `LinearSDE`'s covariances (`kinetic.sde.HOST_SUBSETS`
+    off): on a GPU the accurate fallbacks are selected with torch.where, never by reading a mask."""
+    import kinetic.sde
+
+    monkeypatch.setattr(kinetic.sde, "HOST_SUBSETS", False)
+
+
 def _where() -> str:
     """The innermost frame inside the kinetic package: "kinetic/solvers/base.py:69 (check_finite_score)"."""
     for fr in reversed(traceback.extract_stack()[:-3]):
