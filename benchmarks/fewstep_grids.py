@@ -33,19 +33,22 @@ GOAL = {3: 5.0, 5: 2.0, 10: 1.3}
 PROBLEMS = ("mixture4", "gauss64")
 
 
-def make_grid(sde, steps: int, name: str, solver: str | None, options: dict) -> tuple[torch.Tensor, float]:
+def make_grid(sde, steps: int, name: str, solver: str | None, options: dict,
+              maxfev: int | None = None) -> tuple[torch.Tensor, float]:
     """(times, seconds to make them): ``optimal`` is fitted for the solver in use (the registered grid is the
-    one of the default sampler)."""
+    one of the default sampler), with at most ``maxfev`` evaluations."""
     t0 = time.perf_counter()
-    if name == "optimal" and solver is not None:
-        ts = grid_opt.optimal_grid(sde, steps, fs.T_EPS, solver, options)
+    if name == "optimal":
+        ts = grid_opt.optimal_grid(sde, steps, fs.T_EPS, solver or "ei", options if solver else {}, maxfev=maxfev)
     else:
         ts = grids.time_grid(sde, steps, fs.T_EPS, name)
     return ts, time.perf_counter() - t0
 
 
 def run(presets, nfes, grid_names, seeds: int, n: int, solver: str | None = None, options: dict | None = None,
-        log=print) -> dict:
+        n_path: int = 0, maxfev: int | None = None, log=print) -> dict:
+    """The ratios to the floor per problem, preset|grid and NFE (a list over draws); with ``n_path`` > 0 also the
+    pathwise error of draw 0 on its first n_path samples against the exact flow (`fewstep.reference`)."""
     options = dict(options or {})
     laws = {p: pb.problem(p) for p in PROBLEMS}
     joint = pb.Product(laws)
@@ -53,24 +56,32 @@ def run(presets, nfes, grid_names, seeds: int, n: int, solver: str | None = None
     floors = {p: fs.floor(laws[p], errors[p], n) for p in PROBLEMS}
     out = {"nfes": list(nfes), "grids": list(grid_names), "seeds": seeds, "n": n, "solver": solver,
            "options": options, "floor": floors, "ratios": {p: {} for p in PROBLEMS}, "closed_form": {},
-           "fit_seconds": {}, "times": {}}
+           "fit_seconds": {}, "times": {}, "path": {p: {} for p in PROBLEMS}, "n_path": n_path}
     kwargs = {} if solver is None else {"solver": solver, **options}
     for preset in presets:
         sde = fs.PRESETS[preset]()
+        ref = fs.reference(sde, joint, n, n_path, 0) if n_path > 0 else None
+        cfg = fs.Config("", solver or None, options if solver else {})
         for g in grid_names:
             key = f"{preset}|{g}"
             for p in PROBLEMS:
                 out["ratios"][p][key] = []
+                out["path"][p][key] = []
             out["closed_form"][key], out["fit_seconds"][key], out["times"][key] = [], [], []
             for steps in nfes:
-                ts, secs = make_grid(sde, steps, g, solver, options)
+                ts, secs = make_grid(sde, steps, g, solver, options, maxfev)
                 cf = float(grid_opt.plan_error(sde, ts, solver or "ei", options if solver else {}))
                 cells = {p: [] for p in PROBLEMS}
                 for s in range(seeds):
-                    x = kn.sample(sde, joint.score_fn(sde), (n, joint.dim), steps=steps, grid=ts, t_eps=fs.T_EPS,
-                                  generator=torch.Generator().manual_seed(s), **kwargs)
+                    z, _ = kn.sample(sde, joint.score_fn(sde), (n, joint.dim), steps=steps, grid=ts, t_eps=fs.T_EPS,
+                                  generator=torch.Generator().manual_seed(s), return_state=True, **kwargs)
                     for p in PROBLEMS:
-                        cells[p].append(errors[p](x[:, joint.slices[p]]) / floors[p])
+                        cells[p].append(errors[p](z[:, 0, joint.slices[p]]) / floors[p])
+                    if s == 0 and ref is not None:
+                        out_x, exact = ref.target(sde, cfg.uses_gls(steps, sde.order), z)
+                        for p in PROBLEMS:
+                            sl = joint.slices[p]
+                            out["path"][p][key].append(pb.pathwise_error(out_x[:, sl], exact[:, sl]))
                 for p in PROBLEMS:
                     out["ratios"][p][key].append(cells[p])
                 out["closed_form"][key].append(cf)
@@ -101,12 +112,49 @@ def to_markdown(res: dict) -> str:
             preset, g = key.split("|")
             lines.append(f"| {preset} | {g} | " + " | ".join(_cell(c, GOAL.get(t)) for t, c in zip(res["nfes"], cells)) + " |")
         lines.append("")
+    if res.get("n_path"):
+        for p in PROBLEMS:
+            lines += [f"**{p}: pathwise error of draw 0** (first {res['n_path']} samples, against the exact flow)", "",
+                      "| SDE | grid | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",
+                      "|---|---|" + "---|" * len(res["nfes"])]
+            for key, vals in res["path"][p].items():
+                preset, g = key.split("|")
+                lines.append(f"| {preset} | {g} | " + " | ".join(f"{v:.3g}" for v in vals) + " |")
+            lines.append("")
     lines += ["**closed-form error J** (and the seconds to make the grid)", "",
               "| SDE | grid | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |", "|---|---|" + "---|" * len(res["nfes"])]
     for key, js in res["closed_form"].items():
         preset, g = key.split("|")
         lines.append(f"| {preset} | {g} | " + " | ".join(f"{j:.2g} ({s:.1f} s)" for j, s in zip(js, res["fit_seconds"][key])) + " |")
     return "\n".join(lines)
+
+
+def plot(res: dict, path) -> None:
+    """sigma_tilde at the grid's nodes against the node index, per preset (columns) and NFE (rows), one line per grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    presets = list(dict.fromkeys(k.split("|")[0] for k in res["times"]))
+    fig, axes = plt.subplots(len(res["nfes"]), len(presets), figsize=(3.2 * len(presets), 2.6 * len(res["nfes"])),
+                             squeeze=False)
+    for j, preset in enumerate(presets):
+        sde = fs.PRESETS[preset]()
+        for i, steps in enumerate(res["nfes"]):
+            ax = axes[i][j]
+            for g in res["grids"]:
+                ts = torch.tensor(res["times"][f"{preset}|{g}"][i], dtype=torch.float64)
+                sig = sde.coefficients(ts).sigma_tilde
+                ax.plot(range(len(ts)), sig.numpy(), marker="o", ms=3, label=g)
+            ax.set_yscale("log")
+            ax.set_title(f"{preset}, {steps} steps", fontsize=8)
+            ax.set_xlabel("node", fontsize=7)
+            ax.set_ylabel("sigma_tilde", fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:
@@ -118,6 +166,8 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--solver", default=None, help="a deterministic solver (default: kn.sample's own default)")
     p.add_argument("--options", default="{}", help="the solver's options as JSON, e.g. '{\"gls_steps\": 0}'")
+    p.add_argument("--n-path", type=int, default=0, help="pathwise error of draw 0 on this many samples (0: none)")
+    p.add_argument("--maxfev", type=int, default=None, help="at most this many evaluations per fit")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stem", default="fewstep_grids")
     p.add_argument("--out", type=Path, default=None, help="folder for STEM.{json,md} (must exist)")
@@ -137,12 +187,13 @@ def main(argv=None) -> None:
     if a.out is not None and not a.out.is_dir():
         p.error(f"--out: {a.out} is not a folder")
     t0 = time.perf_counter()
-    res = run(presets, a.nfes, names, a.seeds, a.n, a.solver, options)
+    res = run(presets, a.nfes, names, a.seeds, a.n, a.solver, options, a.n_path, a.maxfev)
     res.update(seconds=time.perf_counter() - t0, machine=machine_line(), command=command_line("fewstep_grids.py", argv))
     md = to_markdown(res)
     print(md)
     if a.out is not None:
         write_outputs(a.out, {f"{a.stem}.json": res, f"{a.stem}.md": md + "\n"})
+        plot(res, a.out / f"{a.stem}.png")
 
 
 if __name__ == "__main__":

@@ -104,10 +104,16 @@ MIXTURE_POINTS = 128
 _FLOWS: OrderedDict = OrderedDict()
 
 
+MIXTURE_STD = 0.25
+"""The reference mixture's component std, over data_std."""
+MIXTURE_WEIGHT = 1.0
+"""The weight of the mixture term in `plan_error`."""
+
+
 def reference_mixture(data_std: float) -> GaussianMixture:
-    """The 1-D mixture 1/2 N(-a, b^2) + 1/2 N(a, b^2), b = data_std / 4, a^2 + b^2 = data_std^2: two modes that
-    separate as the noise falls, of the data's first two moments."""
-    b = 0.25 * float(data_std)
+    """The 1-D mixture 1/2 N(-a, b^2) + 1/2 N(a, b^2), b = data_std * `MIXTURE_STD`, a^2 + b^2 = data_std^2: two
+    modes that separate as the noise falls, of the data's first two moments."""
+    b = MIXTURE_STD * float(data_std)
     a = math.sqrt(float(data_std) ** 2 - b**2)
     return GaussianMixture([0.5, 0.5], [[-a], [a]], b)
 
@@ -122,7 +128,7 @@ def _exact_flow(sde, t_eps: float, data_std: float, gls: bool) -> tuple[Tensor, 
     from .bench import problems as pb
 
     gls = gls and sde.order > 1
-    key = (_sde_key(sde), float(t_eps), float(data_std), gls)
+    key = (_sde_key(sde), float(t_eps), float(data_std), gls, MIXTURE_STD)
     if key not in _FLOWS:
         law = reference_mixture(data_std)
         z_T = sde.prior_sample((MIXTURE_POINTS, 1), generator=torch.Generator().manual_seed(0), dtype=F64)
@@ -152,10 +158,24 @@ def plan_error(sde, ts: Tensor, solver: str = "ei", options: dict | None = None,
     s, m = reference_scales(data_std) if scales is None else scales
     ts = torch.as_tensor(ts, dtype=F64)
     k, n = sde.order, s.numel()
-    law = GaussianData(m, s**2)
-    z = torch.cat([torch.zeros(1, k, dtype=F64), torch.eye(k, dtype=F64)])[:, :, None].expand(k + 1, k, n).contiguous()
-    out, _ = slv.run(sde, law.score_fn(sde), z, ts)
-    x = out[:, 0, :]  # (k + 1, n): the data block
+    gauss = GaussianData(m, s**2).score_fn(sde)
+    basis = torch.cat([torch.zeros(1, k, dtype=F64), torch.eye(k, dtype=F64)])[:, :, None].expand(k + 1, k, n)
+    gls = _uses_gls(slv, ts.numel() - 1, k)
+    if mixture and not per_scale:
+        # one run: the k + 1 basis states in the first n coordinates, the mixture's prior draws in the last one
+        z_T, x_ref = _exact_flow(sde, float(ts[-1]), data_std, gls)
+        rows = max(k + 1, z_T.shape[0])
+        z = torch.zeros(rows, k, n + 1, dtype=F64)
+        z[: k + 1, :, :n] = basis
+        z[: z_T.shape[0], :, n:] = z_T
+        mix = reference_mixture(data_std).score_fn(sde)
+
+        def score(zz, t):
+            return torch.cat([gauss(zz[..., :n], t), mix(zz[..., n:], t)], -1)
+    else:
+        z, score = basis.contiguous(), gauss
+    out, _ = slv.run(sde, score, z, ts)
+    x = out[: k + 1, 0, :n]  # (k + 1, n): the data block
     v = x[0]
     M0 = (x[1:] - v).T  # (n, k): the data row of the linear part, per scale
     var = ((M0 @ sde.prior_cov) * M0).sum(-1)
@@ -167,16 +187,14 @@ def plan_error(sde, ts: Tensor, solver: str = "ei", options: dict | None = None,
         return err
     J = err.mean()
     if mixture:
-        gls = _uses_gls(slv, ts.numel() - 1, k)
-        z_T, x_ref = _exact_flow(sde, float(ts[-1]), data_std, gls)
-        zo, _ = slv.run(sde, reference_mixture(data_std).score_fn(sde), z_T, ts)
+        zo = out[: z_T.shape[0], :, n:]
         if gls and k > 1:
             from .bench import problems as pb
 
             xo = pb.gls_estimate(sde, zo, float(ts[-1]))[:, 0]
         else:
             xo = zo[:, 0, 0]
-        J = J + ((xo - x_ref) ** 2).mean() / float(data_std) ** 2
+        J = J + MIXTURE_WEIGHT * ((xo - x_ref) ** 2).mean() / float(data_std) ** 2
     return J
 
 
@@ -229,15 +247,15 @@ def fit(sde, steps: int, t_eps: float = 1e-3, solver: str = "ei", options: dict 
 
 
 def optimal_grid(sde, steps: int, t_eps: float = 1e-3, solver: str = "ei", options: dict | None = None,
-                 data_std: float = 0.5) -> Tensor:
+                 data_std: float = 0.5, maxfev: int | None = None) -> Tensor:
     """The grid (steps + 1,) from T to t_eps that minimises `plan_error` for ``solver`` with ``options`` over
-    the weights of `weight_grid` (`fit`), cached in `FIT_CACHE`."""
+    the weights of `weight_grid` (`fit`, at most ``maxfev`` evaluations), cached in `FIT_CACHE`."""
     key = (_sde_key(sde), solver, json.dumps(options or {}, sort_keys=True, default=str), int(steps), float(t_eps),
-           float(data_std))
+           float(data_std), maxfev)
     if key in FIT_CACHE:
         FIT_CACHE.move_to_end(key)
     else:
-        FIT_CACHE[key] = fit(sde, steps, t_eps, solver, options, data_std)["logw"]
+        FIT_CACHE[key] = fit(sde, steps, t_eps, solver, options, data_std, maxfev=maxfev)["logw"]
         while len(FIT_CACHE) > CACHE_SIZE:
             FIT_CACHE.popitem(last=False)
     return weight_grid(sde, steps, t_eps, FIT_CACHE[key], data_std)
