@@ -247,7 +247,7 @@ def sample(
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
         grid: None (the solver's `default_grid`: "band" for gls and ei, the best grid for them in docs/benchmarks.md;
             "quadratic" for em, pc, sscs and lie_trotter; "uniform" for torchsde and ode), a name in
-            `kinetic.grids.GRIDS` ("uniform", "quadratic", "logsnr", "band"; see `time_grid`) or decreasing
+            `kinetic.grids.GRIDS` ("uniform", "quadratic", "logsnr", "band", "optimal"; see `time_grid`) or decreasing
             times from T to t_eps.
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
