@@ -92,6 +92,21 @@ def run(presets, nfes, grid_names, seeds: int, n: int, solver: str | None = None
     return out
 
 
+PLANS = {"k-block flow": ("ei", {"gls_steps": 0}), "gls": ("gls", {})}
+
+
+def plan_choice(presets, nfes) -> str:
+    """Markdown: the closed-form error J of the two plans of the default sampler (the k-block flow with the
+    corrector, the GLS plan) on the ``band`` grid, per preset and step count (no sampling)."""
+    lines = ["| SDE | plan | " + " | ".join(f"{t} steps" for t in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for preset in presets:
+        sde = fs.PRESETS[preset]()
+        for label, (solver, options) in PLANS.items():
+            js = [float(grid_opt.plan_error(sde, grids.time_grid(sde, t, fs.T_EPS, "band"), solver, options)) for t in nfes]
+            lines.append(f"| {preset} | {label} | " + " | ".join(f"{j:.2g}" for j in js) + " |")
+    return "\n".join(lines)
+
+
 def _cell(c: list, goal: float | None) -> str:
     s = f"{min(c):.2f}-{max(c):.2f} ({sum(c) / len(c):.2f})"
     return f"**{s}**" if goal is not None and max(c) > goal else s
@@ -168,6 +183,8 @@ def main(argv=None) -> None:
     p.add_argument("--options", default="{}", help="the solver's options as JSON, e.g. '{\"gls_steps\": 0}'")
     p.add_argument("--n-path", type=int, default=0, help="pathwise error of draw 0 on this many samples (0: none)")
     p.add_argument("--maxfev", type=int, default=None, help="at most this many evaluations per fit")
+    p.add_argument("--plan-choice", action="store_true",
+                   help="only print the closed-form error of the k-block and GLS plans on band (no sampling)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stem", default="fewstep_grids")
     p.add_argument("--out", type=Path, default=None, help="folder for STEM.{json,md} (must exist)")
@@ -186,6 +203,9 @@ def main(argv=None) -> None:
         p.error(f"--options: expected a JSON object, got {a.options!r}")
     if a.out is not None and not a.out.is_dir():
         p.error(f"--out: {a.out} is not a folder")
+    if a.plan_choice:
+        print(plan_choice(presets, a.nfes))
+        return
     t0 = time.perf_counter()
     res = run(presets, a.nfes, names, a.seeds, a.n, a.solver, options, a.n_path, a.maxfev)
     res.update(seconds=time.perf_counter() - t0, machine=machine_line(), command=command_line("fewstep_grids.py", argv))
