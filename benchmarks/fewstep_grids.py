@@ -26,7 +26,13 @@ import kinetic as kn
 from kinetic import grid_opt, grids
 from kinetic.bench import fewstep as fs
 from kinetic.bench import problems as pb
-from kinetic.bench.report import command_line, int_list, machine_line, parse, write_outputs
+from kinetic.bench.report import (
+    command_line,
+    int_list,
+    machine_line,
+    parse,
+    write_outputs,
+)
 
 GOAL = {3: 5.0, 5: 2.0, 10: 1.3}
 """The few-step goals: the worst draw's ratio to the floor at 3, 5 and 10 NFE."""
@@ -115,10 +121,10 @@ def _cell(c: list, goal: float | None) -> str:
 def to_markdown(res: dict) -> str:
     who = "kn.sample's default sampler" if res["solver"] is None else f"solver {res['solver']} {res['options'] or ''}"
     lines = [f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min). Machine: {res['machine']}.",
-             f"Ratio of the distribution error to the floor (exact samples) of {who}, over prior draws "
+             (f"Ratio of the distribution error to the floor (exact samples) of {who}, over prior draws "
              f"0-{res['seeds'] - 1} (n = {res['n']}): min-max (mean). Bold: the worst draw misses the goal "
              f"({', '.join(f'{g}x at {t} NFE' for t, g in GOAL.items())}). J: the closed-form error of the grid "
-             "(`kinetic.grid_opt.plan_error`).", ""]
+             "(`kinetic.grid_opt.plan_error`)."), ""]
     for p in PROBLEMS:
         lines += [f"**{p}** (floor {res['floor'][p]:.4g})", "",
                   "| SDE | grid | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",

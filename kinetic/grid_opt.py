@@ -36,8 +36,17 @@ from torch import Tensor
 from . import grids as _grids
 from .analytic import GaussianData, GaussianMixture
 
-__all__ = ["KNOTS", "SCALE_SPAN", "reference_scales", "weight_grid", "plan_error", "fit", "optimal_grid",
-           "FIT_CACHE", "band_weights"]
+__all__ = [
+    "FIT_CACHE",
+    "KNOTS",
+    "SCALE_SPAN",
+    "band_weights",
+    "fit",
+    "optimal_grid",
+    "plan_error",
+    "reference_scales",
+    "weight_grid",
+]
 
 F64 = torch.float64
 KNOTS = (-5.0, -3.0, -1.5, 0.0, 1.5, 3.5)
