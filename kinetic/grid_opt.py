@@ -6,10 +6,13 @@ output: z_eps = M z_T + v. Running the solver itself (`kinetic.solvers.get_solve
 states 0, e_1, ..., e_k with the exact score (`kinetic.analytic.GaussianData`, one data coordinate per
 reference scale) gives M and v for every scale at once, whatever the plan. The data block of the output is
 then N(v_0, M_0 P_T M_0^T) (P_T = `LinearSDE.prior_cov`, M_0 the first row of M), against the exact
-marginal N(c_0 m, s^2 c_0^2 + Sigma_00) at t_eps (c = Phi(0, t_eps) e_1). The objective is the mean over
-the reference scales of the squared Gaussian W2 between the two, relative to the exact variance:
+marginal N(c_0 m, s^2 c_0^2 + Sigma_00) at t_eps (c = Phi(0, t_eps) e_1). The Gaussian term of the objective
+is the mean over the reference scales of the squared W2 between the two, over data_std^2:
 
-    J(grid) = mean_j [(v_0 - c_0 m_j)^2 + (sd_out - sd_exact)^2] / sd_exact^2.
+    J_G(grid) = mean_j [(v_0 - c_0 m_j)^2 + (sd_out - sd_exact)^2] / data_std^2,
+
+and `plan_error` adds (``mixture``) the mean squared distance, over data_std^2, of the sampler's outputs on
+fixed prior draws to their exact flow for the two-mode `reference_mixture`.
 
 ``ei``/``gls`` with ``data_std = s`` are exact for N(m, s^2) at any step count (gDDIM, Props. 4 and 6), so J
 averages over scales s_j = data_std * exp(linspace(log 0.2, log 3, 7)) (0.1 .. 1.5 for data_std 0.5), each
