@@ -102,12 +102,22 @@ def _band(sde, steps: int, t_eps: float) -> Tensor:
     return interp(target, x, torch.log(fine)).exp()
 
 
+@register_grid("optimal")
+def _optimal(sde, steps: int, t_eps: float) -> Tensor:
+    """The weighted grid that minimises the closed-form Gaussian error of `kinetic.sample`'s default sampler
+    (``ei``, default options) on this SDE and step count: `kinetic.grid_opt.optimal_grid` (cached)."""
+    from .grid_opt import optimal_grid
+
+    return optimal_grid(sde, steps, t_eps)
+
+
 def time_grid(sde, steps: int, t_eps: float = 1e-3, grid: str | Tensor = "uniform") -> Tensor:
     """Decreasing float64 CPU times (steps + 1,) from T to t_eps.
 
     ``grid``: a name in `GRIDS` ("uniform": linear in t; "quadratic": (linspace(sqrt T, sqrt t_eps))^2,
     fine near t_eps; "logsnr": uniform in the data block's log noise-to-signal ratio; "band": uniform
-    in log sigma_tilde inside `BAND`, see `_band`), or a
+    in log sigma_tilde inside `BAND`, see `_band`; "optimal": fitted to the default sampler in closed form,
+    see `kinetic.grid_opt`), or a
     decreasing tensor of times from T to t_eps (checked and returned as float64; ``steps`` and
     ``t_eps`` are then ignored). At most `MAX_STEPS` steps.
     """

@@ -297,7 +297,7 @@ def sample(
             `kinetic.grids.MAX_STEPS`; ignored by ``ode`` (adaptive) and when ``grid`` is a tensor.
         grid: None (the solver's `default_grid`: "band" for gls and ei, "quadratic" for em, pc, sscs and
             lie_trotter, "uniform" for torchsde and ode), a name in `kinetic.grids.GRIDS` ("uniform",
-            "quadratic", "logsnr", "band"; see `time_grid`) or decreasing times from T to t_eps. The grids
+            "quadratic", "logsnr", "band", "optimal"; see `time_grid`) or decreasing times from T to t_eps. The grids
             are compared in docs/benchmarks.md, "Sampling: memory against n, and the default grid".
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
