@@ -125,24 +125,6 @@ def parse_params(params: list[str] | None) -> dict:
     return out
 
 
-def build_sde(sde: str | None, order: int | None, params: dict):
-    """The SDE named on the command line: `--sde NAME` and/or `--order K` (3 alone means HOLD)."""
-    import kinetic as kn
-
-    if order is not None and order < 1:
-        raise ValueError(f"--order must be an integer >= 1, got {order}")
-    if sde is None and order is None:
-        sde = "hold"
-    try:
-        return kn.preset(sde, order=order, **params)
-    except TypeError as err:
-        raise ValueError(f"--param: {err}") from None
-    except ValueError as err:
-        if params and not str(err).startswith("--"):
-            raise ValueError(f"--param: {err}") from None
-        raise
-
-
 # ---------------------------------------------------------------------- config files (kinetic.config.merge_settings)
 def _keys_of(param) -> set[str]:
     keys = {param.name}
