@@ -544,22 +544,21 @@ def read_settings(path: str | os.PathLike[str], *, section: str | None = None, s
     and the result is keyed by setting name. ``keys`` None keeps every key as written (the caller
     checks them, as `TrainConfig.from_dict` does). ConfigError, one line naming the file.
     """
-    data, where = load_toml(path), f"config file {show(os.fspath(path), 200)}"
+    name = os.fspath(path) if len(os.fspath(path)) <= 200 else os.fspath(path)[:180] + "..."
+    data, where = load_toml(path), f"config file {name}"
     odd = sorted(k for k, v in data.items() if isinstance(v, dict) and k not in sections + tables)
     if odd:
         raise ConfigError(f"unknown section(s) {', '.join('[' + str(s)[:40] + ']' for s in odd)} in "
-                          f"{show(os.fspath(path), 200)}; valid sections: {', '.join('[' + s + ']' for s in sections) or 'none'}")
+                          f"{name}; valid sections: {', '.join('[' + s + ']' for s in sections) or 'none'}")
+    for sec in (s for s in sections if s in data and not isinstance(data[s], dict)):
+        raise ConfigError(f"{where}: [{sec}] must be a table")
     out = {k: v for k, v in data.items() if k not in sections}
-    if section is not None and section in data:
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"{where}: [{section}] must be a table")
-        out.update(data[section])
+    out.update(data.get(section, {}) if section is not None else {})
     if keys is None:
         return out
     unknown = sorted(k for k in out if k not in keys)
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(str(u)[:40] for u in unknown)} in {show(os.fspath(path), 200)}",
-                          unknown[0])
+        raise ConfigError(f"unknown option(s) {', '.join(str(u)[:40] for u in unknown)} in {name}", unknown[0])
     return {keys[k][0]: _check_kind(k, v, keys[k][1], where) for k, v in out.items()}
 
 
