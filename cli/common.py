@@ -9,6 +9,7 @@ File values are type-checked as strictly as flags, then converted by Click as a 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import tempfile
@@ -167,15 +168,33 @@ def reads_config(section: str) -> Callable:
     `kinetic.config.merge_settings` as ``kinetic train`` reads its file (command line wins)."""
 
     def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)  # the Annotated options, as Typer reads them
+        required = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if kwargs.get("config") is not None:
                 kwargs.update(_from_config(kwargs, section))
+            _require(kwargs, required)
             return fn(*args, **kwargs)
 
+        # a required option (--checkpoint) may come from the file: Click sees it optional, _require checks it
+        wrapper.__signature__ = sig.replace(parameters=[
+            p.replace(default=None) if p.name in required else p for p in sig.parameters.values()])
         return wrapper
 
     return decorate
+
+
+def _require(values: dict, required: list[str]) -> None:
+    """Click's own "Missing option" error for a required option given neither as a flag nor in the file."""
+    from typer._click.exceptions import MissingParameter
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context()
+    for name in required:
+        if values.get(name) is None:
+            raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == name))
 
 
 def _from_config(values: dict, section: str) -> dict:
@@ -215,7 +234,9 @@ def _grid_names() -> str:
     return ", ".join(GRIDS)
 
 
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A run directory or a checkpoint .pt file.")]
+CheckpointOpt = Annotated[Path, typer.Option(
+    "--checkpoint", "-c", help="A run directory or a checkpoint .pt file (required: here or in the --config file)."
+)]
 SolverOpt = Annotated[str, typer.Option("--solver", help=f"Sampler: {_solver_names()}.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 100000 (ignored by the adaptive ode solver).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
