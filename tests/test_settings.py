@@ -16,7 +16,7 @@ def write(tmp_path, text):
 
 def test_section_over_top_level_and_command_line_over_both(tmp_path):
     p = write(tmp_path, 'steps = 7\nsolver = "em"\nt-eps = 0.01\n[sample]\nsteps = 9\n[evaluate]\nsteps = 11\n')
-    read = dict(section="sample", sections=("sample", "evaluate"), keys=KEYS)
+    read = {"section": "sample", "sections": ("sample", "evaluate"), "keys": KEYS}
     assert read_settings(p, **read) == {"steps": 9, "solver": "em", "t_eps": 0.01}
     assert read_settings(p, **{**read, "section": "evaluate"})["steps"] == 11
     assert merge_settings(p, {"steps": 3, "denoise": True}, **read) == {"steps": 3, "solver": "em", "t_eps": 0.01,
