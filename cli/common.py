@@ -1,14 +1,15 @@
 """Shared CLI plumbing: one-line errors with exit code 2, consoles, config files, shared options.
 
-A ``--config FILE.toml`` of ``kinetic sample`` / ``kinetic evaluate`` becomes Click's
-``default_map`` (an eager option read before the others), so a flag given on the command line
-wins by Click's own rules, ``ctx.get_parameter_source`` tells where each value came from, and
-``--help`` shows the real defaults. File values are type-checked as strictly as flags.
+A ``--config FILE.toml`` of ``kinetic sample`` / ``kinetic evaluate`` is read as ``kinetic train``
+reads its file: `kinetic.config.merge_settings` gets the file and only the flags given on the
+command line (``ctx.get_parameter_source``), and they win; ``--help`` shows the real defaults.
+File values are type-checked as strictly as flags, then converted by Click as a flag would be.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import tempfile
@@ -125,25 +126,7 @@ def parse_params(params: list[str] | None) -> dict:
     return out
 
 
-def build_sde(sde: str | None, order: int | None, params: dict):
-    """The SDE named on the command line: `--sde NAME` and/or `--order K` (3 alone means HOLD)."""
-    import kinetic as kn
-
-    if order is not None and order < 1:
-        raise ValueError(f"--order must be an integer >= 1, got {order}")
-    if sde is None and order is None:
-        sde = "hold"
-    try:
-        return kn.preset(sde, order=order, **params)
-    except TypeError as err:
-        raise ValueError(f"--param: {err}") from None
-    except ValueError as err:
-        if params and not str(err).startswith("--"):
-            raise ValueError(f"--param: {err}") from None
-        raise
-
-
-# ---------------------------------------------------------------------- config files -> default_map
+# ---------------------------------------------------------------------- config files (kinetic.config.merge_settings)
 def _keys_of(param) -> set[str]:
     keys = {param.name}
     for opt in getattr(param, "opts", []):
@@ -163,72 +146,73 @@ def _kind(param) -> str:
     return {"int": "integer", "bool": "boolean"}.get(k, k)
 
 
-def _strict(param, key: str, value, where: str):
-    """``value`` from a TOML file, checked like the flag would be (no "no" for a bool, no 2.5 for an int)."""
+def _setting_kind(param) -> str:
+    """The `kinetic.config.SETTING_KINDS` entry of a Typer / Click option: a file value is checked as the flag is."""
     kind = _kind(param)
-
-    def bad(expected: str):
-        raise fail(f"--config {where}: {key} must be {expected}; got {clip(repr(value), 60)}")
-
-    def one(v):
-        if kind == "boolean" or getattr(param, "is_flag", False):
-            if not isinstance(v, bool):
-                bad("true or false")
-        elif kind.startswith("integer"):
-            if isinstance(v, bool) or not isinstance(v, int):
-                bad("an integer")
-        elif kind.startswith("float"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                bad("a number")
-        elif not isinstance(v, str):
-            bad("a string")
-        return v
-
     if getattr(param, "multiple", False):
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, list):
-            bad("a list (e.g. [\"a\", \"b\"]) or one string")
-        return [one(v) for v in values]
-    return one(value)
+        return "strings"
+    if kind == "boolean" or getattr(param, "is_flag", False):
+        return "boolean"
+    if kind.startswith("integer"):
+        return "integer"
+    return "number" if kind.startswith("float") else "string"
 
 
 #: The tables a --config file of sample / evaluate may hold (one file can serve both commands).
 CONFIG_SECTIONS = ("sample", "evaluate")
 
 
-def config_to_default_map(section: str):
-    """Callback of an eager ``--config``: the file's values become the command's defaults."""
+def reads_config(section: str) -> Callable:
+    """Decorate a command with a ``--config`` option (`config_option`): its file's settings
+    (top level, then ``[section]``) fill the options not given on the command line, read by
+    `kinetic.config.merge_settings` as ``kinetic train`` reads its file (command line wins)."""
 
-    def callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]):
-        if value is None or ctx.resilient_parsing:
-            return value
-        from kinetic.config import ConfigError, load_toml
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)  # the Annotated options, as Typer reads them
+        required = [p.name for p in sig.parameters.values() if p.default is inspect.Parameter.empty]
 
-        try:
-            data = load_toml(value)
-        except ConfigError as err:
-            raise fail(f"--config: {err}") from None
-        table = {k: v for k, v in data.items() if not isinstance(v, dict)}
-        sections = sorted(k for k, v in data.items() if isinstance(v, dict) and k not in CONFIG_SECTIONS)
-        if sections:  # a misspelt [sampel] would otherwise be ignored, like an unknown key is not
-            raise fail(f"--config: unknown section(s) {', '.join('[' + clip(s, 40) + ']' for s in sections)} in "
-                       f"{clip(value, 200)}; valid sections: {', '.join('[' + s + ']' for s in CONFIG_SECTIONS)}")
-        sub = data.get(section, {})
-        if not isinstance(sub, dict):
-            raise fail(f"--config {value}: [{section}] must be a table")
-        table.update(sub)
-        by_key = {k: p for p in ctx.command.params if p.name not in ("config",) for k in _keys_of(p)}
-        unknown = sorted(k for k in table if k not in by_key)
-        if unknown:
-            raise fail(f"--config: unknown option(s) {', '.join(clip(u, 40) for u in unknown)} in {clip(value, 200)}")
-        defaults = dict(ctx.default_map or {})
-        for k, v in table.items():
-            p = by_key[k]
-            defaults[p.name] = _strict(p, k, v, clip(str(value), 200))
-        ctx.default_map = defaults
-        return value
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs.get("config") is not None:
+                kwargs.update(_from_config(kwargs, section))
+            _require(kwargs, required)
+            return fn(*args, **kwargs)
 
-    return callback
+        # a required option (--checkpoint) may come from the file: Click sees it optional, _require checks it
+        wrapper.__signature__ = sig.replace(parameters=[
+            p.replace(default=None) if p.name in required else p for p in sig.parameters.values()])
+        return wrapper
+
+    return decorate
+
+
+def _require(values: dict, required: list[str]) -> None:
+    """Click's own "Missing option" error for a required option given neither as a flag nor in the file."""
+    from typer._click.exceptions import MissingParameter
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context()
+    for name in required:
+        if values.get(name) is None:
+            raise MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == name))
+
+
+def _from_config(values: dict, section: str) -> dict:
+    """The settings of ``values["config"]`` for the options not given on the command line, through
+    Click's own conversion of each option."""
+    from typer._click.globals import get_current_context
+
+    from kinetic.config import ConfigError, merge_settings
+
+    ctx = get_current_context()
+    params = {p.name: p for p in ctx.command.params if p.name != "config"}
+    keys = {k: (p.name, _setting_kind(p)) for p in params.values() for k in _keys_of(p)}
+    flags = {k: v for k, v in values.items() if k in params and source(ctx, k) == "COMMANDLINE"}
+    try:
+        merged = merge_settings(values["config"], flags, section=section, sections=CONFIG_SECTIONS, keys=keys)
+    except ConfigError as err:
+        raise fail(f"--config: {err}") from None
+    return {k: params[k].process_value(ctx, v) for k, v in merged.items() if k not in flags}
 
 
 def source(ctx, name: str) -> str:
@@ -250,7 +234,9 @@ def _grid_names() -> str:
     return ", ".join(GRIDS)
 
 
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="A run directory or a checkpoint .pt file.")]
+CheckpointOpt = Annotated[Path, typer.Option(
+    "--checkpoint", "-c", help="A run directory or a checkpoint .pt file (required: here or in the --config file)."
+)]
 SolverOpt = Annotated[str, typer.Option("--solver", help=f"Sampler: {_solver_names()}.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Solver steps, at most 100000 (ignored by the adaptive ode solver).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
@@ -276,10 +262,10 @@ DEFAULT_THREADS = 1
 
 
 def config_option(section: str):
-    """``--config FILE.toml`` read into the command's defaults (keys: option names, at top level
-    or under ``[section]``); flags given on the command line override it."""
+    """``--config FILE.toml`` of a command decorated with `reads_config` (keys: option names, at top
+    level or under ``[section]``); flags given on the command line override it."""
     return Annotated[Optional[Path], typer.Option(
-        "--config", is_eager=True, callback=config_to_default_map(section),
+        "--config",
         help=escape(f"TOML file of option values (top level or [{section}]); flags given here override it."),
     )]
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from .common import (
     DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, GuidanceOpt,
     QuietOpt, SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_conditioning, check_writable, cli_errors,
-    config_option, console, set_threads,
+    config_option, console, reads_config, set_threads,
 )
 from .progress import step_progress
 
@@ -23,6 +23,7 @@ def _metric_names() -> str:
 
 
 @cli_errors
+@reads_config("evaluate")
 def evaluate_cmd(
     checkpoint: CheckpointOpt,
     metric: List[str] = typer.Option(["swd"], "--metric", "-m", help=f"{_metric_names()}; repeatable."),

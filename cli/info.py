@@ -8,9 +8,9 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from kinetic.presets import PRESETS
+from kinetic.presets import PRESETS, preset
 
-from .common import build_sde, cli_errors, console, parse_params, styled
+from .common import cli_errors, console, parse_params, styled
 
 
 def _overflow(err: ArithmeticError) -> ValueError:
@@ -28,6 +28,21 @@ def _matrix_table(title: str, rows) -> Table:
     for row in rows:  # round-off below 1e-12 of the largest entry is shown as 0
         table.add_row(*(f"{(v if abs(v) > 1e-12 * scale else 0.0): .6g}" for v in row))
     return table
+
+
+def _sde(sde: str | None, order: int | None, params: dict):
+    """`kinetic.presets.preset` of ``--sde`` / ``--order`` / ``--param`` (neither name nor order:
+    hold; order alone picks the preset), its argument errors named by option."""
+    if order is not None and order < 1:
+        raise ValueError(f"--order must be an integer >= 1, got {order}")
+    try:
+        return preset(sde if sde is not None or order is not None else "hold", order=order, **params)
+    except TypeError as err:
+        raise ValueError(f"--param: {err}") from None
+    except ValueError as err:
+        if params and not str(err).startswith("--"):
+            raise ValueError(f"--param: {err}") from None
+        raise
 
 
 @cli_errors
@@ -49,7 +64,7 @@ def info(
       kinetic info --sde cld --param m_inv=2
     """
     try:
-        model = build_sde(sde, order, parse_params(param))
+        model = _sde(sde, order, parse_params(param))
     except ArithmeticError as err:
         raise _overflow(err) from None
     try:

@@ -10,7 +10,7 @@ import typer
 from .common import (
     DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, GuidanceOpt,
     QuietOpt, SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_conditioning, check_writable, cli_errors,
-    config_option, console, parse_class, set_threads,
+    config_option, console, parse_class, reads_config, set_threads,
 )
 from .progress import step_progress
 
@@ -52,6 +52,7 @@ def _save(x, nfe: int, out: Path, labels=None, nrow: Optional[int] = None) -> No
 
 
 @cli_errors
+@reads_config("sample")
 def sample_cmd(
     checkpoint: CheckpointOpt,
     solver: SolverOpt = "ei",

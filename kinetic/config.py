@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["TrainConfig", "ConfigError", "CHOICES", "RUN_CONTROL", "SAFE_ON_RESUME", "dump_toml", "load_toml", "show"]
+__all__ = [
+    "TrainConfig", "ConfigError", "CHOICES", "RUN_CONTROL", "SAFE_ON_RESUME", "dump_toml", "load_toml", "merge_settings",
+    "read_settings", "show",
+]
 
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 #: Fields that steer what happens to the run directory; never saved to, nor replayed from, a file.
@@ -229,7 +232,7 @@ class TrainConfig:
         must never replace or continue a run by itself); ``false`` is accepted and ignored (files
         written by kinetic 0.1.0 hold both).
         """
-        d = load_toml(path)
+        d = read_settings(path, tables=("sde_params",))
         try:
             for name in ("resume", "overwrite"):
                 if d.get(name) is True:
@@ -255,15 +258,9 @@ class TrainConfig:
         supplies its own config (its config.toml, else its checkpoint's) and ``flags`` may change
         only `SAFE_ON_RESUME` fields (ConfigError naming the others).
         """
-        base = dict(file) if isinstance(file, dict) else (cls.read_file(file) if file is not None else {})
         given = dict(flags or {})
-        if "order" in given and "sde" not in given and base.get("sde") != "langevin":
-            base.pop("sde", None)
-        if given.get("sde") not in (None, "langevin") and "order" not in given:
-            base.pop("order", None)
-        if "sde" in given and given["sde"] != (base.get("sde") or "hold") and "sde_params" not in given:
-            base.pop("sde_params", None)
-        values = {**base, **given}
+        values = merge_settings(cls.read_file(file) if file is not None and not isinstance(file, dict) else file,
+                                given, superseded=_superseded)
         if not values.get("resume"):
             return cls.from_dict(values)
         where = cls.from_dict(values).out_dir()
@@ -458,6 +455,19 @@ class TrainConfig:
             raise ConfigError(f"t_eps={self.t_eps} must be smaller than the SDE's T={sde.T}", "t_eps")
 
 
+def _superseded(base: dict[str, Any], given: dict[str, Any]) -> tuple[str, ...]:
+    """The file settings a train flag makes void: ``order`` alone picks the preset (the file's sde
+    goes unless it is the langevin chain); another ``sde`` drops the file's order and sde_params."""
+    drop = []
+    if "order" in given and "sde" not in given and base.get("sde") != "langevin":
+        drop.append("sde")
+    if given.get("sde") not in (None, "langevin") and "order" not in given:
+        drop.append("order")
+    if "sde" in given and given["sde"] != (base.get("sde") or "hold") and "sde_params" not in given:
+        drop.append("sde_params")
+    return tuple(drop)
+
+
 def _run_config(out: Path) -> dict[str, Any]:
     """The saved config of the run in ``out`` (its config.toml, else its checkpoint's), without run control."""
     from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
@@ -491,6 +501,78 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+#: Kinds of a settings-file key (`read_settings`): what its value must be, as the flag would be.
+SETTING_KINDS = ("integer", "number", "boolean", "string", "strings")
+
+
+def _check_kind(key: str, value: Any, kind: str, where: str) -> Any:
+    """``value`` of ``key`` checked as strictly as its flag (no "no" for a boolean, no 2.5 for an
+    integer); "strings" takes a list of strings or one string (returned as a list)."""
+
+    def bad(expected: str):
+        raise ConfigError(f"{where}: {key} must be {expected}; got {show(value)}", key)
+
+    def one(v):
+        if kind == "boolean" and not isinstance(v, bool):
+            bad("true or false")
+        elif kind == "integer" and (isinstance(v, bool) or not isinstance(v, int)):
+            bad("an integer")
+        elif kind == "number" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            bad("a number")
+        elif kind in ("string", "strings") and not isinstance(v, str):
+            bad("a string")
+        return v
+
+    if kind == "strings":
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list):
+            bad('a list (e.g. ["a", "b"]) or one string')
+        return [one(v) for v in values]
+    return one(value)
+
+
+def read_settings(path: str | os.PathLike[str], *, section: str | None = None, sections: tuple[str, ...] = (),
+                  keys: dict[str, tuple[str, str]] | None = None, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a TOML config file: its top-level keys, updated by its ``[section]`` table.
+
+    ``sections``: the tables a file may hold (one file can serve several commands; only
+    ``section`` is read); ``tables``: keys whose value is itself a table (``sde_params``). Any other
+    table is refused (a misspelt ``[sampel]`` would otherwise be ignored). ``keys``: file key ->
+    (setting name, kind in `SETTING_KINDS`); an unknown key or a value of the wrong kind is refused,
+    and the result is keyed by setting name. ``keys`` None keeps every key as written (the caller
+    checks them, as `TrainConfig.from_dict` does). ConfigError, one line naming the file.
+    """
+    name = os.fspath(path) if len(os.fspath(path)) <= 200 else os.fspath(path)[:180] + "..."
+    data, where = load_toml(path), f"config file {name}"
+    odd = sorted(k for k, v in data.items() if isinstance(v, dict) and k not in sections + tables)
+    if odd:
+        raise ConfigError(f"unknown section(s) {', '.join('[' + str(s)[:40] + ']' for s in odd)} in "
+                          f"{name}; valid sections: {', '.join('[' + s + ']' for s in sections) or 'none'}")
+    for sec in (s for s in sections if s in data and not isinstance(data[s], dict)):
+        raise ConfigError(f"{where}: [{sec}] must be a table")
+    out = {k: v for k, v in data.items() if k not in sections}
+    out.update(data.get(section, {}) if section is not None else {})
+    if keys is None:
+        return out
+    unknown = sorted(k for k in out if k not in keys)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(str(u)[:40] for u in unknown)} in {name}", unknown[0])
+    return {keys[k][0]: _check_kind(k, v, keys[k][1], where) for k, v in out.items()}
+
+
+def merge_settings(file: str | os.PathLike[str] | dict | None, flags: dict[str, Any] | None = None, *,
+                   superseded: Callable[[dict, dict], tuple[str, ...]] | None = None, **read) -> dict[str, Any]:
+    """The settings of a command: ``file`` (a TOML path read by `read_settings` with ``read``, or
+    its settings as a dict) <- ``flags`` (only those given on the command line: they win).
+    ``superseded(file_settings, flags)`` names file settings that a flag makes void besides its own
+    (train: ``--sde`` drops the file's ``order`` and ``sde_params``)."""
+    base = dict(file) if isinstance(file, dict) else (read_settings(file, **read) if file is not None else {})
+    given = dict(flags or {})
+    for k in superseded(base, given) if superseded is not None else ():
+        base.pop(k, None)
+    return {**base, **given}
 
 
 def _toml_value(v: Any, key: str) -> str:

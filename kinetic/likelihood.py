@@ -94,6 +94,32 @@ def log_likelihood(
         max_steps: cap on the adaptive steps of one integration (`kinetic.solvers.adaptive.IntegrationError`
             beyond it).
     """
+    _check_inputs(sde, score_fn, x, t_min, rtol, atol, hutchinson_samples, aux_samples, max_steps)
+    t_min = float(t_min)
+    B, D = x.shape[0], tuple(x.shape[1:])
+    k, d = sde.order, math.prod(D)
+    if exact_divergence is None:
+        exact_divergence = k * d <= 64
+    dev = x.device
+    x64 = x.detach().to(torch.float64)
+    aux = _aux_factor(sde) if k > 1 else None
+    nfe = [0]
+    total = torch.zeros(B, dtype=torch.float64, device=dev)
+    for _rep in range(aux_samples if k > 1 else 1):
+        z0, log_q = _start(sde, x64, aux, generator)
+        probes = None if exact_divergence else _rademacher(sde, B, D, hutchinson_samples, generator, dev)
+        f = _augmented_field(sde, score_fn, B, D, probes, nfe, dev)
+        y0 = torch.cat([z0.reshape(B, -1), torch.zeros(B, 1, dtype=torch.float64, device=dev)], dim=1)
+        y1, _ = dopri5(f, y0, t_min, sde.T, rtol=rtol, atol=atol, max_steps=max_steps, what="log_likelihood")
+        zT = y1[:, :-1].reshape(B, k, *D)
+        logp = sde.prior_logp(zT).to(torch.float64) + y1[:, -1]
+        total = total + (logp - log_q)
+    out = total / (aux_samples if k > 1 else 1)
+    return (out, nfe[0]) if return_nfe else out
+
+
+def _check_inputs(sde, score_fn, x, t_min, rtol, atol, hutchinson_samples, aux_samples, max_steps) -> None:
+    """One ValueError / TypeError line naming the first bad argument of `log_likelihood`."""
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a kinetic.LinearSDE, got {type(sde).__name__}")
     if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
@@ -108,38 +134,57 @@ def log_likelihood(
     check_finite_magnitude(x, "x", min(1e15, math.sqrt(torch.finfo(x.dtype).max) / 10))  # squares must not overflow
     if not callable(score_fn):
         raise TypeError("score_fn must be callable as score_fn(z, t)")
-    t_min = float(t_min)
-    if not (0.0 < t_min < sde.T):
-        raise ValueError(f"t_min must lie in (0, T) = (0, {sde.T}), got {t_min}")
+    if not (0.0 < float(t_min) < sde.T):
+        raise ValueError(f"t_min must lie in (0, T) = (0, {sde.T}), got {float(t_min)}")
     for name, v in (("hutchinson_samples", hutchinson_samples), ("aux_samples", aux_samples), ("max_steps", max_steps)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     for name, v in (("rtol", rtol), ("atol", atol)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"{name} must be a positive number, got {v!r}")
-    B, D = x.shape[0], tuple(x.shape[1:])
-    d = math.prod(D)
-    k = sde.order
+
+
+def _aux_factor(sde: LinearSDE) -> tuple[Tensor, float]:
+    """(L, log det aux_cov) with L L^T = aux_cov (k-1, k-1), the law q(v0) of the auxiliaries (k > 1)."""
+    C = sde.aux_cov
+    if float(torch.linalg.eigvalsh(C).min()) <= 0:
+        raise ValueError("log_likelihood needs a positive definite aux_cov for k > 1 (the bound integrates over v0)")
+    L = torch.linalg.cholesky(C)
+    return L, float(2.0 * torch.log(torch.diagonal(L)).sum())
+
+
+def _start(sde: LinearSDE, x64: Tensor, aux: tuple[Tensor, float] | None, generator) -> tuple[Tensor, Tensor]:
+    """The flow's start z0 (B, k, *D) = (x, v0) with v0 ~ q, and log q(v0) (B,) (zeros for k = 1)."""
+    B, D, k = x64.shape[0], tuple(x64.shape[1:]), sde.order
+    dev, d = x64.device, math.prod(D)
+    z0 = torch.zeros(B, k, *D, dtype=torch.float64, device=dev)
+    z0[:, 0] = x64
+    log_q = torch.zeros(B, dtype=torch.float64, device=dev)
+    if aux is not None:
+        L, logdet = aux
+        e = torch.randn(B, k - 1, *D, generator=generator, dtype=torch.float64, device=dev)
+        z0[:, 1:] = torch.einsum("ij,bj...->bi...", L.to(dev), e)
+        log_q = -0.5 * e.reshape(B, -1).pow(2).sum(1) - 0.5 * d * ((k - 1) * math.log(2 * math.pi) + logdet)
+    return z0, log_q
+
+
+def _rademacher(sde: LinearSDE, B: int, D: tuple[int, ...], h: int, generator, dev) -> Tensor:
+    """h Rademacher probes (h, B, m, d) for Hutchinson's divergence, fixed along the path."""
+    probes = torch.randint(0, 2, (h, *sde.score_shape(B, D)), generator=generator, device=dev)
+    return (probes.to(torch.float64) * 2 - 1).reshape(h, B, len(sde.noised_blocks), math.prod(D))
+
+
+def _augmented_field(sde: LinearSDE, score_fn, B: int, D: tuple[int, ...], probes: Tensor | None, nfe: list[int],
+                     device: torch.device):
+    """f(t, y) of the augmented state y = (z flattened, log-density change) (B, k*d + 1): the
+    probability-flow drift and its divergence; ``nfe[0]`` counts the score evaluations."""
+    k, d = sde.order, math.prod(D)
     N = list(sde.noised_blocks)
     m = len(N)
-    if exact_divergence is None:
-        exact_divergence = k * d <= 64
-    dev = x.device
-    x64 = x.detach().to(torch.float64)
-    aux_L = None
-    if k > 1:
-        C = sde.aux_cov
-        ev = torch.linalg.eigvalsh(C)
-        if float(ev.min()) <= 0:
-            raise ValueError("log_likelihood needs a positive definite aux_cov for k > 1 (the bound integrates over v0)")
-        aux_L = torch.linalg.cholesky(C)
-        aux_logdet = 2.0 * torch.log(torch.diagonal(aux_L)).sum()
     trA = float(torch.trace(sde.drift_matrix))
-    D_NN = sde.noise_block.to(dev)
-    nfe = 0
+    D_NN = sde.noise_block.to(device)
 
     def f(t: Tensor, y: Tensor) -> Tensor:
-        nonlocal nfe
         z = y[:, :-1].reshape(B, k, *D).detach()
         tb = t.to(torch.float64).expand(B)
         with torch.enable_grad():
@@ -147,7 +192,7 @@ def log_likelihood(
             parts = [zN[:, N.index(i) : N.index(i) + 1] if i in N else z[:, i : i + 1] for i in range(k)]
             zz = torch.cat(parts, dim=1)
             s = score_fn(zz, tb)
-            nfe += 1
+            nfe[0] += 1
             sde.check_score(s, zz)
             check_finite_score(s, zz, t)
             sN = s.to(torch.float64).reshape(B, m, d)
@@ -157,26 +202,7 @@ def log_likelihood(
         div = beta * d * trA - 0.5 * beta * div_s.detach()
         return torch.cat([dz.reshape(B, -1), div[:, None]], dim=1)
 
-    total = torch.zeros(B, dtype=torch.float64, device=dev)
-    for _rep in range(aux_samples if k > 1 else 1):
-        z0 = torch.zeros(B, k, *D, dtype=torch.float64, device=dev)
-        z0[:, 0] = x64
-        log_q = torch.zeros(B, dtype=torch.float64, device=dev)
-        if k > 1:
-            e = torch.randn(B, k - 1, *D, generator=generator, dtype=torch.float64, device=dev)
-            z0[:, 1:] = torch.einsum("ij,bj...->bi...", aux_L.to(dev), e)
-            log_q = -0.5 * e.reshape(B, -1).pow(2).sum(1) - 0.5 * d * ((k - 1) * math.log(2 * math.pi) + float(aux_logdet))
-        probes = None
-        if not exact_divergence:
-            probes = torch.randint(0, 2, (hutchinson_samples, *sde.score_shape(B, D)), generator=generator, device=dev)
-            probes = (probes.to(torch.float64) * 2 - 1).reshape(hutchinson_samples, B, m, d)
-        y0 = torch.cat([z0.reshape(B, -1), torch.zeros(B, 1, dtype=torch.float64, device=dev)], dim=1)
-        y1, _ = dopri5(f, y0, t_min, sde.T, rtol=rtol, atol=atol, max_steps=max_steps, what="log_likelihood")
-        zT = y1[:, :-1].reshape(B, k, *D)
-        logp = sde.prior_logp(zT).to(torch.float64) + y1[:, -1]
-        total = total + (logp - log_q)
-    out = total / (aux_samples if k > 1 else 1)
-    return (out, nfe) if return_nfe else out
+    return f
 
 
 def bits_per_dim(

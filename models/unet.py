@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -105,6 +106,37 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _check_unet_args(in_channels: int, out_channels: int, channels: int, channel_mult: tuple[int, ...],
+                     num_res_blocks: int, resolution: int) -> int:
+    """ValueError naming a bad U-Net argument; returns 2 ** (len(channel_mult) - 1), which H and W must divide."""
+    if in_channels < 1 or out_channels < 1 or channels < 1:
+        raise ValueError(
+            f"in_channels, out_channels and channels must be >= 1, got {in_channels}, {out_channels}, {channels}"
+        )
+    if not channel_mult or min(channel_mult) < 1:
+        raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {channel_mult}")
+    if num_res_blocks < 1:
+        raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
+    factor = 2 ** (len(channel_mult) - 1)
+    if resolution < 1 or resolution % factor:
+        raise ValueError(
+            f"resolution={resolution} is not divisible by 2**(len(channel_mult)-1)={factor} "
+            f"(channel_mult={channel_mult}); use a shorter channel_mult or another resolution"
+        )
+    return factor
+
+
+def _time_embedding(embedding: str, channels: int, temb_dim: int, fourier_scale: float) -> nn.Sequential:
+    """t (B,) -> (B, temb_dim): a Fourier or sinusoidal embedding and a two-layer MLP."""
+    if embedding == "fourier":
+        emb: nn.Module = FourierEmbedding(channels, scale=fourier_scale)
+    elif embedding == "sinusoidal":
+        emb = SinusoidalEmbedding(channels)
+    else:
+        raise ValueError(f"embedding must be 'fourier' or 'sinusoidal', got {embedding!r}")
+    return nn.Sequential(emb, nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+
+
 class UNet(nn.Module):
     """Time-conditioned (and optionally class-conditioned) U-Net (DDPM++ style).
 
@@ -143,20 +175,7 @@ class UNet(nn.Module):
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         channel_mult = tuple(int(m) for m in channel_mult)
-        if in_channels < 1 or out_channels < 1 or channels < 1:
-            raise ValueError(
-                f"in_channels, out_channels and channels must be >= 1, got {in_channels}, {out_channels}, {channels}"
-            )
-        if not channel_mult or min(channel_mult) < 1:
-            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {channel_mult}")
-        if num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}")
-        factor = 2 ** (len(channel_mult) - 1)
-        if resolution < 1 or resolution % factor:
-            raise ValueError(
-                f"resolution={resolution} is not divisible by 2**(len(channel_mult)-1)={factor} "
-                f"(channel_mult={channel_mult}); use a shorter channel_mult or another resolution"
-            )
+        factor = _check_unet_args(in_channels, out_channels, channels, channel_mult, num_res_blocks, resolution)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.resolution = int(resolution)
         self.channel_mult = channel_mult
@@ -164,55 +183,52 @@ class UNet(nn.Module):
         self._factor = factor
 
         temb_dim = 4 * channels
-        if embedding == "fourier":
-            emb: nn.Module = FourierEmbedding(channels, scale=fourier_scale)
-        elif embedding == "sinusoidal":
-            emb = SinusoidalEmbedding(channels)
-        else:
-            raise ValueError(f"embedding must be 'fourier' or 'sinusoidal', got {embedding!r}")
-        self.time_embed = nn.Sequential(emb, nn.Linear(channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
-
+        self.time_embed = _time_embedding(embedding, channels, temb_dim, fourier_scale)
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
-
-        # Down path. ``skips`` tracks channel counts of the saved activations.
-        self.down = nn.ModuleList()
-        skips = [channels]
-        ch, res = channels, resolution
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = nn.ModuleList([ResBlock(ch, channels * mult, temb_dim, dropout, groups)])
-                ch = channels * mult
-                if res in self.attn_resolutions:
-                    layers.append(AttnBlock(ch, groups))
-                self.down.append(layers)
-                skips.append(ch)
-            if level != len(channel_mult) - 1:
-                self.down.append(nn.ModuleList([Downsample(ch)]))
-                skips.append(ch)
-                res //= 2
-
-        self.mid = nn.ModuleList(
-            [ResBlock(ch, ch, temb_dim, dropout, groups), AttnBlock(ch, groups), ResBlock(ch, ch, temb_dim, dropout, groups)]
-        )
-
-        # Up path: num_res_blocks + 1 blocks per level, each consuming one skip.
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for _ in range(num_res_blocks + 1):
-                layers = nn.ModuleList([ResBlock(ch + skips.pop(), channels * mult, temb_dim, dropout, groups)])
-                ch = channels * mult
-                if res in self.attn_resolutions:
-                    layers.append(AttnBlock(ch, groups))
-                self.up.append(layers)
-            if level != 0:
-                self.up.append(nn.ModuleList([Upsample(ch)]))
-                res *= 2
-        assert not skips
-
+        block = functools.partial(ResBlock, temb_dim=temb_dim, dropout=dropout, groups=groups)
+        self.down, skips, ch, res = self._down_path(channels, num_res_blocks, block, groups)
+        self.mid = nn.ModuleList([block(ch, ch), AttnBlock(ch, groups), block(ch, ch)])
+        self.up, ch = self._up_path(channels, num_res_blocks, block, groups, skips, ch, res)
         self.norm_out = nn.GroupNorm(_num_groups(ch, groups), ch)
         self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
         if self.num_classes:  # created last: the other weights are drawn as for an unconditional U-Net
             self.label_embed = LabelEmbedding(self.num_classes, temb_dim)
+
+    def _down_path(self, channels: int, num_res_blocks: int, block, groups: int):
+        """The down blocks (ResBlocks, attention at `attn_resolutions`, a Downsample between levels),
+        the channel counts of the activations they save for the up path, and the final (ch, res)."""
+        down = nn.ModuleList()
+        skips = [channels]
+        ch, res = channels, self.resolution
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(num_res_blocks):
+                layers = nn.ModuleList([block(ch, channels * mult)])
+                ch = channels * mult
+                if res in self.attn_resolutions:
+                    layers.append(AttnBlock(ch, groups))
+                down.append(layers)
+                skips.append(ch)
+            if level != len(self.channel_mult) - 1:
+                down.append(nn.ModuleList([Downsample(ch)]))
+                skips.append(ch)
+                res //= 2
+        return down, skips, ch, res
+
+    def _up_path(self, channels: int, num_res_blocks: int, block, groups: int, skips: list[int], ch: int, res: int):
+        """The up blocks: num_res_blocks + 1 per level, each consuming one skip; (blocks, final ch)."""
+        up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(self.channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                layers = nn.ModuleList([block(ch + skips.pop(), channels * mult)])
+                ch = channels * mult
+                if res in self.attn_resolutions:
+                    layers.append(AttnBlock(ch, groups))
+                up.append(layers)
+            if level != 0:
+                up.append(nn.ModuleList([Upsample(ch)]))
+                res *= 2
+        assert not skips
+        return up, ch
 
     @classmethod
     def from_preset(

@@ -304,58 +304,79 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
     gdata = _datasets(cfg.datasets)
     mdata = _datasets(cfg.mixtures)
     res: dict = {
-        "sdes": {}, "datasets": {}, "tolerances": list(cfg.tols), "w2_tolerances": list(cfg.w2_tols),
+        "sdes": {name: _sde_summary(name, sde) for name, sde in sdes.items()},
+        "datasets": {dname: {"dim": data.dim, "note": data.note, "kind": "mixture" if data.is_mixture else "gaussian"}
+                     for dname, data in {**gdata, **mdata}.items()},
+        "tolerances": list(cfg.tols), "w2_tolerances": list(cfg.w2_tols),
         "normalisations": {k: _NORM_LABEL[k] for k in NORMALISATIONS}, "tau_star": {}, "t_star": {},
         "kl_at_T": {}, "w2_tau_star": {}, "mixture_checks": [],
     }
-    for name, sde in sdes.items():
-        N = list(sde.noised_blocks)
-        res["sdes"][name] = {
-            "order": sde.order, "g2": float(torch.trace(sde.noise_block)), "rate_tau": sde.mixing_rate(),
-            "rate_t_preset": sde.mixing_rate() * float(sde.beta(torch.tensor(0.0))) if name != "vp" else None,
-            "P_kk": float(torch.trace(sde.stationary_cov[N][:, N])),
-            **{f"beta_{h}": clock_rate(sde, h) for h in NORMALISATIONS if h != "time"},
-        }
-    for dname, data in {**gdata, **mdata}.items():
-        res["datasets"][dname] = {"dim": data.dim, "note": data.note, "kind": "mixture" if data.is_mixture else "gaussian"}
-
-    # tolerance times in tau (one bisection per SDE/data/tol); each normalisation is a change of clock
     for dname, data in {**gdata, **mdata}.items():
         say(f"tolerance times: {dname}")
-        res["tau_star"][dname], res["t_star"][dname], res["kl_at_T"][dname] = {}, {}, {}
-        for sname, sde in sdes.items():
-            f = lambda tau, s=sde: kl(s, tau, data)  # noqa: E731
-            ts = {str(tol): time_to_tolerance(f, tol, tau0=1.0 / sde.mixing_rate()) for tol in cfg.tols}
-            res["tau_star"][dname][sname] = ts
-            res["t_star"][dname][sname] = {
-                how: {tol: float(t_of_tau(normalise(sde, how), v)) for tol, v in ts.items()} for how in NORMALISATIONS
-            }
-            res["kl_at_T"][dname][sname] = float(f(tau_of_t(sde, sde.T).reshape(1))[0])
-        if dname in gdata:
-            res["w2_tau_star"][dname] = {
-                sname: {str(tol): time_to_tolerance(lambda tau, s=unit_clock(sde): gaussian_w2(s, tau, data.law), tol,
-                                                    1.0 / sde.mixing_rate())
-                        for tol in cfg.w2_tols}
-                for sname, sde in sdes.items()
-            }
-    # ratios to VP and to the OU chain langevin1, per normalisation
-    res["ratios"] = {}
-    for dname in res["t_star"]:
-        res["ratios"][dname] = {}
-        for how in NORMALISATIONS:
-            r = {}
-            for sname in sdes:
-                r[sname] = {
-                    tol: {
-                        "vs_vp": res["t_star"][dname][sname][how][tol] / res["t_star"][dname]["vp"][how][tol]
-                        if "vp" in sdes else None,
-                        "vs_ou": res["t_star"][dname][sname][how][tol] / res["t_star"][dname]["langevin1"][how][tol]
-                        if "langevin1" in sdes else None,
-                    }
-                    for tol in res["t_star"][dname][sname][how]
+        _tolerance_times(res, cfg, sdes, dname, data, dname in gdata)
+    res["ratios"] = {dname: _ratios(res["t_star"][dname], sdes) for dname in res["t_star"]}
+    _mixture_checks(res, cfg, sdes, mdata)
+    res["headline"] = headline(res)
+    res["compute_s"] = time.perf_counter() - t_start
+    if cfg.figures and out_dir is not None:
+        say("figures")
+        res["figures"] = _figures(res, sdes, gdata, mdata, cfg, Path(out_dir))
+    res["machine"] = machine_info()
+    res["wall_s"] = time.perf_counter() - t_start
+    return res
+
+
+def _sde_summary(name: str, sde) -> dict:
+    """An SDE's order, tr(G G^T), mixing rate (in tau and, but for VP, in the preset's t), P_kk and clock rates."""
+    N = list(sde.noised_blocks)
+    return {
+        "order": sde.order, "g2": float(torch.trace(sde.noise_block)), "rate_tau": sde.mixing_rate(),
+        "rate_t_preset": sde.mixing_rate() * float(sde.beta(torch.tensor(0.0))) if name != "vp" else None,
+        "P_kk": float(torch.trace(sde.stationary_cov[N][:, N])),
+        **{f"beta_{h}": clock_rate(sde, h) for h in NORMALISATIONS if h != "time"},
+    }
+
+
+def _tolerance_times(res: dict, cfg: _Config, sdes: dict, dname: str, data, gaussian: bool) -> None:
+    """Into ``res``: tolerance times in tau (one bisection per SDE and tol), in each normalisation's
+    clock (a change of clock), the KL at the preset's T, and for Gaussian data the W2 times."""
+    res["tau_star"][dname], res["t_star"][dname], res["kl_at_T"][dname] = {}, {}, {}
+    for sname, sde in sdes.items():
+        f = lambda tau, s=sde: kl(s, tau, data)  # noqa: E731
+        ts = {str(tol): time_to_tolerance(f, tol, tau0=1.0 / sde.mixing_rate()) for tol in cfg.tols}
+        res["tau_star"][dname][sname] = ts
+        res["t_star"][dname][sname] = {
+            how: {tol: float(t_of_tau(normalise(sde, how), v)) for tol, v in ts.items()} for how in NORMALISATIONS
+        }
+        res["kl_at_T"][dname][sname] = float(f(tau_of_t(sde, sde.T).reshape(1))[0])
+    if gaussian:
+        res["w2_tau_star"][dname] = {
+            sname: {str(tol): time_to_tolerance(lambda tau, s=unit_clock(sde): gaussian_w2(s, tau, data.law), tol,
+                                                1.0 / sde.mixing_rate())
+                    for tol in cfg.w2_tols}
+            for sname, sde in sdes.items()
+        }
+
+
+def _ratios(t_star: dict, sdes: dict) -> dict:
+    """Per normalisation, each SDE's tolerance times over VP's and over the OU chain langevin1's."""
+    out = {}
+    for how in NORMALISATIONS:
+        out[how] = {
+            sname: {
+                tol: {
+                    "vs_vp": t_star[sname][how][tol] / t_star["vp"][how][tol] if "vp" in sdes else None,
+                    "vs_ou": t_star[sname][how][tol] / t_star["langevin1"][how][tol] if "langevin1" in sdes else None,
                 }
-            res["ratios"][dname][how] = r
-    # mixture: exact vs bound vs Monte Carlo at a few times
+                for tol in t_star[sname][how]
+            }
+            for sname in sdes
+        }
+    return out
+
+
+def _mixture_checks(res: dict, cfg: _Config, sdes: dict, mdata: dict) -> None:
+    """Into ``res["mixture_checks"]``: a mixture's exact KL vs its bound vs Monte Carlo at a few times."""
     gen = torch.Generator().manual_seed(0)
     for dname, mix in mdata.items():
         for sname in [s for s in ("vp", "cld", "hold", "langevin6") if s in sdes]:
@@ -371,14 +392,6 @@ def run(cfg: _Config, out_dir: str | Path | None = None, progress: Callable[[str
                     "bound": float(mixture_kl_bound(u, tt, mix.law)[0]), "mc": mc, "mc_se": se,
                     "mc_estimator": est,
                 })
-    res["headline"] = headline(res)
-    res["compute_s"] = time.perf_counter() - t_start
-    if cfg.figures and out_dir is not None:
-        say("figures")
-        res["figures"] = _figures(res, sdes, gdata, mdata, cfg, Path(out_dir))
-    res["machine"] = machine_info()
-    res["wall_s"] = time.perf_counter() - t_start
-    return res
 
 
 # --------------------------------------------------------------------------- figures and tables
