@@ -213,7 +213,7 @@ def test_sample_takes_a_denoiser_for_any_sde(name):
     for solver in SAMPLE_SOLVERS:
         if solver == "pc" and len(sde.noised_blocks) != sde.order:
             continue  # pc's corrector needs every block noised (it refuses the others)
-        kw = dict(steps=6, solver=solver, dtype=F64)
+        kw = {"steps": 6, "solver": solver, "dtype": F64}
         a = kn.sample(sde, den, (32, 2), generator=torch.Generator().manual_seed(0), **kw)
         b = kn.sample(sde, kn.as_score_fn(den, sde), (32, 2), generator=torch.Generator().manual_seed(0), **kw)
         assert a.shape == (32, 2) and torch.isfinite(a).all(), solver
