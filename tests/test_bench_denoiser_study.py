@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from kinetic.cli.app import app
@@ -32,8 +33,6 @@ def test_cross_sde_cell_is_the_cli_draw(study, tmp_path):
     r = CliRunner().invoke(app, ["sample", "-c", str(run), "--sde", "hold", "--steps", "3", "--n", "40", "--batch-size",
                                  "500", "--no-clamp", "--quiet", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    import torch
-
     want = float(fd_digits(torch.from_numpy(np.load(out)["samples"])))
     assert row["sde"] == "hold" and row["nfe"] == 3
     assert row["fd_digits"] == pytest.approx(want, rel=1e-3)
