@@ -7,12 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 from typer.testing import CliRunner
 
 from kinetic.cli.app import app
 from kinetic.metrics import fd_digits
-
-from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
