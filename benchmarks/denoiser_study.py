@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -63,6 +64,10 @@ def train(runs: Path, sde: str, param: str, threads: int, timeout: int, log) -> 
             log(f"train {sde}-{param} did not finish (exit {err.returncode})")
             return None
     return json.loads(summary.read_text())
+
+
+def machine(threads: int) -> str:
+    return f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, {threads} thread(s) (shared machine)"
 
 
 def step_rate(run_dir: Path) -> float | None:
@@ -110,13 +115,17 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.refresh:
         res = json.loads((a.out / "denoiser_study.json").read_text())
+        res["machine"] = machine(a.threads)
         for extra in a.merge:  # the parts run by another process (another --out)
             more = json.loads((extra / "denoiser_study.json").read_text())
             res["compare"].update(more["compare"])
             res["not_finished"] += more["not_finished"]
-            res["command"] += f"; python benchmarks/denoiser_study.py {more['command'].split(' ', 2)[-1]}"
+            also = f"; python benchmarks/denoiser_study.py {more['command'].split(' ', 2)[-1]}"
+            res["command"] += also if also not in res["command"] else ""
+        res["not_finished"] = [m for m in dict.fromkeys(res["not_finished"]) if m.split(":")[0] not in res["compare"]]
         for key, e in res["compare"].items():
             e["median_examples_per_s"] = step_rate(a.runs / key)
+            e["train_steps"] = json.loads((a.runs / key / "summary.json").read_text()).get("step")
         if "vp_denoiser_run" in res:
             res["vp_denoiser_run"]["median_examples_per_s"] = step_rate(a.runs / "vp-denoiser")
         atomic_write_text(a.out / "denoiser_study.json", json.dumps(res, indent=1) + "\n")
@@ -129,7 +138,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     res: dict = {
         "command": "python benchmarks/denoiser_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{os.cpu_count()}-core CPU, torch {torch.__version__}, {a.threads} thread(s)",
+        "machine": machine(a.threads),
         "n": a.n, "nfes": nfes, "cmp_nfe": a.cmp_nfe, "solver": "ei (default grid)", "cross_sde": [], "compare": {}, "not_finished": [],
     }
 
@@ -159,7 +168,7 @@ def main(argv=None) -> None:
                 continue
             ck = Path(s["checkpoint"])
             entry = {"examples_per_s": s.get("examples_per_s"), "median_examples_per_s": step_rate(a.runs / key),
-                     "elapsed_s": s.get("elapsed_s"), "steps": s.get("step")}
+                     "elapsed_s": s.get("elapsed_s"), "train_steps": s.get("step")}
             if part == "a":
                 res["vp_denoiser_run"] = entry
                 write()
