@@ -3,29 +3,71 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
+from kinetic.presets import PRESETS
+
 from .common import (
-    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, CheckpointOpt, DenoiseOpt, DeviceOpt, GridOpt, GuidanceOpt,
+    DEFAULT_BATCH_SIZE, DEFAULT_THREADS, BatchSizeOpt, DenoiseOpt, DeviceOpt, GridOpt, GuidanceOpt,
     QuietOpt, SeedOpt, SolverOpt, StepsOpt, TEpsOpt, ThreadsOpt, check_conditioning, check_writable, cli_errors,
-    config_option, console, parse_class, reads_config, set_threads,
+    config_option, console, fail, first_line, parse_class, reads_config, set_threads,
 )
 from .progress import step_progress
 
 
-def generate(ckpt_path: Path, *, solver: str, steps: int, n: int, seed: int, device: str, quiet: bool,
+def generate(ckpt_path: Optional[Path], *, solver: str, steps: int, n: int, seed: int, device: str, quiet: bool,
              t_eps: float = 1e-3, denoise: bool = False, grid: Optional[str] = None,
-             batch_size: Optional[int] = None, classes=None, guidance: float = 0.0):
-    """`kinetic.evaluation.generate` with a Rich progress bar: (samples, nfe, seconds, labels)."""
-    from kinetic.evaluation import generate as _generate
+             batch_size: Optional[int] = None, classes=None, guidance: float = 0.0, sde: Optional[str] = None,
+             diffusers: Optional[Path] = None):
+    """`kinetic.evaluation.generate` (or, with ``diffusers``, `generate_denoiser` of that folder's model under
+    ``sde``) with a Rich progress bar: (samples, nfe, seconds, labels)."""
+    from kinetic.evaluation import generate as _generate, generate_denoiser
 
     total = steps * -(-n // batch_size) if batch_size else steps
+    kw = {"solver": solver, "steps": steps, "n": n, "seed": seed, "device": device, "t_eps": t_eps, "denoise": denoise,
+          "grid": grid, "batch_size": batch_size, "classes": classes, "guidance": guidance}
+    if diffusers is not None:
+        den, shape = _load_diffusers(diffusers, classes, guidance)
+        with step_progress(f"sampling ({solver})", total, quiet or solver == "ode") as cb:
+            return generate_denoiser(den, sde or "vp", shape, callback=cb, what=f"the diffusers model in {diffusers}", **kw)
     with step_progress(f"sampling ({solver})", total, quiet or solver == "ode") as cb:
-        return _generate(ckpt_path, solver=solver, steps=steps, n=n, seed=seed, device=device, t_eps=t_eps,
-                         denoise=denoise, callback=cb, grid=grid, batch_size=batch_size, classes=classes,
-                         guidance=guidance, return_labels=True)
+        return _generate(ckpt_path, callback=cb, return_labels=True, sde=sde, **kw)
+
+
+def _load_diffusers(path: Path, classes, guidance: float):
+    """The `kinetic.pretrained.DiffusersDenoiser` in ``path`` and its image shape (C, H, W); one line (exit 2)
+    for a folder that is not one, and for --class / --guidance that the model cannot take."""
+    from kinetic.pretrained import load_diffusers
+
+    try:
+        den = load_diffusers(path)
+    except (ValueError, ImportError) as err:
+        raise fail(f"--diffusers: {first_line(err).removeprefix('path: ')}") from None
+    size = den.unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if not den.num_classes and classes not in (None, "all"):
+        raise fail(f"--class needs a class-conditional model; the diffusers model in {path} has no num_class_embeds")
+    if den.num_classes and (classes == "null" or guidance):
+        raise fail(f"--class null / --guidance need an unconditional branch, which the diffusers model in {path} lacks")
+    if guidance:
+        raise fail(f"--guidance needs a class-conditional model; the diffusers model in {path} is unconditional")
+    return den, (den.channels, int(h), int(w))
+
+
+def check_cross_sde(ckpt_path: Path) -> None:
+    """One line (exit 2) before any work when --sde is given for a run not of the denoiser parameterisation."""
+    from kinetic.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except CheckpointError as err:
+        raise fail(f"--checkpoint: {first_line(err)}") from None
+    param = (ckpt.get("model_config") or {}).get("parameterization")
+    if param != "denoiser":
+        raise fail(f"--sde: this run's network has the {param!r} parameterisation, tied to the SDE it was trained for "
+                   f"({(ckpt.get('sde') or {}).get('name')}); only a --parameterization denoiser run samples under another SDE")
 
 
 def _save(x, nfe: int, out: Path, labels=None, nrow: Optional[int] = None) -> None:
@@ -54,7 +96,18 @@ def _save(x, nfe: int, out: Path, labels=None, nrow: Optional[int] = None) -> No
 @cli_errors
 @reads_config("sample")
 def sample_cmd(
-    checkpoint: CheckpointOpt,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", "-c", help="A run directory or a checkpoint .pt file (or give --diffusers).")] = None,
+    diffusers: Optional[Path] = typer.Option(
+        None, "--diffusers",
+        help="A diffusers model folder on disk (UNet2DModel + DDPM-type scheduler, save_pretrained), sampled as a "
+        "denoiser under --sde (default vp); never downloads.",
+    ),
+    sde: Optional[str] = typer.Option(
+        None, "--sde",
+        help=f"Sample under this SDE: {', '.join(PRESETS)} (default: the run's own). A run of the denoiser "
+        "parameterisation serves every SDE; other runs are tied to theirs.",
+    ),
     solver: SolverOpt = "ei",
     steps: StepsOpt = 50,
     n: int = typer.Option(64, "--n", help="Number of samples."),
@@ -79,7 +132,8 @@ def sample_cmd(
     config: config_option("sample") = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Sample from a trained model; the SDE, network and data shape come from the checkpoint.
+    """Sample from a trained model; the SDE, network and data shape come from the checkpoint (--sde: a
+    denoiser-parameterised run under another SDE), or from a diffusers model folder (--diffusers).
 
     Examples:
 
@@ -88,6 +142,10 @@ def sample_cmd(
       kinetic sample -c runs/hold-digits/checkpoint.pt --solver em --steps 200 --n 1000 --out s.npz
 
       kinetic sample -c runs/cond-digits --class 3 --guidance 2 --out threes.png
+
+      kinetic sample -c runs/vp-denoiser --sde cld --steps 20 --out cld.png
+
+      kinetic sample --diffusers path/to/ddpm-folder --sde hold --steps 20 --out hold.png
     """
     import numpy as np
 
@@ -97,10 +155,19 @@ def sample_cmd(
     set_threads(threads)
     classes = parse_class(class_)
     out = check_writable(out, "--out", (".png", ".npz"))  # before the work
-    check_conditioning(checkpoint, classes, guidance)
+    if (checkpoint is None) == (diffusers is None):
+        raise fail("give one of --checkpoint / -c (a run) or --diffusers (a diffusers model folder), not both"
+                   if checkpoint is not None else "give --checkpoint / -c (a run) or --diffusers (a diffusers model folder)")
+    if sde is not None and sde not in PRESETS:
+        raise fail(f"--sde must be one of {', '.join(PRESETS)}; got {sde[:40]!r}")
+    if checkpoint is not None:
+        check_conditioning(checkpoint, classes, guidance)
+        if sde is not None:
+            check_cross_sde(checkpoint)
     x, nfe, seconds, labels = generate(
         checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=device, quiet=quiet, t_eps=t_eps,
-        denoise=denoise, grid=grid, batch_size=batch_size, classes=classes, guidance=guidance,
+        denoise=denoise, grid=grid, batch_size=batch_size, classes=classes, guidance=guidance, sde=sde,
+        diffusers=diffusers,
     )
     images = x.dim() == 4
     clamped = images if clamp is None else clamp

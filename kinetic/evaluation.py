@@ -148,7 +148,7 @@ def generate(
     checkpoint, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0, device="cpu",
     t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
     model=None, grid=None, batch_size: int | None = None, classes=None, guidance: float = 0.0,
-    return_labels: bool = False, **solver_options,
+    return_labels: bool = False, sde: str | None = None, **solver_options,
 ):
     """Sample from a checkpoint: returns (samples (n, *D) float32 on CPU, nfe, seconds), and the
     labels (n,) (None: unconditional) last with ``return_labels``.
@@ -156,6 +156,8 @@ def generate(
     ``model`` may pass an already loaded ``(score_model, ckpt)`` pair to skip loading. ``grid``
     None: the library's default (`DEFAULT_GRID`); ``batch_size``: see `draw`. ``classes`` and
     ``guidance``: see `resolve_labels` (a conditional model draws all its classes in turn by default).
+    ``sde``: None (the checkpoint's SDE) or a preset name (`kinetic.presets.PRESETS`) to sample a model of
+    the "denoiser" parameterisation under another SDE (`sampling_sde`).
     """
     from .checkpoint import load_model
     from .solvers import SOLVERS
@@ -168,12 +170,62 @@ def generate(
     sm, ckpt = model if model is not None else load_model(checkpoint, device=dev)
     data_shape = tuple(ckpt["model_config"]["data_shape"])
     labels = resolve_labels(sm, ckpt, n, classes, guidance)
+    target, score = (sm.sde, sm.score) if sde is None else sampling_sde(sm, sde)
     t0 = time.perf_counter()
-    x, nfe = draw(sm.sde, sm.score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, grid=grid, seed=seed,
+    x, nfe = draw(target, score, (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps, grid=grid, seed=seed,
                   batch_size=batch_size, denoise=denoise, device=dev, callback=callback, labels=labels,
                   guidance=guidance, **solver_options)
     seconds = time.perf_counter() - t0
     return (x, nfe, seconds, labels) if return_labels else (x, nfe, seconds)
+
+
+def sampling_sde(score_model, sde: str):
+    """(the preset ``sde`` (a name in `kinetic.presets.PRESETS`), its score_fn from ``score_model``): a model
+    of the "denoiser" parameterisation serves every SDE; ValueError (one line) for the others, whose
+    networks are tied to the SDE they were trained for."""
+    from .presets import PRESETS, preset
+    from .score import as_score_fn
+
+    if not isinstance(sde, str) or sde not in PRESETS:
+        raise ValueError(f"sde must be one of {', '.join(PRESETS)}, got {str(sde)[:40]!r}")
+    param = getattr(score_model, "parameterization", None)
+    if param != "denoiser":
+        trained = getattr(getattr(score_model, "sde", None), "name", None) or "its own SDE"
+        raise ValueError(
+            f"sde: only a model of the 'denoiser' parameterisation samples under another SDE; this one is {param!r}, "
+            f"tied to the SDE it was trained for ({trained}): drop --sde, or train with --parameterization denoiser"
+        )
+    target = preset(sde)
+    return target, as_score_fn(score_model, target)
+
+
+def generate_denoiser(
+    denoiser, sde: str, data_shape, *, solver: str = "ei", steps: int = 50, n: int = 64, seed: int = 0,
+    device="cpu", t_eps: float = 1e-3, denoise: bool = False, callback: Optional[Callable[[dict], None]] = None,
+    grid=None, batch_size: int | None = None, classes=None, guidance: float = 0.0, what: str = "a denoiser",
+    **solver_options,
+):
+    """Sample a `kinetic.denoiser.Denoiser` (e.g. `kinetic.load_diffusers`) under the preset ``sde``:
+    (samples (n, *data_shape) float32 on CPU, nfe, seconds, labels (n,) or None). ``classes`` / ``guidance``
+    as in `resolve_labels` (``what`` names the model in its messages); the rest as in `generate`."""
+    from .presets import PRESETS, preset
+    from .solvers import SOLVERS
+
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {str(solver)[:40]!r}")
+    if not isinstance(sde, str) or sde not in PRESETS:
+        raise ValueError(f"sde must be one of {', '.join(PRESETS)}, got {str(sde)[:40]!r}")
+    _check_sizes(n, steps, batch_size, None)
+    check_seed(seed)
+    dev = resolve_device(device)
+    denoiser.to(dev)
+    labels = resolve_labels(denoiser, {"config": {"data": what}}, n, classes, guidance)
+    target = preset(sde)
+    t0 = time.perf_counter()
+    x, nfe = draw(target, denoiser.score_fn(target), (n, *data_shape), solver=solver, steps=steps, t_eps=t_eps,
+                  grid=grid, seed=seed, batch_size=batch_size, denoise=denoise, device=dev, callback=callback,
+                  labels=labels, guidance=guidance, **solver_options)
+    return x, nfe, time.perf_counter() - t0, labels
 
 
 def evaluate_checkpoint(

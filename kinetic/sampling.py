@@ -7,7 +7,9 @@
 
 ``score_fn(z, t)`` takes the state z (n, k, *D) and times t (n,) and returns the score of the
 noised blocks (``sde.score_shape``): (n, *D) for one noised block, (n, len(noised_blocks), *D) for
-several. Solvers live in `kinetic.solvers` (``SOLVERS``), grids in `kinetic.grids` (``GRIDS``).
+several. A `kinetic.denoiser.Denoiser` (e.g. `kinetic.load_diffusers`) or a `kinetic.ScoreModel` may be
+passed in its place: it becomes ``kn.as_score_fn(it, sde)``, so one denoiser samples under any SDE
+(``kn.sample(kn.hold(), den, shape)``). Solvers live in `kinetic.solvers` (``SOLVERS``), grids in `kinetic.grids` (``GRIDS``).
 
 Conditioning (`kinetic.conditioning`, docs/math.md "Conditioning"): ``labels=`` (n,) class labels
 for a conditional ``score_fn(z, t, labels)`` (label C = ``score_fn.num_classes`` is the null
@@ -114,6 +116,19 @@ class _Conditioning:
         return Replacement(self.plan, self.x0[rows], self.mask[rows], noise)
 
 
+def as_sampler_score(sde, score_fn):
+    """``score_fn`` as the samplers call it: a `kinetic.denoiser.Denoiser` or a `kinetic.ScoreModel` becomes
+    ``kn.as_score_fn(score_fn, sde)`` (a Denoiser, or a ScoreModel of the "denoiser" parameterisation:
+    the score of ANY ``sde``; another ScoreModel: its own SDE's score, which ``sde`` must match); any other
+    callable is returned as it is."""
+    from .denoiser import Denoiser
+    from .score import ScoreModel, as_score_fn
+
+    if isinstance(score_fn, (Denoiser, ScoreModel)) and isinstance(sde, LinearSDE):
+        return as_score_fn(score_fn, sde)
+    return score_fn
+
+
 def _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback, noise_sampler, batch_size, solver_options):
     """Validate the arguments of `sample` / `sample_batches`; returns (shape, solver, ts, plan, batch)."""
     if not isinstance(sde, LinearSDE):
@@ -155,7 +170,8 @@ def state_dtype(dtype: torch.dtype | None, score_fn, known=None) -> torch.dtype:
     if dtype is not None:
         return dtype
     found = None
-    for obj in (getattr(score_fn, "__self__", None), getattr(score_fn, "model", None), score_fn):
+    for obj in (getattr(score_fn, "__self__", None), getattr(score_fn, "model", None),
+                getattr(score_fn, "denoiser", None), score_fn):
         if isinstance(obj, torch.nn.Module):
             found = next((p.dtype for p in obj.parameters() if p.is_floating_point()), None)
             if found is not None:
@@ -248,6 +264,7 @@ def sample_batches(
     if seed is not None and (generator is not None or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be an integer >= 0, and not given with generator; got seed={seed!r}")
     check_generator(generator)
+    score_fn = as_sampler_score(sde, score_fn)  # a Denoiser / ScoreModel: the score of this sde
     shape, slv, ts, plan, b = _prepare(sde, score_fn, shape, solver, steps, t_eps, grid, dtype, callback,
                                        noise_sampler, batch_size, solver_options)
     dtype = state_dtype(dtype, score_fn, known)
