@@ -62,14 +62,16 @@ def test_config_file_and_flag_override(run_dir, tmp_path):
 
 
 def test_config_file_may_name_the_checkpoint(run_dir, tmp_path):
-    """``checkpoint = ...`` in the file stands for -c (still required from one of the two)."""
+    """``checkpoint = ...`` in the file stands for -c (a run or --diffusers is still required, from the
+    command line or the file)."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'checkpoint = "{run_dir}"\n[sample]\nn = 5\nsteps = 3\n')
     r = runner.invoke(app, ["sample", "--config", str(cfg), "--out", str(tmp_path / "c.npz"), "--quiet"])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "c.npz")["samples"].shape == (5, 2)
     r = runner.invoke(app, ["sample", "--quiet"])
-    assert r.exit_code == 2 and "Missing option" in r.output and "--checkpoint" in r.output
+    assert r.exit_code == 2 and "--checkpoint" in r.output and "--diffusers" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
 
 
 @pytest.mark.parametrize(
