@@ -93,6 +93,18 @@ def _save(x, nfe: int, out: Path, labels=None, nrow: Optional[int] = None) -> No
         raise ValueError(f"--out .png needs images or 2-D points; these samples have shape {tuple(x.shape[1:])}: use .npz")
 
 
+def _check_output_space(out: Path, checkpoint: Path, n: int) -> None:
+    """Refuse before sampling when the disk of ``out`` cannot hold the n float32 samples the run's data
+    shape makes (an .npz holds them all; a PNG grid is smaller), with one line naming --out."""
+    import math
+
+    from kinetic.checkpoint import load_checkpoint
+    from kinetic.fileio import MIN_FREE, check_free_space
+
+    shape = load_checkpoint(checkpoint)["model_config"]["data_shape"]
+    check_free_space(out.parent, MIN_FREE + 4 * n * math.prod(int(d) for d in shape), "--out")
+
+
 @cli_errors
 @reads_config("sample")
 def sample_cmd(
@@ -164,6 +176,8 @@ def sample_cmd(
         check_conditioning(checkpoint, classes, guidance)
         if sde is not None:
             check_cross_sde(checkpoint)
+        if out is not None:
+            _check_output_space(out, checkpoint, n)
     x, nfe, seconds, labels = generate(
         checkpoint, solver=solver, steps=steps, n=n, seed=seed, device=device, quiet=quiet, t_eps=t_eps,
         denoise=denoise, grid=grid, batch_size=batch_size, classes=classes, guidance=guidance, sde=sde,

@@ -167,6 +167,25 @@ def test_6_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch):
     one_line(r, 2, "no space left", str(tmp_path))
 
 
+def test_6_sample_checks_the_output_size_before_the_work(run, tmp_path, monkeypatch):
+    """Where the size is known (n samples of the run's data shape), sample refuses a disk that cannot
+    hold them before sampling, naming --out and the MiB needed; a disk that can, samples."""
+    import kinetic.evaluation
+    import kinetic.fileio as fileio
+
+    def no_sampling(*args, **kwargs):  # the refusal must come before any sampling
+        raise AssertionError("sampled before checking the disk")
+
+    monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 3 * 2**20)  # 3 MiB free: above MIN_FREE
+    with monkeypatch.context() as m:
+        m.setattr(kinetic.evaluation, "generate", no_sampling)
+        r = runner.invoke(app, ["sample", "-c", str(run), "--n", "1000000", "--out", str(tmp_path / "s.npz")])
+    one_line(r, 2, "no space left", "MiB needed")
+    r = runner.invoke(app, ["sample", "-c", str(run), "--n", "8", "--steps", "2", "--out", str(tmp_path / "s.npz"),
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+
+
 # ---------------------------------------------------------------------- one clear line
 def test_7_user_strings_are_never_rich_markup(run, tmp_path):
     """Case: `--out 'a[/]b.npz'` wrote the file then exited 1 with a MarkupError; `'x[bold]y.npz'`
