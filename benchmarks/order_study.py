@@ -458,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny networks and budgets: the pipeline in minutes")
     ap.add_argument("--records", default=None, help=f"record folder (default {RECORDS.relative_to(ROOT)})")
     ap.add_argument("--runs", default=None, help="weights cache (default runs/order_study)")
+    ap.add_argument("--out", default=None, help="--report's output folder (default docs; it writes under figures/)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     p = Protocol.quick() if a.quick else Protocol()
@@ -477,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'done' if done else 'todo'}  --run {name} --seed {seed} --steps {steps}")
         return 0
     if a.report:
-        from order_study_report import report  # noqa: PLC0415  (benchmarks/order_study_report.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from order_study_report import report  # benchmarks/order_study_report.py
 
-        print(report(records, p, ROOT / "docs"))
+        print(report(records, p, Path(a.out) if a.out else ROOT / "docs"))
         return 0
     if a.next:
         claimed = next((r for r in p.runs() if not record_path(records, *r).is_file() and _claim(runs, *r)), None)
@@ -512,5 +514,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(main())
