@@ -140,7 +140,7 @@ def _uses_gls(slv, steps: int, order: int) -> bool:
 def _exact_flow(sde, t_eps: float, data_std: float, gls: bool) -> tuple[Tensor, Tensor]:
     """(z_T (MIXTURE_POINTS, k, 1), its exact image): the data block under the k-block probability flow, or the
     GLS estimate under the flow of the ``gls`` plan (``gls``, k > 1); DOPRI5 to rtol 1e-8, cached."""
-    from .bench import problems as pb
+    from .flows import flow_map, gls_flow_map
 
     gls = gls and sde.order > 1
     key = (_sde_key(sde), float(t_eps), float(data_std), gls, MIXTURE_STD)
@@ -148,9 +148,9 @@ def _exact_flow(sde, t_eps: float, data_std: float, gls: bool) -> tuple[Tensor, 
         law = reference_mixture(data_std)
         z_T = sde.prior_sample((MIXTURE_POINTS, 1), generator=torch.Generator().manual_seed(0), dtype=F64)
         if gls:
-            x = pb.gls_flow_map(sde, law.score_fn(sde), z_T, t_eps, rtol=1e-8)[:, 0]
+            x = gls_flow_map(sde, law.score_fn(sde), z_T, t_eps, rtol=1e-8)[:, 0]
         else:
-            x = pb.flow_map(sde, law.score_fn(sde), z_T, t_eps, rtol=1e-8)[:, 0, 0]
+            x = flow_map(sde, law.score_fn(sde), z_T, t_eps, rtol=1e-8)[:, 0, 0]
         _FLOWS[key] = (z_T, x)
         while len(_FLOWS) > 32:
             _FLOWS.popitem(last=False)
@@ -204,9 +204,9 @@ def plan_error(sde, ts: Tensor, solver: str = "ei", options: dict | None = None,
     if mixture:
         zo = out[: z_T.shape[0], :, n:]
         if gls and k > 1:
-            from .bench import problems as pb
+            from .flows import gls_estimate
 
-            xo = pb.gls_estimate(sde, zo, float(ts[-1]))[:, 0]
+            xo = gls_estimate(sde, zo, float(ts[-1]))[:, 0]
         else:
             xo = zo[:, 0, 0]
         if MIXTURE_METRIC == "sorted":  # W2 between the two empirical laws (quantile coupling)

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor
 
 from ..analytic import GaussianData, GaussianMixture
+from ..flows import flow_map, gls_estimate, gls_flow_map
 
 __all__ = [
     "PROBLEMS", "problem", "Product", "mixture4", "ring8", "gauss64",
     "w2_gaussian", "gaussian_fit_w2", "eigenbasis_w2", "SlicedW1ToMixture", "sliced_w1_to_mixture",
-    "flow_map", "pathwise_error",
+    "flow_map", "gls_flow_map", "gls_estimate", "pathwise_error",
 ]
 
 F64 = torch.float64
@@ -216,64 +217,6 @@ def sliced_w1_to_mixture(x: Tensor, mixture: GaussianMixture, n_proj: int = 32) 
 
 
 # ------------------------------------------------------------------ pathwise error
-def flow_map(sde, score_fn, z_T: Tensor, t_eps: float = 1e-3, rtol: float = 1e-10) -> Tensor:
-    """The probability-flow ODE from T down to t_eps, integrated tightly: (n, k, *D) -> (n, k, *D).
-
-    torchdiffeq's DOPRI5 on ``sde.reverse_drift(..., probability_flow=True)`` in float64, in the
-    variable s = log t (fewer steps near t_eps), atol = rtol, with the max norm (every sample is
-    held to the tolerance, not their mean). An independent integrator: no kinetic sampler code.
-    """
-    import torchdiffeq
-
-    z0 = z_T.to(F64)
-    n = z0.shape[0]
-
-    def f(s, z):
-        t = torch.exp(s)
-        tt = t.expand(n)
-        return t * sde.reverse_drift(z, tt, score_fn(z, tt), probability_flow=True)
-
-    ss = torch.log(torch.tensor([sde.T, t_eps], dtype=F64))
-    opts = {"norm": lambda v: v.abs().max(), "step_t": ss[1:]}  # step_t: never evaluate beyond t_eps
-    return torchdiffeq.odeint(f, z0, ss, method="dopri5", rtol=rtol, atol=rtol, options=opts)[-1]
-
-
-def gls_estimate(sde, z: Tensor, t: float) -> Tensor:
-    """The GLS estimate of x0 from the state: y = sigma^2 c^T Sigma^-1 z, (n, k, *D) -> (n, *D) (float64)."""
-    g = sde.coefficients(torch.tensor([t], dtype=F64)).gls_row[0]  # (k,)
-    return torch.einsum("j,nj...->n...", g, z.to(F64))
-
-
-def gls_flow_map(sde, score_fn, z_T: Tensor, t_eps: float = 1e-3, rtol: float = 1e-10) -> Tensor:
-    """The flow that the ``gls`` solver discretises, integrated tightly: z_T (n, k, *D) -> the GLS
-    estimate y at t_eps (n, *D) (`gls_estimate`; compare it with the estimate from the solver's final
-    state). y follows the VE probability flow dy/dt = (y - D(y, t)) / sigma * dsigma/dt (``sigma`` =
-    sigma_tilde), D = E[x0 | z] from the exact score at z = c y (the rest of the state does not change
-    D). DOPRI5 in s = log t as `flow_map`, dsigma/dt by central differences (relative step 1e-6). An
-    independent integrator: no kinetic sampler code."""
-    import torchdiffeq
-
-    n = z_T.shape[0]
-    y0 = gls_estimate(sde, z_T, sde.T)
-
-    def f(s, y):
-        t = torch.exp(s)
-        hi = torch.clamp(t * (1 + 1e-6), max=sde.T)  # one-sided at T
-        tt = torch.stack([hi, t, t * (1 - 1e-6)])
-        cc = sde.coefficients(tt)
-        sig = cc.sigma_tilde
-        dsig_ds = (sig[0] - sig[2]) / (torch.log(hi) - torch.log(tt[2]))  # d sigma / d log t
-        c = cc.c[1]
-        z = c.reshape(1, -1, *([1] * (y.dim() - 1))) * y.unsqueeze(1)
-        score = score_fn(z, t.expand(n))
-        x0 = cc.select(1).data_estimate(z, score)
-        return (y - x0) / sig[1] * dsig_ds
-
-    ss = torch.log(torch.tensor([sde.T, t_eps], dtype=F64))
-    opts = {"norm": lambda v: v.abs().max(), "step_t": ss[1:]}
-    return torchdiffeq.odeint(f, y0, ss, method="dopri5", rtol=rtol, atol=rtol, options=opts)[-1]
-
-
 def pathwise_error(x: Tensor, x_ref: Tensor) -> float:
     """RMS over samples of the Euclidean distance |x_i - x_ref_i|: (n, *D), (n, *D) -> float."""
     diff = (x.to(F64) - x_ref.to(F64)).reshape(x.shape[0], -1)
