@@ -125,6 +125,7 @@ def summarise(recs: list[dict]) -> dict[str, Any]:
             n, s = key.split("|")
             floor.setdefault(n, {})[s] = v  # the same split gives the same floor in every record
     floors = {n: mean_sd(list(v.values())) for n, v in floor.items()}
+    floor_splits = {n: [v[s] for s in sorted(v)] for n, v in floor.items()}
     # paired comparisons
     comps: dict[str, Any] = {}
     for steps in budgets:
@@ -140,7 +141,8 @@ def summarise(recs: list[dict]) -> dict[str, Any]:
                     comps[f"{row}/base|{steps}|{nfe}"] = paired(vals, base, ratio=True)
             if base_row:
                 comps[f"base|{steps}|{nfe}"] = {"row": base_row}
-    return {"protocol": proto, "cells": cells, "floor": floors, "comparisons": comps, "runs": len(recs),
+    return {"protocol": proto, "cells": cells, "floor": floors, "floor_splits": floor_splits, "comparisons": comps,
+            "runs": len(recs),
             "recorded": sorted(f"{r['method']}-s{r['seed']}-{r['steps']}" for r in recs)}
 
 
@@ -174,8 +176,10 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"Runs recorded: {summary['runs']} ({', '.join(summary['recorded'])}).", "",
         f"fd-digits (lower is better) of n = {p['n']} samples clamped to [-1, 1], against the other "
         f"{1797 - p['n']} real digits of the split; per training seed the mean over sampling seeds "
-        f"{p['sample_seeds']}; mean ± sd over the training seeds in brackets. Floor (n real digits of the "
-        f"split against the same reference): **{_f(*fl.get(str(p['n']), (float('nan'), 0)))}**.", ""]
+        f"{p['sample_seeds']} (each with its own real split); mean ± sd over training seeds, the seeds in brackets. "
+        f"Floor (the n real digits of a split against the same reference), mean ± sd over the splits: "
+        f"**{_f(*fl.get(str(p['n']), (float('nan'), 0)))}** "
+        f"({', '.join(f'{v:.2f}' for v in summary['floor_splits'].get(str(p['n']), []))}).", ""]
     for steps in p["budgets"]:
         present = [r for r in ROW_NAMES if any(f"{r}|{steps}|{v}" in cells for v in nfes)]
         if not present:

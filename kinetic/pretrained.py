@@ -75,6 +75,7 @@ class DiffusersDenoiser(Denoiser):
         self.unet = unet
         self.prediction_type = prediction_type
         self.sigmas = ((1.0 - acp) / acp).sqrt()  # float64 CPU, whatever dtype the module is moved to
+        self.sigma_top = float(self.sigmas[-1])
         cfg = unet.config
         embeds = cfg.get("num_class_embeds") or 0
         if embeds and cfg.get("class_embed_type") is not None:
@@ -116,12 +117,26 @@ class DiffusersDenoiser(Denoiser):
         return 0.5 * (lo + hi)
 
     def residual(self, y: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
-        """x0_hat - y for y (B, C, H, W) at noise levels sigma (B,)."""
+        """x0_hat - y for y (B, C, H, W) at noise levels sigma (B,).
+
+        Above the model's top level sigma_n (HOLD's sigma_tilde(T) is about 40 times DDPM's), the
+        estimate is the model's own at sigma_n, of the input rescaled to that level's variance,
+        y sqrt((sigma_n^2 + 1) / (sigma^2 + 1)): bounded, and within O(data variance / sigma_n^2) of
+        E[x0 | y], which is the data mean there. (Taking x0 = y - sigma eps_hat instead multiplies the
+        error of eps_hat by sigma: about 40 times the data mean at HOLD's sigma(T).)"""
         if y.dim() != 4 or y.shape[1] != self.channels:
             raise ValueError(f"the diffusers model takes images (B, {self.channels}, H, W), got {tuple(y.shape)}")
         B = y.shape[0]
         sig = torch.as_tensor(sigma, dtype=torch.float64, device=y.device).reshape(-1).expand(B)
         shape = (B, 1, 1, 1)
+        eff = sig.clamp(max=self.sigma_top)
+        y_eff = y.to(torch.float64) * ((eff.square() + 1.0) / (sig.square() + 1.0)).sqrt().reshape(shape)
+        res = self._residual(y_eff, eff, labels, shape)
+        return (y_eff + res - y.to(torch.float64)).to(y.dtype)
+
+    def _residual(self, y: Tensor, sig: Tensor, labels: Tensor | None, shape: tuple) -> Tensor:
+        """x0_hat - y in float64 for y (B, C, H, W) float64 at levels sig (B,) within the model's range."""
+        B = y.shape[0]
         dtype = next((p.dtype for p in self.unet.parameters() if p.is_floating_point()), y.dtype)
         c_in = (sig.square() + 1.0).rsqrt()
         inp = (y.to(torch.float64) * c_in.reshape(shape)).to(dtype)
@@ -146,7 +161,7 @@ class DiffusersDenoiser(Denoiser):
             res = -(s * c).square() * y.to(torch.float64) - s * c * out
         else:
             res = out - y.to(torch.float64)
-        return res.to(y.dtype)
+        return res
 
     def extra_repr(self) -> str:
         return f"prediction_type={self.prediction_type!r}, levels={self.sigmas.numel()}" + (

@@ -239,6 +239,46 @@ def test_loaded_denoiser_matches_the_schedulers_data_prediction(tmp_path, predic
     assert float(den.timestep(s[:1] / 10)) == 0.0 and float(den.timestep(s[-1:] * 10)) == 999.0
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_above_the_models_top_level_the_estimate_stays_the_posterior_mean(tmp_path, prediction_type):
+    """Gaussian data N(m, s^2) with m = -0.6 and a U-Net replaced by the exact predictor of its level
+    (it reads the level from the timestep and its input as y c_in): up to the model's top level sigma_n the
+    estimate is E[x0 | y]; at 40 sigma_n (HOLD's sigma(T) over DDPM's) it stays within 0.02 of it (the
+    data mean), where x0 = y - sigma eps_hat would put it near 40 m."""
+    from types import SimpleNamespace
+
+    _save_folder(tmp_path, prediction_type)
+    den = kn.load_diffusers(tmp_path)
+    m, s2 = -0.6, 0.25
+    ls = den.sigmas.log()
+
+    def exact(sample, timestep, **_):
+        t = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1)
+        lo = t.floor().long().clamp(0, ls.numel() - 2)
+        sig = torch.exp(ls[lo] + (t - lo) * (ls[lo + 1] - ls[lo])).reshape(-1, 1, 1, 1)
+        c_in = (sig**2 + 1).rsqrt()
+        y = sample.to(torch.float64) / c_in
+        x0 = m + s2 / (s2 + sig**2) * (y - m)
+        eps = (y - x0) / sig
+        out = {"epsilon": eps, "sample": x0, "v_prediction": c_in * (eps - sig * x0)}[prediction_type]
+        return SimpleNamespace(sample=out.to(sample.dtype))
+
+    den.unet.forward = exact
+    y0 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    top = den.sigmas[-1]
+    for sigma in (den.sigmas[500], top):
+        y = m + (s2 + sigma**2).sqrt() * y0
+        want = m + s2 / (s2 + sigma**2) * (y - m)
+        torch.testing.assert_close(den(y.float(), sigma.reshape(1)).double(), want, rtol=0, atol=1e-4 * float(y.abs().max()))
+    sigma = 40 * top
+    y = m + (s2 + sigma**2).sqrt() * y0
+    got = den(y, sigma.reshape(1))
+    assert float((got - m).abs().max()) < 0.02
+    seen = y * (sigma**2 + 1).rsqrt() * (top**2 + 1).sqrt()  # what the model reads as its top level's y
+    eps_top = (seen - (m + s2 / (s2 + top**2) * (seen - m))) / top
+    assert float((y - sigma * eps_top - m).abs().min()) > 10  # the rule x0 = y - sigma eps_hat: far off
+
+
 @pytest.mark.parametrize("preset", ["cld", "hold", "psld"])
 def test_loaded_denoiser_samples_under_every_fixed_grid_solver(tmp_path, preset):
     from kinetic.solvers import SOLVERS, FixedGridSolver
