@@ -316,6 +316,53 @@ def record_path(records: Path, name: str, seed: int, steps: int) -> Path:
     return records / f"{name}-s{seed}-{steps}.json"
 
 
+def resample(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: Path, prefix: str,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Sample again the cells whose label starts with ``prefix`` of a recorded run, from its saved state
+    (no training), after a fix in the code they run; the record keeps its other cells and notes the commit."""
+    path = record_path(records, name, seed, steps)
+    state_file = runs / f"{name}-s{seed}" / f"state-{steps}.pt"
+    if not path.is_file() or not state_file.is_file():
+        raise StudyError(f"--resample needs the record {path} and the saved state {state_file}")
+    rec = json.loads(path.read_text())
+    method = BY_NAME[name]
+    run = DDPMRun(p, seed) if method.kind == "ddpm" else KineticRun(method, p, seed)
+    run.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=False)["state"])
+    draws = samplers_of(method, run, p, runs / f"{name}-s{seed}" / f"diffusers-{steps}")
+    cells = [c for c in p.cells(method) if c[0].startswith(prefix)]
+    if not cells:
+        raise StudyError(f"--resample {prefix!r}: no cell of {name} has a label starting so; labels: "
+                         f"{', '.join(sorted({c[0] for c in p.cells(method)}))}")
+    rec["evals"].update(sample_cells(draws, cells, p, {}, name, seed, steps, log))
+    rec.setdefault("resampled", []).append({"prefix": prefix, "commit": _git_commit()})
+    atomic_write_text(path, json.dumps(_jsonable(rec), indent=1))
+    return rec
+
+
+def sample_cells(draws: dict, cells: list, p: Protocol, floors: dict, name: str, seed: int, steps: int,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """Sample (label, NFE, n) cells with every sampling seed and score them; fills ``floors``."""
+    evals: dict[str, Any] = {}
+    splits: dict[tuple[int, int], torch.Tensor] = {}
+    for label, nfe, n in cells:
+        for s in p.sample_seeds:
+            if (n, s) not in splits:
+                floor_set, splits[(n, s)] = real_split(n, s)
+                floors[f"{n}|{s}"] = fd_digits(floor_set, splits[(n, s)])
+            t1 = time.perf_counter()
+            try:
+                x, used = draws[label](nfe, n, 10_000 + s)
+                res = score(x, splits[(n, s)])
+            except (ValueError, RuntimeError) as err:  # a sampler that fails is a result, recorded
+                res, used = {"fd": None, "error": f"{type(err).__name__}: {err}"}, nfe
+            res.update({"nfe": used, "n": n, "seconds": time.perf_counter() - t1})
+            evals[f"{label}|{nfe}|{s}"] = res
+            fd = res.get("fd")
+            log(f"  {name} seed {seed} {steps} steps, {label} NFE {used} sampling seed {s}: fd-digits "
+                + (f"{fd:.4g}" if fd is not None else "failed") + f" ({res['seconds']:.0f} s)")
+    return evals
+
+
 def run_one(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: Path,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume) one run to ``steps``, sample its cells, write and return its record."""
@@ -343,25 +390,8 @@ def run_one(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: 
     state = {"state": run.state_dict(), "train_seconds": train_s_before + train_s}
     atomic_write(folder / f"state-{steps}.pt", lambda tmp: torch.save(state, tmp))
     draws = samplers_of(method, run, p, folder / f"diffusers-{steps}")
-    evals: dict[str, Any] = {}
     floors: dict[str, float] = {}
-    splits: dict[tuple[int, int], torch.Tensor] = {}
-    for label, nfe, n in p.cells(method):
-        for s in p.sample_seeds:
-            if (n, s) not in splits:
-                floor_set, splits[(n, s)] = real_split(n, s)
-                floors[f"{n}|{s}"] = fd_digits(floor_set, splits[(n, s)])
-            t1 = time.perf_counter()
-            try:
-                x, used = draws[label](nfe, n, 10_000 + s)
-                res = score(x, splits[(n, s)])
-            except (ValueError, RuntimeError) as err:  # a sampler that fails is a result, recorded
-                res, used = {"fd": None, "error": f"{type(err).__name__}: {err}"}, nfe
-            res.update({"nfe": used, "n": n, "seconds": time.perf_counter() - t1})
-            evals[f"{label}|{nfe}|{s}"] = res
-            fd = res.get("fd")
-            log(f"  {name} seed {seed} {steps} steps, {label} NFE {used} sampling seed {s}: fd-digits "
-                + (f"{fd:.4g}" if fd is not None else "failed") + f" ({res['seconds']:.0f} s)")
+    evals = sample_cells(draws, p.cells(method), p, floors, name, seed, steps, log)
     params = sum(q.numel() for q in (run.unet if method.kind == "ddpm" else run.trainer.net).parameters())
     rec = {"format": RECORD_FORMAT, "method": name, "seed": seed, "steps": steps,
            "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(p).items()},
@@ -458,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny networks and budgets: the pipeline in minutes")
     ap.add_argument("--records", default=None, help=f"record folder (default {RECORDS.relative_to(ROOT)})")
     ap.add_argument("--runs", default=None, help="weights cache (default runs/order_study)")
+    ap.add_argument("--resample", default=None, metavar="PREFIX",
+                    help="with --run/--seed/--steps: sample again the recorded cells whose label starts with PREFIX "
+                         "(e.g. kinetic@) from the saved state, after a fix")
     ap.add_argument("--out", default=None, help="--report's output folder (default docs; it writes under figures/)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
@@ -501,6 +534,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --steps {steps} is not a budget of {name} (budgets {list(p.budgets)}; the long one only for "
               f"{', '.join(p.long_methods)})", file=sys.stderr)
         return 2
+    if a.resample is not None:
+        try:
+            resample(name, seed, steps, p, runs, records, a.resample, log)
+        except StudyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"resampled {a.resample}* of {record_path(records, name, seed, steps)}")
+        return 0
     if not a.next and not _claim(runs, name, seed, steps):
         print(f"error: {name} seed {seed} at {steps} steps is running in another process", file=sys.stderr)
         return 2

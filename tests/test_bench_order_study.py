@@ -71,6 +71,28 @@ def test_a_baseline_run_samples_every_scheduler_and_the_kinetic_orders(os_, tmp_
     assert (tmp_path / "runs" / "ddpm-s0" / "diffusers-2" / "scheduler_config.json").is_file()
 
 
+def test_resample_replaces_only_the_chosen_cells_from_the_saved_state(os_, tmp_path):
+    p = tiny(os_)
+    rec = os_.run_one("ddpm", 1, 2, p, tmp_path / "runs", tmp_path / "rec", log=lambda *_: None)
+    path = tmp_path / "rec" / "ddpm-s1-2.json"
+    edited = json.loads(path.read_text())
+    for key in edited["evals"]:
+        edited["evals"][key]["fd"] = -1.0  # marks every cell: only the resampled ones lose the mark
+    path.write_text(json.dumps(edited))
+    out = os_.resample("ddpm", 1, 2, p, tmp_path / "runs", tmp_path / "rec", "kinetic@hold", log=lambda *_: None)
+    again = json.loads(path.read_text())
+    assert again == out and again["resampled"][-1]["prefix"] == "kinetic@hold"
+    for key, ev in again["evals"].items():
+        if key.startswith("kinetic@hold"):
+            assert ev["fd"] == pytest.approx(rec["evals"][key]["fd"], rel=1e-6)  # the same state, the same seeds
+        else:
+            assert ev["fd"] == -1.0
+    with pytest.raises(os_.StudyError, match="no cell of ddpm"):
+        os_.resample("ddpm", 1, 2, p, tmp_path / "runs", tmp_path / "rec", "nope", log=lambda *_: None)
+    with pytest.raises(os_.StudyError, match="needs the record"):
+        os_.resample("vp", 1, 2, p, tmp_path / "runs", tmp_path / "rec", "kinetic", log=lambda *_: None)
+
+
 def test_the_plan_runs_every_default_budget_first_and_claims_are_exclusive(os_, tmp_path):
     p = os_.Protocol()
     runs = p.runs()
