@@ -66,6 +66,12 @@ def train(
     ),
     data: str = typer.Option(_D.data, "--data", help=f"Dataset: {_names('data')}."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder for cifar10 / folder data."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help="--data folder: side of the square images, resized and center-cropped (default 32)."
+    ),
+    channels: Optional[int] = typer.Option(
+        None, "--channels", help="--data folder: 3 (RGB, the default) or 1 (grayscale)."
+    ),
     model: str = typer.Option(_D.model, "--model", help=f"Network: {_names('model')} (auto: mlp for 2-D data, unet for images)."),
     model_size: str = typer.Option(_D.model_size, "--model-size", help=f"Network size: {_names('model_size')}."),
     parameterization: str = typer.Option(
@@ -110,10 +116,13 @@ def train(
 
       kinetic train --conditional --label-dropout 0.1 --out runs/cond-digits
 
+      kinetic train --data folder --data-dir my_images --resolution 16 --channels 1 --out runs/mine
+
       torchrun --nproc_per_node 2 --no-python kinetic train --device cpu --steps 2000
     """
     values = {
         "sde": sde, "order": order, "data": data, "data_dir": str(data_dir) if data_dir is not None else None,
+        "resolution": resolution, "channels": channels,
         "model": model, "model_size": model_size, "parameterization": parameterization, "conditional": conditional,
         "label_dropout": label_dropout, "steps": steps,
         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,

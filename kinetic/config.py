@@ -147,7 +147,8 @@ class TrainConfig:
     data: str = "digits"
     data_dir: str | None = None
     data_n: int | None = None
-    resolution: int | None = None
+    resolution: int | None = None  # folder: the side of the square images (None: 32)
+    channels: int | None = None  # folder: 1 (grayscale) or 3 (RGB, None)
     # network and objective
     model: str = "auto"
     model_size: str = "small"
@@ -367,6 +368,7 @@ class TrainConfig:
         self._check_paths()
         integer("data_n", 1, allow_none=True)
         integer("resolution", 1, allow_none=True)
+        integer("channels", 1, allow_none=True)
         choice("model")
         choice("model_size")
         choice("parameterization")
@@ -402,6 +404,23 @@ class TrainConfig:
         integer("eval_n", 2)
         self._check_combinations()
 
+    def _check_image_shape(self) -> None:
+        """resolution / channels: free for an image folder, fixed by digits (1 x 8 x 8) and cifar10
+        (3 x 32 x 32), meaningless for the 2-D toys (the U-Net presets adapt their depth to any side)."""
+        from .data import FIXED_SHAPE, TOY_DATASETS
+
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 (grayscale) or 3 (RGB); got {show(self.channels)}", "channels")
+        for name, axis in (("resolution", 1), ("channels", 0)):
+            v = getattr(self, name)
+            if v is None or self.data == "folder":
+                continue
+            if self.data in TOY_DATASETS:
+                raise ConfigError(f"{name} applies to image data (--data folder); {self.data!r} is a 2-D toy", name)
+            fixed = FIXED_SHAPE[self.data][axis]
+            if v != fixed:
+                raise ConfigError(f"{name} of {self.data!r} is fixed at {fixed} (set it for --data folder); got {v}", name)
+
     def _derive_sde(self) -> None:
         """sde None: the preset the order names (hold without one); its order is then the preset's."""
         if self.sde is None:
@@ -434,6 +453,7 @@ class TrainConfig:
                 "resume and overwrite exclude each other: resume continues the run in out, overwrite replaces it",
                 "overwrite", ("resume",),
             )
+        self._check_image_shape()
         if self.conditional:
             from .data import TOY_DATASETS
 

@@ -334,12 +334,20 @@ def _check_fits(metrics: list[str], job: _Job) -> None:
             raise ValueError(f"metric {m} needs 8x8 digit images; this checkpoint models shape {job.data_shape}")
 
 
+def _shape(job: _Job) -> dict:
+    """An image folder's reference data at the run's own shape (``--resolution`` / ``--channels`` of
+    training, read from the checkpoint's data shape); the other datasets have theirs fixed."""
+    if job.data_name != "folder":
+        return {}
+    return {"channels": int(job.data_shape[0]), "resolution": int(job.data_shape[-1])}
+
+
 def _swd(job: _Job) -> dict:
     from .data import load_dataset
     from .metrics import sliced_wasserstein
 
     x, name = job.samples, job.data_name
-    ref = load_dataset(name, data_dir=job.data_dir, split="test", n=None if name == "digits" else job.n)
+    ref = load_dataset(name, data_dir=job.data_dir, split="test", n=None if name == "digits" else job.n, **_shape(job))
     value = float(sliced_wasserstein(x.reshape(x.shape[0], -1), ref.reshape(ref.shape[0], -1)))
     return {"value": value, "reference": f"{name} test split ({ref.shape[0]})"}
 
@@ -363,7 +371,7 @@ def _fid(job: _Job) -> dict:
 
     reference = job.reference_stats
     if reference is None:
-        reference = load_dataset(job.data_name, data_dir=job.data_dir, split="train")
+        reference = load_dataset(job.data_name, data_dir=job.data_dir, split="train", **_shape(job))
     value = float(fid_from_samples(job.samples, reference, job.inception_weights, device=str(job.dev)))
     return {"value": value, "reference": job.reference_stats or f"{job.data_name} train split"}
 
@@ -398,7 +406,7 @@ def _nll(job: _Job) -> dict:
     from .likelihood import bits_per_dim, log_likelihood
 
     sm, dev = job.sm, job.dev
-    x = load_dataset(job.data_name, data_dir=job.data_dir, split="test")[: job.n].to(dev, torch.float64)
+    x = load_dataset(job.data_name, data_dir=job.data_dir, split="test", **_shape(job))[: job.n].to(dev, torch.float64)
     gen = torch.Generator(device=dev).manual_seed(job.seed)
     chunks = list(torch.split(x, job.nll_batch))
     logps = []

@@ -45,6 +45,7 @@ __all__ = [
     "save_image_grid",
     "save_scatter",
     "CIFAR10_URL",
+    "FIXED_SHAPE",
     "resolve_data_dir",
     "data_fingerprint",
     "check_data_fingerprint",
@@ -88,7 +89,10 @@ DATASETS = TOY_DATASETS + IMAGE_DATASETS
 
 DEFAULT_TOY_N = 10_000
 DEFAULT_FOLDER_RESOLUTION = 32
-_FIXED_RESOLUTION = {"digits": 8, "cifar10": 32}
+DEFAULT_FOLDER_CHANNELS = 3
+#: (channels, side) of the image datasets whose shape is fixed; an image folder's are chosen.
+FIXED_SHAPE = {"digits": (1, 8), "cifar10": (3, 32)}
+_FIXED_RESOLUTION = {name: side for name, (_, side) in FIXED_SHAPE.items()}
 
 
 def _check_name(name: str) -> None:
@@ -114,14 +118,28 @@ def _resolution(name: str, resolution: int | None) -> int:
     return fixed
 
 
-def dataset_shape(name: str, resolution: int | None = None) -> tuple[int, ...]:
+def _channels(name: str, channels: int | None) -> int:
+    if name == "folder":
+        c = DEFAULT_FOLDER_CHANNELS if channels is None else channels
+        if c not in (1, 3) or isinstance(c, bool):
+            raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        return int(c)
+    fixed = FIXED_SHAPE[name][0]
+    if channels is not None and channels != fixed:
+        raise DataError(f"dataset {name!r} has fixed channels {fixed}; got channels={channels}")
+    return fixed
+
+
+def dataset_shape(name: str, resolution: int | None = None, channels: int | None = None) -> tuple[int, ...]:
     """Shape of one sample: (2,) for toys, (1, 8, 8) digits, (3, 32, 32) cifar10,
-    (3, r, r) folder (r = resolution, default 32)."""
+    (c, r, r) folder (r = resolution, default 32; c = channels, 1 or 3, default 3)."""
     _check_name(name)
     if name in TOY_DATASETS:
+        if resolution is not None or channels is not None:
+            raise DataError(f"resolution and channels do not apply to the 2-D toy dataset {name!r}")
         return (2,)
     res = _resolution(name, resolution)
-    return (1 if name == "digits" else 3, res, res)
+    return (_channels(name, channels), res, res)
 
 
 #: Class names of the labelled built-in datasets.
@@ -162,6 +180,7 @@ def load_dataset(
     n: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
+    channels: int | None = None,
     split: str = "train",
     labels: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +196,8 @@ def load_dataset(
     Toys: ``n`` samples (default 10_000) drawn with ``seed``. Images: all
     training images; if ``n`` is given, only the first ``n`` (``seed`` unused).
     ``data_dir`` is required for cifar10 (the cifar-10-batches-py folder or its
-    parent) and folder (root of PNG/JPEG files).
+    parent) and folder (root of PNG/JPEG files). ``resolution`` and ``channels`` (1 grayscale, 3 RGB)
+    choose a folder's image shape (default 3 x 32 x 32); digits and cifar10 accept only their own.
     """
     _check_name(name)
     if split not in ("train", "test", "all"):
@@ -190,11 +210,11 @@ def load_dataset(
             "or a folder whose sub-folders are classes"
         )
     if name in TOY_DATASETS:
-        if resolution is not None:
-            raise DataError(f"resolution does not apply to the 2-D toy dataset {name!r}")
+        if resolution is not None or channels is not None:
+            raise DataError(f"resolution and channels do not apply to the 2-D toy dataset {name!r}")
         toy_seed = seed + TEST_SEED_OFFSET if split == "test" else seed
         return make_toy(name, DEFAULT_TOY_N if n is None else int(n), seed=toy_seed)
-    res = _resolution(name, resolution)
+    res, ch = _resolution(name, resolution), _channels(name, channels)
     y = None
     if name == "digits":
         x, y = load_digits(return_labels=True)
@@ -214,7 +234,7 @@ def load_dataset(
             else:
                 x, y = load_cifar10(data_dir, train=(split == "train"), return_labels=True)
         else:
-            got = load_image_folder(data_dir, resolution=res, channels=3, return_labels=labels)
+            got = load_image_folder(data_dir, resolution=res, channels=ch, return_labels=labels)
             x, y = got if labels else (got, None)
             if split != "all":
                 keep = (torch.arange(x.shape[0]) % 10 == 9) if split == "test" else (torch.arange(x.shape[0]) % 10 != 9)

@@ -96,7 +96,7 @@ def load_data(cfg: TrainConfig, dist: DistInfo, device: torch.device, data: Tens
     loaded = data is None
     if loaded:
         got = load_dataset(cfg.data, data_dir=cfg.data_dir, n=cfg.data_n, seed=cfg.seed, resolution=cfg.resolution,
-                           labels=cfg.conditional)
+                           channels=cfg.channels, labels=cfg.conditional)
         data, labels = got if cfg.conditional else (got, None)
     num_classes = _classes(cfg, labels, loaded)
     labels = _check_data(cfg, data, labels, num_classes)
