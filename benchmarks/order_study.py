@@ -373,6 +373,10 @@ def run_one(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: 
     run = DDPMRun(p, seed) if method.kind == "ddpm" else KineticRun(method, p, seed)
     earlier = sorted(b for b in p.budgets if b < steps and (folder / f"state-{b}.pt").is_file())
     resumed_from, train_s_before = 0, 0.0
+    if (folder / f"state-{steps}.pt").is_file():  # trained by a call that stopped while sampling
+        st = torch.load(folder / f"state-{steps}.pt", map_location="cpu", weights_only=False)
+        if st.get("losses") is not None:
+            return _sample_and_record(run, st, method, name, seed, steps, p, folder, records, t_start, log)
     if earlier:
         st = torch.load(folder / f"state-{earlier[-1]}.pt", map_location="cpu", weights_only=False)
         run.load_state_dict(st["state"])
@@ -387,15 +391,33 @@ def run_one(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: 
             log(f"  train {name} seed {seed}: step {run.step_count}/{steps}, {time.perf_counter() - t0:.0f} s, "
                 f"loss {sum(recent) / len(recent):.4g}")
     train_s = time.perf_counter() - t0
-    state = {"state": run.state_dict(), "train_seconds": train_s_before + train_s}
+    state = {"state": run.state_dict(), "train_seconds": train_s_before + train_s, "this_call": train_s,
+             "resumed_from": resumed_from, "losses": losses}
     atomic_write(folder / f"state-{steps}.pt", lambda tmp: torch.save(state, tmp))
+    return _sample_and_record(run, state, method, name, seed, steps, p, folder, records, t_start, log)
+
+
+def _sample_and_record(run, state: dict, method: Method, name: str, seed: int, steps: int, p: Protocol, folder: Path,
+                       records: Path, t_start: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Sample a trained run's cells (those already sampled by a call that stopped are kept, in
+    ``partial-<steps>.json``) and write its record."""
+    if run.step_count != steps:
+        run.load_state_dict(state["state"])
     draws = samplers_of(method, run, p, folder / f"diffusers-{steps}")
-    floors: dict[str, float] = {}
-    evals = sample_cells(draws, p.cells(method), p, floors, name, seed, steps, log)
+    partial = folder / f"partial-{steps}.json"
+    done = json.loads(partial.read_text()) if partial.is_file() else {"evals": {}, "floor": {}}
+    floors: dict[str, float] = done["floor"]
+    evals: dict[str, Any] = done["evals"]
+    for cell in p.cells(method):
+        if all(f"{cell[0]}|{cell[1]}|{s}" in evals for s in p.sample_seeds):
+            continue
+        evals.update(sample_cells(draws, [cell], p, floors, name, seed, steps, log))
+        atomic_write_text(partial, json.dumps(_jsonable({"evals": evals, "floor": floors})))
     params = sum(q.numel() for q in (run.unet if method.kind == "ddpm" else run.trainer.net).parameters())
+    losses, train_s, resumed_from = state["losses"], state["this_call"], state["resumed_from"]
     rec = {"format": RECORD_FORMAT, "method": name, "seed": seed, "steps": steps,
            "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(p).items()},
-           "train": {"seconds": train_s_before + train_s, "seconds_this_call": train_s, "resumed_from": resumed_from,
+           "train": {"seconds": state["train_seconds"], "seconds_this_call": train_s, "resumed_from": resumed_from,
                      "seconds_per_step": train_s / max(1, steps - resumed_from), "params": params,
                      "loss": [sum(losses[i:i + 20]) / len(losses[i:i + 20]) for i in range(0, len(losses), 20)]},
            "floor": floors, "evals": evals, "seconds": time.perf_counter() - t_start, "machine": machine(),
@@ -403,6 +425,7 @@ def run_one(name: str, seed: int, steps: int, p: Protocol, runs: Path, records: 
            "command": f"python benchmarks/order_study.py --run {name} --seed {seed} --steps {steps}"}
     records.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record_path(records, name, seed, steps), json.dumps(_jsonable(rec), indent=1))
+    partial.unlink(missing_ok=True)
     return rec
 
 

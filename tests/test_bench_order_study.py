@@ -93,6 +93,19 @@ def test_resample_replaces_only_the_chosen_cells_from_the_saved_state(os_, tmp_p
         os_.resample("vp", 1, 2, p, tmp_path / "runs", tmp_path / "rec", "kinetic", log=lambda *_: None)
 
 
+def test_a_run_stopped_while_sampling_goes_on_from_its_state_and_cells(os_, tmp_path):
+    p = os_.Protocol(seeds=(0,), budgets=(2,), nfes=(3, 4), sample_seeds=(0,), n=100, size="tiny")
+    first = os_.run_one("vp", 0, 2, p, tmp_path / "runs", tmp_path / "rec", log=lambda *_: None)
+    (tmp_path / "rec" / "vp-s0-2.json").unlink()  # as if stopped after the first cell:
+    kept = {"kinetic|3|0": {**first["evals"]["kinetic|3|0"], "fd": -1.0}}
+    (tmp_path / "runs" / "vp-s0" / "partial-2.json").write_text(json.dumps({"evals": kept, "floor": first["floor"]}))
+    again = os_.run_one("vp", 0, 2, p, tmp_path / "runs", tmp_path / "rec", log=lambda *_: None)
+    assert again["train"]["seconds"] == first["train"]["seconds"]  # not trained again
+    assert again["evals"]["kinetic|3|0"]["fd"] == -1.0  # the cell already sampled is kept
+    assert again["evals"]["kinetic|4|0"]["fd"] == pytest.approx(first["evals"]["kinetic|4|0"]["fd"], rel=1e-6)
+    assert not (tmp_path / "runs" / "vp-s0" / "partial-2.json").exists()
+
+
 def test_the_plan_runs_every_default_budget_first_and_claims_are_exclusive(os_, tmp_path):
     p = os_.Protocol()
     runs = p.runs()
