@@ -82,8 +82,29 @@ def _quality_tables(d):
     return re.sub(r"^### ", "#### ", to_markdown(d), flags=re.M)
 
 
+def _fewstep_trained(title: str, what: str = ""):
+    """The tables of benchmarks/fewstep_trained.py's report from ``title`` on ("**fd-digits**": that one
+    table; "": all of them), without its command and machine lines (the provenance line says them);
+    ``what`` is added to the table's title."""
+    def render(d):
+        text = _script("fewstep_trained").to_markdown(d)
+        if title:
+            start = text.index(title)
+            end = text.find("\n**", start + len(title))
+            text = text[start:end if end >= 0 else len(text)]
+        else:
+            text = text[text.index("**"):]
+        if what:
+            text = text.replace(title, title[:-2] + f", {what}**", 1)
+        return text.strip()
+    return render
+
+
 _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
              "commit da87d41); rerun the benchmark to update it.")
+
+_SUPERSEDED = ("Sampled with the sampler defaults of that commit, superseded: `ei` has since gained the "
+               "corrector, the `band` grid and the GLS plan at few steps.")
 
 TABLES: list[Table] = [
     Table("docs/benchmarks.md", "few-step-kinetic", "fewstep_kinetic.json", _few_step_summary,
@@ -93,11 +114,17 @@ TABLES: list[Table] = [
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
+    Table("docs/study.md", "fewstep-trained-mlp", "fewstep_trained.json", _fewstep_trained("**fd-digits**")),
+    Table("docs/study.md", "fewstep-trained-unet-cld", "fewstep_trained_unet_cld.json",
+          _fewstep_trained("**fd-digits**", "CLD")),
+    Table("docs/study.md", "fewstep-trained-unet-hold", "fewstep_trained_unet_hold.json",
+          _fewstep_trained("**fd-digits**", "HOLD")),
+    Table("docs/study.md", "fewstep-trained-unet", "fewstep_trained_unet.json", _fewstep_trained("")),
     Table("docs/study.md", "quality-x0-uniform", "quality_results_x0-uniform.json", _quality_tables,
-          command="python benchmarks/quality.py --full --out docs"),
+          command="python benchmarks/quality.py --full --out docs", note=_SUPERSEDED),
     Table("docs/study.md", "quality-edm-lognormal", "quality_results_edm-lognormal.json", _quality_tables,
           command="python benchmarks/quality.py --full --objective edm-lognormal --seeds 0 --nfes 10 20 100 "
-                  "--datasets digits --out docs"),
+                  "--datasets digits --out docs", note=_SUPERSEDED),
 ]
 
 
