@@ -71,6 +71,17 @@ def _peers(d):
     return docs_block(d)
 
 
+def _kernels(d):
+    """kinetic.bench.kernels.to_markdown; a JSON of the first runs records its machine as one line."""
+    from unittest import mock
+
+    from kinetic.bench import kernels
+    if isinstance(d.get("machine"), str):
+        with mock.patch.object(kernels, "machine_line", lambda info=None: d["machine"]):
+            return kernels.to_markdown(d)
+    return kernels.to_markdown(d)
+
+
 def _train(d):
     from kinetic.bench.train import to_markdown
     return to_markdown(d)
@@ -107,6 +118,10 @@ _SUPERSEDED = ("Sampled with the sampler defaults of that commit, superseded: `e
                "corrector, the `band` grid and the GLS plan at few steps.")
 
 TABLES: list[Table] = [
+    Table("docs/benchmarks.md", "kernels", "bench_kernels.json", _kernels,
+          command="python benchmarks/kernels.py --full --out docs/figures",
+          note="It predates the one-engine restructuring (commit fea8044 was the last tree before it); "
+               "History, at the end, compares the two trees."),
     Table("docs/benchmarks.md", "few-step-kinetic", "fewstep_kinetic.json", _few_step_summary,
           note="It predates the current default (the corrector and the `band` grid, commit 103e2b5, and the "
                "GLS plan at few steps, commit da87d41): the section after it measures those."),
