@@ -4,9 +4,9 @@ docs/pretrained.md, docs/cli.md, docs/math.md) run.
 Each block runs in a temporary working directory, in one namespace per file, in order: a block may
 use the names an earlier block of the same file defined (README's quick start does).
 
-To show a block that must not run (it needs your data, a GPU, an hour): put the HTML comment
-``<!-- norun -->`` on the line just above its fence; it is then skipped here and still rendered as
-Python. Keep the blocks that run small (a few seconds each).
+To show a block that must not run (it needs your data, a GPU, an hour): fence it ```python-norun
+(the guide's convention; it is not a python block here), or put the HTML comment ``<!-- norun -->``
+on the line just above a ```python fence. Keep the blocks that run small (a few seconds each).
 
 EXPECTED_FAILURES lists the blocks known not to run as written, each with why (xfail, strict:
 once a block runs, the test says so and the entry must go). An entry marked slow is not run at all.
@@ -24,13 +24,7 @@ from _docs_extract import ROOT, fenced_blocks, rel
 GUIDE = ["README.md", "docs/training.md", "docs/pretrained.md", "docs/cli.md", "docs/math.md"]
 
 # (file, first line of the block's code) -> (why, slow: not run at all)
-EXPECTED_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {
-    ("README.md", 78): ("needs a trained conditional run in runs/cond-digits (kn.load_model)", False),
-    ("docs/training.md", 94): ("runs, but trains 3000 steps: 125 s on the 2-core CPU, too slow for the suite "
-                               "(steps=30 or a <!-- norun --> would do)", True),
-    ("docs/training.md", 111): ("needs runs/hold-moons, written by the block above (which is not run here)", False),
-    ("docs/pretrained.md", 8): ("needs a diffusers model folder at path/to/model", False),
-}
+EXPECTED_FAILURES: dict[tuple[str, int], tuple[str, bool]] = {}  # none now: blocks that cannot run are python-norun
 
 
 def _files() -> list[str]:
