@@ -155,6 +155,11 @@ _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at 
 _SUPERSEDED = ("Sampled with the sampler defaults of that commit, superseded: `ei` has since gained the "
                "corrector, the `band` grid and the GLS plan at few steps.")
 
+def _order_study(d):
+    """benchmarks/order_study_report.py's tables, headings as they are (under the study's "###")."""
+    return _script("order_study_report").to_markdown(d)
+
+
 TABLES: list[Table] = [
     Table("docs/benchmarks.md", "kernels", "bench_kernels.json", _kernels,
           command="python benchmarks/kernels.py --full --out docs/figures",
@@ -169,6 +174,8 @@ TABLES: list[Table] = [
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
+    Table("docs/study.md", "order-study", "order_study.json", _order_study,
+          command="python benchmarks/order_study.py --report"),
     Table("docs/study.md", "fewstep-trained-mlp", "fewstep_trained.json", _fewstep_trained("**fd-digits**")),
     Table("docs/study.md", "fewstep-trained-unet-cld", "fewstep_trained_unet_cld.json",
           _fewstep_trained("**fd-digits**", "CLD")),
