@@ -96,7 +96,7 @@ CONFIGS = [
     Config("gls-3", "gls", {"multistep": 3, "corrector": False}),
 ]
 REDUCED = ("kn.sample default", "em", "sscs", "ei-2", "ei-3", "ei-2 (eta 1)", "pc")
-ISSUE12 = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 (eta 1)", "gls-3 + corrector", "gls-3")
+FEWSTEP_TABLE = ("kn.sample default", "ei-3", "ei-3 + corrector", "ei-3 (eta 1)", "gls-3 + corrector", "gls-3")
 """The configurations compared by ``python -m kinetic.bench.fewstep`` (the tables of docs/benchmarks.md, "Few-step sampling")."""
 
 
@@ -424,7 +424,7 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m kinetic.bench.fewstep", description=main.__doc__.splitlines()[0])
     p.add_argument("--presets", default=",".join(PRESETS))
-    p.add_argument("--configs", default=";".join(ISSUE12), help="labels of CONFIGS, separated by ';'")
+    p.add_argument("--configs", default=";".join(FEWSTEP_TABLE), help="labels of CONFIGS, separated by ';'")
     p.add_argument("--grids", default=",".join(GRIDS))
     p.add_argument("--nfes", type=int_list, default="3,5,8,10")
     p.add_argument("--n", type=int, default=20_000)
