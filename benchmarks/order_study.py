@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import subprocess
@@ -52,6 +51,9 @@ from kinetic.config import TrainConfig
 from kinetic.data import load_dataset
 from kinetic.fileio import atomic_write, atomic_write_text
 from kinetic.metrics import fd_digits, out_of_range_fraction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the DDPM study beside this script shares its baseline pieces
+from quality_vs_ddpm import _jsonable, real_split, sample_diffusers  # noqa: E402
 
 DATA_SHAPE = (1, 8, 8)
 N_DIGITS = 1797
@@ -130,13 +132,6 @@ def train_config(method: Method, p: Protocol, seed: int, steps: int) -> TrainCon
 
 
 # ---------------------------------------------------------------------- data and metric
-def real_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(floor set (n, 1, 8, 8), reference (1797 - n, 1, 8, 8)): a random disjoint split of all digits."""
-    x = load_dataset("digits", split="all")
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(20_000 + int(seed)))
-    return x[perm[:n]], x[perm[n:]]
-
-
 def score(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float | None]:
     """fd-digits of the clamped samples (the study's number), of the raw ones, and the raw share outside [-1, 1]."""
     x = samples.detach().float().cpu()
@@ -238,35 +233,6 @@ class KineticRun:
 
 
 # ---------------------------------------------------------------------- sampling
-def diffusers_scheduler(name: str):
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-
-    ddpm = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
-    if name == "ddpm":
-        return ddpm
-    if name == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(ddpm.config, algorithm_type="dpmsolver++")
-    return UniPCMultistepScheduler.from_config(ddpm.config)
-
-
-@torch.no_grad()
-def sample_diffusers(unet, name: str, steps: int, n: int, seed: int, device) -> tuple[torch.Tensor, int]:
-    """n raw samples by the scheduler loop of diffusers' docs; (x, NFE)."""
-    import inspect
-
-    sch = diffusers_scheduler(name)
-    sch.set_timesteps(steps)
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn((n, *DATA_SHAPE), generator=gen) * sch.init_noise_sigma).to(device)
-    kw = {"generator": gen} if "generator" in inspect.signature(sch.step).parameters and device.type == "cpu" else {}
-    nfe = 0
-    for t in sch.timesteps:
-        eps = unet(sch.scale_model_input(x, t), t).sample
-        nfe += 1
-        x = sch.step(eps, t, x, **kw).prev_sample
-    return x.float().cpu(), nfe
-
-
 @torch.no_grad()
 def sample_kinetic(sde, model, nfe: int, n: int, seed: int, device) -> tuple[torch.Tensor, int]:
     """n raw samples with `kinetic.sample`'s defaults at ``nfe`` steps; (x, NFE)."""
@@ -429,16 +395,6 @@ def _sample_and_record(run, state: dict, method: Method, name: str, seed: int, s
     return rec
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 # ---------------------------------------------------------------------- estimate
 def estimate(p: Protocol, log: Callable[[str], None] = print, steps: int = 3) -> dict[str, Any]:
     """Time ``steps`` training steps and a 2-step sample of every method; the whole protocol's cost."""
@@ -534,7 +490,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'done' if done else 'todo'}  --run {name} --seed {seed} --steps {steps}")
         return 0
     if a.report:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from order_study_report import report  # benchmarks/order_study_report.py
 
         print(report(records, p, Path(a.out) if a.out else ROOT / "docs"))

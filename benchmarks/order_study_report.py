@@ -20,6 +20,7 @@ import json
 import math
 import random
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -268,19 +269,12 @@ def plot(summary: dict[str, Any], path: Path) -> Path | None:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def report(records: Path, protocol: Any, docs: Path) -> str:
     """Summarise the records, write order_study.{json,md,png} under docs/figures; returns the tables."""
     from kinetic.fileio import atomic_write_text
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from quality_vs_ddpm import _jsonable  # the sibling script's plain-JSON helper
 
     summary = summarise(load(records))
     tables = to_markdown(summary)
