@@ -306,10 +306,11 @@ def resample(name: str, seed: int, steps: int, p: Protocol, runs: Path, records:
 
 
 def sample_cells(draws: dict, cells: list, p: Protocol, floors: dict, name: str, seed: int, steps: int,
-                 log: Callable[[str], None]) -> dict[str, Any]:
-    """Sample (label, NFE, n) cells with every sampling seed and score them; fills ``floors``."""
+                 log: Callable[[str], None], splits: dict | None = None) -> dict[str, Any]:
+    """Sample (label, NFE, n) cells with every sampling seed and score them; fills ``floors`` and the
+    ``splits`` cache ((n, sampling seed) -> reference), so a caller looping over cells splits once."""
     evals: dict[str, Any] = {}
-    splits: dict[tuple[int, int], torch.Tensor] = {}
+    splits = {} if splits is None else splits
     for label, nfe, n in cells:
         for s in p.sample_seeds:
             if (n, s) not in splits:
@@ -374,10 +375,11 @@ def _sample_and_record(run, state: dict, method: Method, name: str, seed: int, s
     done = json.loads(partial.read_text()) if partial.is_file() else {"evals": {}, "floor": {}}
     floors: dict[str, float] = done["floor"]
     evals: dict[str, Any] = done["evals"]
+    splits: dict[tuple[int, int], torch.Tensor] = {}
     for cell in p.cells(method):
         if all(f"{cell[0]}|{cell[1]}|{s}" in evals for s in p.sample_seeds):
             continue
-        evals.update(sample_cells(draws, [cell], p, floors, name, seed, steps, log))
+        evals.update(sample_cells(draws, [cell], p, floors, name, seed, steps, log, splits))
         atomic_write_text(partial, json.dumps(_jsonable({"evals": evals, "floor": floors})))
     params = sum(q.numel() for q in (run.unet if method.kind == "ddpm" else run.trainer.net).parameters())
     losses, train_s, resumed_from = state["losses"], state["this_call"], state["resumed_from"]
