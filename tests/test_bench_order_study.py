@@ -111,6 +111,7 @@ def test_the_plan_runs_every_default_budget_first_and_claims_are_exclusive(os_, 
     runs = p.runs()
     assert runs[:6] == [(m.name, 0, 600) for m in os_.METHODS] and len(runs) == 18 + 9
     assert {r for r in runs if r[2] == 3000} == {(m, s, 3000) for m in ("ddpm", "vp", "hold") for s in (0, 1, 2)}
+    assert [r[0] for r in runs[-3:]] == ["ddpm"] * 3  # the baseline's long runs, the costliest, come last
     assert os_._claim(tmp_path, "vp", 0, 600)
     assert not os_._claim(tmp_path, "vp", 0, 600)  # held by a live process (this one)
     os_._marker(tmp_path, "vp", 0, 600).write_text("999999999")  # a process that does not exist
