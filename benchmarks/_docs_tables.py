@@ -149,6 +149,15 @@ def _fewstep_trained(title: str, what: str = ""):
     return render
 
 
+def _grids(d):
+    """benchmarks/fewstep_grids.py's worst draws, the grids side by side (docs/benchmarks.md)."""
+    return _script("fewstep_grids").summary_markdown(d)
+
+
+def _plan_choice(d):
+    return _script("fewstep_grids").plan_choice_markdown(d)
+
+
 _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
              "commit da87d41); rerun the benchmark to update it.")
 
@@ -171,6 +180,10 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "few-step-peers", "peer_samplers.json", _peers, note=_PREDATES),
     Table("docs/benchmarks.md", "dtype-accuracy", "dtype_accuracy.json", _dtype_summary),
     Table("docs/benchmarks.md", "fewstep-draws", "fewstep_draws.json", _draws_summary, indent="  "),
+    Table("docs/benchmarks.md", "fewstep-grids", "fewstep_grids.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-grids-10", "fewstep_grids_10.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-grids-high", "fewstep_grids_high.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json", _plan_choice, indent="  "),
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
