@@ -158,6 +158,11 @@ def _plan_choice(d):
     return _script("fewstep_grids").plan_choice_markdown(d)
 
 
+def _mixing(renderer: str):
+    """One of benchmarks/mixing.py's summary tables of docs/study.md."""
+    return lambda d: getattr(_script("mixing"), renderer)(d)
+
+
 _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
              "commit da87d41); rerun the benchmark to update it.")
 
@@ -189,6 +194,10 @@ TABLES: list[Table] = [
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
     Table("docs/study.md", "order-study", "order_study.json", _order_study,
           command="python benchmarks/order_study.py --report"),
+    *(Table("docs/study.md", f"mixing-{name}", "mixing_results.json", _mixing(f"{renderer}_markdown"),
+            command="python benchmarks/mixing.py --full --out docs")
+      for name, renderer in (("defaults", "defaults"), ("digits64", "tolerance"), ("headline", "headline"),
+                             ("verdict", "verdict"))),
     Table("docs/study.md", "fewstep-trained-mlp", "fewstep_trained.json", _fewstep_trained("**fd-digits**")),
     Table("docs/study.md", "fewstep-trained-unet-cld", "fewstep_trained_unet_cld.json",
           _fewstep_trained("**fd-digits**", "CLD")),
