@@ -163,6 +163,25 @@ def _mixing(renderer: str):
     return lambda d: getattr(_script("mixing"), renderer)(d)
 
 
+def _train_summary(d):
+    """kinetic.bench.train's report up to the objective comparison (docs/benchmarks_train.md has all of it),
+    without its title."""
+    text = _train(d)
+    return text[text.index("Command:"):text.index("## Which objective")].strip()
+
+
+def _kernel_accuracy(d):
+    """kinetic.bench.kernel_accuracy's table (the document says over which times)."""
+    from kinetic.bench.kernel_accuracy import to_markdown
+    text = to_markdown(d["rows"])
+    return text[text.index("| order k"):]
+
+
+def _call(script: str, renderer: str):
+    """benchmarks/<script>.py's ``renderer`` on the JSON."""
+    return lambda d: getattr(_script(script), renderer)(d)
+
+
 _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
              "commit da87d41); rerun the benchmark to update it.")
 
@@ -189,6 +208,7 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "fewstep-grids-10", "fewstep_grids_10.json", _grids),
     Table("docs/benchmarks.md", "fewstep-grids-high", "fewstep_grids_high.json", _grids),
     Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json", _plan_choice, indent="  "),
+    Table("docs/benchmarks.md", "throughput-summary", "train_throughput.json", _train_summary),
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
@@ -198,6 +218,15 @@ TABLES: list[Table] = [
             command="python benchmarks/mixing.py --full --out docs")
       for name, renderer in (("defaults", "defaults"), ("digits64", "tolerance"), ("headline", "headline"),
                              ("verdict", "verdict"))),
+    Table("docs/study.md", "conditional-study", "conditional_study.json", _call("conditional", "study_summary_markdown")),
+    Table("docs/study.md", "quality-vs-ddpm-first-look", "quality_vs_ddpm_first_look.json",
+          _call("quality_vs_ddpm", "first_look_markdown")),
+    Table("docs/study.md", "denoiser-cross-sde", "denoiser_study.json", _call("denoiser_study", "cross_sde_markdown")),
+    Table("docs/study.md", "denoiser-compare", "denoiser_study.json", _call("denoiser_study", "compare_markdown")),
+    Table("docs/math.md", "kernel-accuracy", "kernel_accuracy.json", _kernel_accuracy,
+          command="python benchmarks/kernel_accuracy.py --out docs/figures"),
+    *(Table("docs/math.md", f"conditional-exact-{name}", "conditional_exact.json",
+            _call("conditional", f"exact_{name}_summary")) for name in ("replacement", "repaint", "guidance")),
     Table("docs/study.md", "fewstep-trained-mlp", "fewstep_trained.json", _fewstep_trained("**fd-digits**")),
     Table("docs/study.md", "fewstep-trained-unet-cld", "fewstep_trained_unet_cld.json",
           _fewstep_trained("**fd-digits**", "CLD")),
