@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class Table:
     command: str | None = None  # when the JSON does not record its command
     note: str = ""      # said after the provenance (e.g. that the table predates the current default)
     indent: str = ""    # the block sits in a list item: every line indented so
+    quoted: str | None = None  # the JSON's command with the shell quotes it was typed with (the JSON joins
+    #                            the arguments with spaces); render checks that it is the JSON's command
 
 
 def _few_step_summary(d):
@@ -149,6 +152,39 @@ def _fewstep_trained(title: str, what: str = ""):
     return render
 
 
+def _grids(d):
+    """benchmarks/fewstep_grids.py's worst draws, the grids side by side (docs/benchmarks.md)."""
+    return _script("fewstep_grids").summary_markdown(d)
+
+
+def _plan_choice(d):
+    return _script("fewstep_grids").plan_choice_markdown(d)
+
+
+def _mixing(renderer: str):
+    """One of benchmarks/mixing.py's summary tables of docs/study.md."""
+    return lambda d: getattr(_script("mixing"), renderer)(d)
+
+
+def _train_summary(d):
+    """kinetic.bench.train's report up to the objective comparison (docs/benchmarks_train.md has all of it),
+    without its title."""
+    text = _train(d)
+    return text[text.index("Command:"):text.index("## Which objective")].strip()
+
+
+def _kernel_accuracy(d):
+    """kinetic.bench.kernel_accuracy's table (the document says over which times)."""
+    from kinetic.bench.kernel_accuracy import to_markdown
+    text = to_markdown(d["rows"])
+    return text[text.index("| order k"):]
+
+
+def _call(script: str, renderer: str):
+    """benchmarks/<script>.py's ``renderer`` on the JSON."""
+    return lambda d: getattr(_script(script), renderer)(d)
+
+
 _PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
              "commit da87d41); rerun the benchmark to update it.")
 
@@ -171,11 +207,32 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "few-step-peers", "peer_samplers.json", _peers, note=_PREDATES),
     Table("docs/benchmarks.md", "dtype-accuracy", "dtype_accuracy.json", _dtype_summary),
     Table("docs/benchmarks.md", "fewstep-draws", "fewstep_draws.json", _draws_summary, indent="  "),
+    Table("docs/benchmarks.md", "fewstep-grids", "fewstep_grids.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-grids-10", "fewstep_grids_10.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-grids-high", "fewstep_grids_high.json", _grids),
+    Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json", _plan_choice, indent="  "),
+    Table("docs/benchmarks.md", "throughput-summary", "train_throughput.json", _train_summary),
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
     Table("docs/study.md", "order-study", "order_study.json", _order_study,
           command="python benchmarks/order_study.py --report"),
+    *(Table("docs/study.md", f"mixing-{name}", "mixing_results.json", _mixing(f"{renderer}_markdown"),
+            command="python benchmarks/mixing.py --full --out docs")
+      for name, renderer in (("defaults", "defaults"), ("digits64", "tolerance"), ("headline", "headline"),
+                             ("verdict", "verdict"))),
+    Table("docs/study.md", "conditional-study", "conditional_study.json", _call("conditional", "study_summary_markdown")),
+    Table("docs/study.md", "quality-vs-ddpm-first-look", "quality_vs_ddpm_first_look.json",
+          _call("quality_vs_ddpm", "first_look_markdown"),
+          quoted="python benchmarks/quality_vs_ddpm.py --methods vp --seeds 0 1 2 --long-factor 1 --n 250 --nfes 10 20 "
+                 "--samplers '{\"vp\": [{\"solver\": \"ei\", \"grid\": \"quadratic\"}, {\"solver\": \"em\", "
+                 "\"grid\": \"quadratic\"}]}' --out /work/q14/out012 --runs /work/q14/runs"),
+    Table("docs/study.md", "denoiser-cross-sde", "denoiser_study.json", _call("denoiser_study", "cross_sde_markdown")),
+    Table("docs/study.md", "denoiser-compare", "denoiser_study.json", _call("denoiser_study", "compare_markdown")),
+    Table("docs/math.md", "kernel-accuracy", "kernel_accuracy.json", _kernel_accuracy,
+          command="python benchmarks/kernel_accuracy.py --out docs/figures"),
+    *(Table("docs/math.md", f"conditional-exact-{name}", "conditional_exact.json",
+            _call("conditional", f"exact_{name}_summary")) for name in ("replacement", "repaint", "guidance")),
     Table("docs/study.md", "fewstep-trained-mlp", "fewstep_trained.json", _fewstep_trained("**fd-digits**")),
     Table("docs/study.md", "fewstep-trained-unet-cld", "fewstep_trained_unet_cld.json",
           _fewstep_trained("**fd-digits**", "CLD")),
@@ -219,6 +276,11 @@ def render(t: Table, commit: str) -> str:
     data = json.loads((FIGURES / t.source).read_text(encoding="utf-8"))
     command = data.get("command") if isinstance(data, dict) else None
     command = command or t.command
+    if t.quoted is not None:
+        if " ".join(shlex.split(t.quoted)) != command:
+            raise ValueError(f"{t.doc} {t.name}: the quoted command {t.quoted!r} is not docs/figures/{t.source}'s "
+                             f"{command!r}")
+        command = t.quoted
     line = (f"_Generated by `benchmarks/_docs_tables.py` from `docs/figures/{t.source}`, recorded in commit "
             f"{commit}; command: `{command}`." + (f" {t.note}" if t.note else "") + "_")
     text = t.render(data).rstrip() + "\n\n" + line

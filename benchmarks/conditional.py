@@ -404,6 +404,75 @@ def study_markdown(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def study_summary_markdown(res: dict, steps: int = 50) -> str:
+    """docs/study.md's summary of the study: per SDE (mean ± std over seeds) the class accuracy at ``steps``
+    steps with w = 0 and 1, fd-digits of all samples, inpainting (``fresh``) and its label agreement, the
+    data baseline, then one sentence on the run of ``kinetic train --conditional``."""
+    seeds = res["settings"]["seeds"]
+    out = [f"| SDE | class accuracy, {steps} steps, w = 0 | {steps} steps, w = 1 (NFE {2 * steps}) | "
+           "fd-digits (all), w = 0 | w = 1 | inpainting fd-digits (fresh) | agreement |", "|---|---|---|---|---|---|---|"]
+    for name in STUDY_SDES:
+        runs = [res["runs"][f"{name}-s{s}"] for s in seeds]
+        w0, w1 = (f"steps{steps}_w{w}" for w in (0, 1))
+        out.append(f"| {name} | {_ms([r[w0]['class_accuracy'] for r in runs])} | {_ms([r[w1]['class_accuracy'] for r in runs])} | "
+                   f"{_ms([r[w0]['fd_digits'] for r in runs], 1)} | {_ms([r[w1]['fd_digits'] for r in runs], 1)} | "
+                   f"{_ms([r['inpaint']['value'] for r in runs], 1)} | {_ms([r['inpaint']['agreement'] for r in runs])} |")
+    nn_ = res["nearest_neighbour"]
+    out.append(f"| nearest training digit (data baseline) | | | | | {nn_['value']:.2f} | {nn_['agreement']:.3f} |")
+    cli = res.get("cli_default")
+    if cli:
+        c = cli["config"]
+        out += ["", f"`kinetic train --conditional` ({c['sde'].upper()}, {c['model_size']} U-Net, {c['steps']} steps of batch "
+                f"{c['batch_size']}, seed {c['seed']}, {cli['train_seconds']:.0f} s of training): class accuracy "
+                f"{cli['steps50_w0']['class_accuracy']:.3f} at 50 steps with w = 0 and {cli['steps50_w1']['class_accuracy']:.3f} "
+                f"with w = 1; fd-digits {cli['steps50_w0']['fd_digits']:.1f} (w = 0) and {cli['steps50_w1']['fd_digits']:.1f} "
+                f"(w = 1); inpainting fd-digits {cli['inpaint']['value']:.1f}, agreement {cli['inpaint']['agreement']:.3f}."]
+    return "\n".join(out)
+
+
+EXACT_RULES = (("fresh", "fresh"), ("bridge", "bridge"), ("data block only", "data block only (naive)"))
+EXACT_NFES = (10, 50, 200)
+REPAINT_COLUMNS = (((200, 1, 1), "plain (200 x 1)"), ((50, 4, 1), "50 x 4"), ((20, 10, 1), "20 x 10"),
+                   ((50, 4, 10), "50 x 4, jump 10"))
+
+
+def exact_replacement_summary(res: dict, solver: str = "ei, eta=1") -> str:
+    """docs/math.md's table of replacement against the exact conditional law: mean error / relative covariance
+    error per SDE and rule at EXACT_NFES (the full table: exact_markdown)."""
+    rows = {(r["sde"], r["rule"], r["nfe"]): r for r in res["replacement"] if r["solver"] == solver}
+    out = ["| SDE | rule (" + solver.replace("=", " = ") + ") | " + " | ".join(f"NFE {k}" for k in EXACT_NFES) + " |",
+           "|---|---|" + "---|" * len(EXACT_NFES)]
+    for name in EXACT_SDES:
+        for rule, label in EXACT_RULES:
+            if (name, rule, EXACT_NFES[0]) in rows:
+                out.append(f"| {name} | {label} | " + " | ".join(
+                    f"{rows[name, rule, k]['mean_err']:.3f} / {rows[name, rule, k]['cov_err']:.3f}" for k in EXACT_NFES) + " |")
+    return "\n".join(out)
+
+
+def exact_repaint_summary(res: dict) -> str:
+    """docs/math.md's RePaint table: mean / covariance error at 200 NFE for REPAINT_COLUMNS (steps, r, jump)."""
+    rows = {(r["sde"], r["steps"], r["r"], r["jump"]): r for r in res["repaint"]}
+    out = ["| RePaint, ei eta = 1, NFE 200 | " + " | ".join(label for _, label in REPAINT_COLUMNS) + " |",
+           "|---|" + "---|" * len(REPAINT_COLUMNS)]
+    for name in dict.fromkeys(r["sde"] for r in res["repaint"]):
+        out.append(f"| {name} | " + " | ".join(
+            f"{rows[(name, *k)]['mean_err']:.3f} / {rows[(name, *k)]['cov_err']:.3f}" for k, _ in REPAINT_COLUMNS) + " |")
+    return "\n".join(out)
+
+
+def exact_guidance_summary(res: dict) -> str:
+    """docs/math.md's guidance table: class purity / mean posterior per SDE and guidance weight, the exact class
+    law first."""
+    g = res["guidance"]
+    ws = list(dict.fromkeys(r["w"] for r in g if r["sde"] != "exact class law"))
+    out = ["| SDE | " + " | ".join(f"w = {w:g}" for w in ws) + " |", "|---|" + "---|" * len(ws)]
+    for name in ("exact class law", *EXACT_SDES):
+        cells = [f"{r['purity']:.3f} / {r['posterior']:.3f}" for r in g if r["sde"] == name]
+        out.append(f"| {name} | " + " | ".join(cells + [""] * (len(ws) - len(cells))) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=("exact", "study"))

@@ -212,5 +212,42 @@ def markdown(res: dict, nfes) -> str:
     return "\n".join(lines)
 
 
+def _bold_min(vals: list[float], fmt: str = ".2f") -> list[str]:
+    best = min(vals)
+    return [f"**{v:{fmt}}**" if v == best else f"{v:{fmt}}" for v in vals]
+
+
+def cross_sde_markdown(res: dict) -> str:
+    """docs/study.md's table: the VP-trained denoiser's fd-digits under each SDE and NFE (-: not run); bold: the
+    best per NFE."""
+    nfes = res.get("nfes", [10, 20, 50])
+    cells = {(r["sde"], r["steps"]): r["fd_digits"] for r in res["cross_sde"]}
+    sdes = [s for s in CROSS_SDES if any((s, v) in cells for v in nfes)]
+    best = {v: min(cells[s, v] for s in sdes if (s, v) in cells) for v in nfes}
+    lines = ["| sampled under | " + " | ".join(f"NFE {v}" for v in nfes) + " |", "|---|" + "---:|" * len(nfes)]
+    for s in sdes:
+        label = f"{s.upper()} (its own SDE)" if s == "vp" else s.upper()
+        row = ["-" if (s, v) not in cells else f"**{cells[s, v]:.2f}**" if cells[s, v] == best[v] else f"{cells[s, v]:.2f}"
+               for v in nfes]
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def compare_markdown(res: dict) -> str:
+    """docs/study.md's table: each SDE trained with the denoiser and the x0 parameterisation, fd-digits at
+    ``cmp_nfe`` (bold: the better of the SDE's pair) and the training rate."""
+    labels = {"denoiser": "`--parameterization denoiser`", "x0": "x0 (default)"}
+    lines = ["| run | fd-digits | examples/s (median of the log) | examples/s (whole run) |", "|---|---:|---:|---:|"]
+    for sde in dict.fromkeys(k.split("-")[0] for k in res["compare"]):
+        keys = [k for k in (f"{sde}-denoiser", f"{sde}-x0") if k in res["compare"]]
+        fds = _bold_min([res["compare"][k]["fd_digits"] for k in keys])
+        for k, fd in zip(keys, fds):
+            e = res["compare"][k]
+            med = e.get("median_examples_per_s")
+            lines.append(f"| {sde.upper()}, {labels[k.split('-', 1)[1]]} | {fd} | {'-' if med is None else f'{med:.1f}'} | "
+                         f"{e['examples_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,11 @@ of each grid with the seconds its fit took.
     python benchmarks/fewstep_grids.py [--presets vp,cld,psld,hold,langevin4] [--nfes 3,5,10,20,50]
         [--grids band,quadratic,optimal] [--seeds 5] [--n 20000] [--solver ei] [--out docs/figures]
 
-Writes ``fewstep_grids.{md,json}`` (``--stem``) into ``--out``. Downloads nothing.
+Writes ``fewstep_grids.{md,json}`` (``--stem``) into ``--out``. Downloads nothing. ``--plan-choice`` only
+computes the closed-form error of the default sampler's two plans on ``band`` (under a minute; writes
+``STEM_plan_choice.{md,json}``):
+
+    python benchmarks/fewstep_grids.py --presets cld,psld,hold,langevin4 --nfes 5,8,10,20 --plan-choice --out docs/figures
 """
 
 from __future__ import annotations
@@ -101,15 +105,26 @@ def run(presets, nfes, grid_names, seeds: int, n: int, solver: str | None = None
 PLANS = {"k-block flow": ("ei", {"gls_steps": 0}), "gls": ("gls", {})}
 
 
-def plan_choice(presets, nfes) -> str:
-    """Markdown: the closed-form error J of the two plans of the default sampler (the k-block flow with the
-    corrector, the GLS plan) on the ``band`` grid, per preset and step count (no sampling)."""
-    lines = ["| SDE | plan | " + " | ".join(f"{t} steps" for t in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+def plan_choice(presets, nfes) -> dict:
+    """The closed-form error J of the two plans of the default sampler (the k-block flow with the corrector,
+    the GLS plan) on the ``band`` grid, per preset and step count (no sampling): ``{"nfes": [...],
+    "plans": [...], "errors": {"preset|plan": [J per step count]}}``."""
+    out = {"nfes": list(nfes), "plans": list(PLANS), "errors": {}}
     for preset in presets:
         sde = fs.PRESETS[preset]()
         for label, (solver, options) in PLANS.items():
-            js = [float(grid_opt.plan_error(sde, grids.time_grid(sde, t, fs.T_EPS, "band"), solver, options)) for t in nfes]
-            lines.append(f"| {preset} | {label} | " + " | ".join(f"{j:.2g}" for j in js) + " |")
+            out["errors"][f"{preset}|{label}"] = [
+                float(grid_opt.plan_error(sde, grids.time_grid(sde, t, fs.T_EPS, "band"), solver, options)) for t in nfes]
+    return out
+
+
+def plan_choice_markdown(res: dict) -> str:
+    """Markdown: `plan_choice`'s table, one row per preset and plan."""
+    lines = ["| SDE | plan | " + " | ".join(f"{t} steps" for t in res["nfes"]) + " |",
+             "|---|---|" + "---|" * len(res["nfes"])]
+    for key, js in res["errors"].items():
+        preset, label = key.split("|")
+        lines.append(f"| {preset} | {label} | " + " | ".join(f"{j:.2g}" for j in js) + " |")
     return "\n".join(lines)
 
 
@@ -148,6 +163,51 @@ def to_markdown(res: dict) -> str:
         preset, g = key.split("|")
         lines.append(f"| {preset} | {g} | " + " | ".join(f"{j:.2g} ({s:.1f} s)" for j, s in zip(js, res["fit_seconds"][key])) + " |")
     return "\n".join(lines)
+
+
+def _bold_best(vals: list[float], fmt: str) -> str:
+    """The values joined by " / ", the smallest in bold."""
+    best = min(range(len(vals)), key=vals.__getitem__)
+    return " / ".join(f"**{v:{fmt}}**" if j == best else f"{v:{fmt}}" for j, v in enumerate(vals))
+
+
+def summary_markdown(res: dict) -> str:
+    """The worst draw of the ratio to the floor of each grid (and with ``n_path`` the pathwise error of draw 0),
+    grids side by side in one cell, the best in bold: the tables of docs/benchmarks.md ("Grids optimised in
+    closed form"). One NFE without pathwise errors: one table, a column per problem."""
+    grid_names = " / ".join(res["grids"])
+    presets = list(dict.fromkeys(k.split("|")[0] for k in res["ratios"][PROBLEMS[0]]))
+    draws = f"draws 0-{res['seeds'] - 1}"
+
+    def worst(p, preset, i):
+        return _bold_best([max(res["ratios"][p][f"{preset}|{g}"][i]) for g in res["grids"]], ".2f")
+
+    def path(p, preset, i):
+        return _bold_best([res["path"][p][f"{preset}|{g}"][i] for g in res["grids"]], ".2g")
+
+    if len(res["nfes"]) == 1 and not res.get("n_path"):
+        t = res["nfes"][0]
+        lines = [f"**NFE {t}**: worst draw ({draws}) of the ratio to the floor, {grid_names}; bold: the best", "",
+                 "| SDE | " + " | ".join(PROBLEMS) + " |", "|---|" + "---|" * len(PROBLEMS)]
+        lines += [f"| {preset} | " + " | ".join(worst(p, preset, 0) for p in PROBLEMS) + " |" for preset in presets]
+        return "\n".join(lines)
+    nfes = " and ".join(str(t) for t in res["nfes"])
+    lines = []
+    for p in PROBLEMS:
+        head = [f"ratio, NFE {t}" for t in res["nfes"]]
+        what = f"worst draw ({draws}) of the ratio to the floor"
+        if res.get("n_path"):
+            head += [f"pathwise, NFE {t}" for t in res["nfes"]]
+            what += f" and the pathwise error of draw 0 (first {res['n_path']} samples)"
+        lines += [f"**{p}, NFE {nfes}**: {what}, {grid_names}; bold: the best", "",
+                  "| SDE | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+        for preset in presets:
+            cells = [worst(p, preset, i) for i in range(len(res["nfes"]))]
+            if res.get("n_path"):
+                cells += [path(p, preset, i) for i in range(len(res["nfes"]))]
+            lines.append(f"| {preset} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def plot(res: dict, path) -> None:
@@ -190,7 +250,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-path", type=int, default=0, help="pathwise error of draw 0 on this many samples (0: none)")
     p.add_argument("--maxfev", type=int, default=None, help="at most this many evaluations per fit")
     p.add_argument("--plan-choice", action="store_true",
-                   help="only print the closed-form error of the k-block and GLS plans on band (no sampling)")
+                   help="only the closed-form error of the k-block and GLS plans on band (no sampling); with --out "
+                        "writes STEM_plan_choice.{json,md}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stem", default="fewstep_grids")
     p.add_argument("--out", type=Path, default=None, help="folder for STEM.{json,md} (must exist)")
@@ -210,7 +271,14 @@ def main(argv=None) -> None:
     if a.out is not None and not a.out.is_dir():
         p.error(f"--out: {a.out} is not a folder")
     if a.plan_choice:
-        print(plan_choice(presets, a.nfes))
+        t0 = time.perf_counter()
+        res = plan_choice(presets, a.nfes)
+        res.update(seconds=time.perf_counter() - t0, machine=machine_line(),
+                   command=command_line("fewstep_grids.py", argv))
+        md = plan_choice_markdown(res)
+        print(md)
+        if a.out is not None:
+            write_outputs(a.out, {f"{a.stem}_plan_choice.json": res, f"{a.stem}_plan_choice.md": md + "\n"})
         return
     t0 = time.perf_counter()
     res = run(presets, a.nfes, names, a.seeds, a.n, a.solver, options, a.n_path, a.maxfev)

@@ -837,6 +837,39 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+SCHEDULER_NAMES = {"ddpm": "DDPM", "dpmsolver++": "DPM-Solver++", "unipc": "UniPC"}
+
+
+def first_look_markdown(results: dict, method: str = "vp", sampler: str = "ei/quadratic") -> str:
+    """docs/study.md's first look (one kinetic method against the baseline at equal steps), per seed then mean ±
+    sd: the floor, ``method`` with ``sampler`` at each NFE below 1000, the baseline's best scheduler at the
+    smallest NFE (the one with the lowest mean, `summarise`), DPM-Solver++ at the others, DDPM's own sampler."""
+    st = results["settings"]
+    nfes = sorted(n for n in st["nfes"] if n < 1000)
+    base = results["summary"]["methods"]["ddpm"]
+    best = base["cells"][f"steps|{nfes[0]}"]["sampler"]
+    cols = ([(method, f"{sampler}|{n}") for n in nfes] + [("ddpm", f"{best}|{nfes[0]}")]
+            + [("ddpm", f"dpmsolver++|{n}") for n in nfes[1:]] + [("ddpm", f"ddpm|{st['ddpm_steps']}")])
+    head = ([f"kinetic {method.upper()}, {sampler.split('/')[0]}, NFE {nfes[0]}"] + [f"NFE {n}" for n in nfes[1:]]
+            + [f"DDPM baseline, NFE {nfes[0]} (the best mean of "
+               f"{' / '.join(SCHEDULER_NAMES[s] for s, n in st['fast_schedulers'] if n == nfes[0])})"]
+            + [f"DPM-Solver++ at NFE {n}" for n in nfes[1:]] + [f"DDPM, {st['ddpm_steps']} steps"])
+    lines = ["| seed | floor | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for seed in st["seeds"]:
+        cells = [f"{results['floor'][str(seed)]['fd']:.3g}"]
+        for m, key in cols:
+            fd = results["runs"][m][str(seed)]["evals"][f"steps|{key}"]["fd"]
+            cells.append(f"{fd:.3g}" + (f" ({SCHEDULER_NAMES[best]})" if key == f"{best}|{nfes[0]}" else ""))
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    means = [results["summary"]["floor"]]
+    for m, key in cols:
+        c = (results["summary"]["methods"][m]["cells"][f"steps|{key.split('|')[1]}"] if m == method
+             else base["schedulers"][f"steps|{key}"])
+        means.append((c["fd"], c["sd"]))
+    lines.append("| mean ± sd | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in means) + " |")
+    return "\n".join(lines)
+
+
 def plot_fd_vs_nfe(results: dict, path: Path) -> Path:
     """fd-digits against NFE, one line per method (best sampler per NFE, error bars = sd over seeds),
     one panel per equal-steps budget, the real-data floor as a band."""

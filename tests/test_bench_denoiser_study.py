@@ -46,3 +46,15 @@ def test_step_rate_and_tables(study, tmp_path):
            "cross_sde": [{"sde": "cld", "steps": 10, "fd_digits": 3.25}], "compare": {}}
     md = study.markdown(res, [10, 20])
     assert "| cld | 3.25 | - |" in md and "hold-x0: not started" in md and "| vp |" not in md
+
+
+def test_docs_tables_bold_the_best_of_each_column_and_each_pair(study):
+    cross = [{"sde": s, "steps": n, "fd_digits": v} for s, n, v in
+             (("vp", 10, 6.85), ("vp", 20, 6.52), ("hold", 10, 7.0), ("hold", 20, 3.83), ("psld", 10, 10.2))]
+    md = study.cross_sde_markdown({"nfes": [10, 20], "cross_sde": cross}).splitlines()
+    assert md[2:] == ["| VP (its own SDE) | **6.85** | 6.52 |", "| HOLD | 7.00 | **3.83** |", "| PSLD | 10.20 | - |"]
+    compare = {"cld-denoiser": {"fd_digits": 8.9, "median_examples_per_s": 153.76, "examples_per_s": 160.0},
+               "cld-x0": {"fd_digits": 6.92, "median_examples_per_s": None, "examples_per_s": 149.61}}
+    md = study.compare_markdown({"compare": compare}).splitlines()
+    assert md[2:] == ["| CLD, `--parameterization denoiser` | 8.90 | 153.8 | 160.0 |",
+                      "| CLD, x0 (default) | **6.92** | - | 149.6 |"]

@@ -37,6 +37,29 @@ def test_markdown_marks_cells_outside_the_goal_by_their_worst_draw(fg):
     assert "| vp | band | 1.00-1.90 (1.45) |" in md
 
 
+def test_summary_bolds_the_grid_with_the_smallest_worst_draw(fg):
+    # ratios[problem][preset|grid][NFE index] = one ratio per draw; band wins on the mean and the best draw,
+    # optimal on the worst draw at NFE 3
+    ratios = {"mixture4": {"vp|band": [[1.0, 2.5], [1.0, 1.1]], "vp|optimal": [[2.0, 2.2], [1.2, 1.0]]},
+              "gauss64": {"vp|band": [[1.0, 1.2], [0.9, 0.9]], "vp|optimal": [[1.0, 1.3], [0.8, 0.8]]}}
+    res = {"grids": ["band", "optimal"], "seeds": 2, "nfes": [3, 5], "ratios": ratios}
+    md = fg.summary_markdown(res)
+    assert "| vp | 2.50 / **2.20** | **1.10** / 1.20 |" in md
+    assert "| vp | **1.20** / 1.30 | 0.90 / **0.80** |" in md
+    one = fg.summary_markdown({**res, "nfes": [3], "ratios": {p: {k: v[:1] for k, v in r.items()} for p, r in ratios.items()}})
+    assert "| SDE | mixture4 | gauss64 |" in one and "| vp | 2.50 / **2.20** | **1.20** / 1.30 |" in one
+    path = {p: {"vp|band": [0.01, 0.002], "vp|optimal": [0.02, 0.001]} for p in fg.PROBLEMS}
+    md = fg.summary_markdown({**res, "n_path": 50, "path": path})
+    assert "| vp | 2.50 / **2.20** | **1.10** / 1.20 | **0.01** / 0.02 | 0.002 / **0.001** |" in md
+
+
+def test_plan_choice_table_has_a_row_per_preset_and_plan(fg):
+    res = fg.plan_choice(["cld"], [5])
+    assert list(res["errors"]) == ["cld|k-block flow", "cld|gls"] and all(j[0] > 0 for j in res["errors"].values())
+    md = fg.plan_choice_markdown({"nfes": [5, 8], "errors": {"cld|gls": [0.0032, 4.2e-05]}})
+    assert md.splitlines()[-1] == "| cld | gls | 0.0032 | 4.2e-05 |"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--presets", "nope"], "unknown preset or grid"),
     (["--grids", "band,nope"], "unknown preset or grid"),

@@ -5,7 +5,9 @@ JSON and the commit that recorded it; that commit must be one that changed the J
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
 
 import pytest
 from conftest import load_benchmark
@@ -59,3 +61,20 @@ def test_every_table_names_its_command():
     for t in dt.TABLES:
         block = dt.current(t) or ""
         assert "command: `python " in block, f"{t.doc} {t.name}: no command in the provenance line"
+
+
+@pytest.mark.parametrize("t", dt.TABLES, ids=lambda t: f"{t.doc}:{t.name}")
+def test_a_changed_figure_in_any_table_row_is_caught(t):
+    """The last figure of the block's last table row, changed by one, is reported."""
+    block = dt.current(t)
+    row = [ln for ln in block[:block.index("_Generated")].splitlines() if ln.strip().startswith("|") and re.search(r"\d", ln)][-1]
+    m = list(re.finditer(r"\d", row))[-1]
+    edited = block.replace(row, row[:m.start()] + str((int(m.group()) + 1) % 10) + row[m.end():], 1)
+    assert edited != block
+    assert f"differs from docs/figures/{t.source}" in problem(t, edited)
+
+
+def test_a_quoted_command_must_be_the_one_its_json_records():
+    t = next(t for t in dt.TABLES if t.quoted)
+    with pytest.raises(ValueError, match="is not docs/figures/"):
+        dt.render(dataclasses.replace(t, quoted=t.quoted.replace("--n 250", "--n 251")), "0000000")

@@ -175,3 +175,23 @@ def test_cli_rejects_bad_input(qv, capsys):
     assert "n must lie in" in capsys.readouterr().err
     assert qv.main(["--quick", "--samplers", '{"hold": [{"solver": "nope"}]}']) == 2
     assert "solver must be one of" in capsys.readouterr().err
+
+
+def test_first_look_table_takes_the_baseline_scheduler_with_the_best_mean(qv):
+    runs = {"vp": {"0": {"evals": {"steps|ei/quadratic|10": {"fd": 8.56}, "steps|ei/quadratic|20": {"fd": 7.97}}},
+                   "1": {"evals": {"steps|ei/quadratic|10": {"fd": 11.4}, "steps|ei/quadratic|20": {"fd": 11.4}}}},
+            "ddpm": {s: {"evals": {"steps|unipc|10": {"fd": u}, "steps|dpmsolver++|10": {"fd": d},
+                                   "steps|dpmsolver++|20": {"fd": 15.5}, "steps|ddpm|1000": {"fd": 10.6}}}
+                     for s, u, d in (("0", 18.8, 20.2), ("1", 14.3, 13.0))}}
+    res = {"settings": {"seeds": [0, 1], "nfes": [10, 20], "ddpm_steps": 1000,
+                        "fast_schedulers": [["dpmsolver++", 10], ["dpmsolver++", 20], ["unipc", 10]]},
+           "floor": {"0": {"fd": 8.31}, "1": {"fd": 6.09}}, "runs": runs,
+           "summary": {"floor": [7.2, 1.57], "methods": {
+               "vp": {"cells": {"steps|10": {"fd": 9.98, "sd": 2.0}, "steps|20": {"fd": 9.7, "sd": 2.4}}},
+               "ddpm": {"cells": {"steps|10": {"sampler": "unipc"}},
+                        "schedulers": {"steps|unipc|10": {"fd": 16.55, "sd": 3.2}, "steps|dpmsolver++|10": {"fd": 16.6, "sd": 5},
+                                       "steps|dpmsolver++|20": {"fd": 15.5, "sd": 0.0}, "steps|ddpm|1000": {"fd": 10.6, "sd": 0.0}}}}}}
+    lines = qv.first_look_markdown(res).splitlines()
+    assert "NFE 10 (the best mean of DPM-Solver++ / UniPC)" in lines[0]
+    assert lines[3] == "| 1 | 6.09 | 11.4 | 11.4 | 14.3 (UniPC) | 15.5 | 10.6 |"  # UniPC on every seed, as its mean
+    assert lines[4] == "| mean ± sd | 7.2 ± 1.6 | 10.0 ± 2.0 | 9.7 ± 2.4 | 16.6 ± 3.2 | 15.5 ± 0.0 | 10.6 ± 0.0 |"
