@@ -152,20 +152,6 @@ def _fewstep_trained(title: str, what: str = ""):
     return render
 
 
-def _grids(d):
-    """benchmarks/fewstep_grids.py's worst draws, the grids side by side (docs/benchmarks.md)."""
-    return _script("fewstep_grids").summary_markdown(d)
-
-
-def _plan_choice(d):
-    return _script("fewstep_grids").plan_choice_markdown(d)
-
-
-def _mixing(renderer: str):
-    """One of benchmarks/mixing.py's summary tables of docs/study.md."""
-    return lambda d: getattr(_script("mixing"), renderer)(d)
-
-
 def _train_summary(d):
     """kinetic.bench.train's report up to the objective comparison (docs/benchmarks_train.md has all of it),
     without its title."""
@@ -207,17 +193,19 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "few-step-peers", "peer_samplers.json", _peers, note=_PREDATES),
     Table("docs/benchmarks.md", "dtype-accuracy", "dtype_accuracy.json", _dtype_summary),
     Table("docs/benchmarks.md", "fewstep-draws", "fewstep_draws.json", _draws_summary, indent="  "),
-    Table("docs/benchmarks.md", "fewstep-grids", "fewstep_grids.json", _grids),
-    Table("docs/benchmarks.md", "fewstep-grids-10", "fewstep_grids_10.json", _grids),
-    Table("docs/benchmarks.md", "fewstep-grids-high", "fewstep_grids_high.json", _grids),
-    Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json", _plan_choice, indent="  "),
+    Table("docs/benchmarks.md", "fewstep-grids", "fewstep_grids.json", _call("fewstep_grids", "summary_markdown")),
+    Table("docs/benchmarks.md", "fewstep-grids-10", "fewstep_grids_10.json", _call("fewstep_grids", "summary_markdown")),
+    Table("docs/benchmarks.md", "fewstep-grids-high", "fewstep_grids_high.json",
+          _call("fewstep_grids", "summary_markdown")),
+    Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json",
+          _call("fewstep_grids", "plan_choice_markdown"), indent="  "),
     Table("docs/benchmarks.md", "throughput-summary", "train_throughput.json", _train_summary),
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
     Table("docs/study.md", "order-study", "order_study.json", _order_study,
           command="python benchmarks/order_study.py --report"),
-    *(Table("docs/study.md", f"mixing-{name}", "mixing_results.json", _mixing(f"{renderer}_markdown"),
+    *(Table("docs/study.md", f"mixing-{name}", "mixing_results.json", _call("mixing", f"{renderer}_markdown"),
             command="python benchmarks/mixing.py --full --out docs")
       for name, renderer in (("defaults", "defaults"), ("digits64", "tolerance"), ("headline", "headline"),
                              ("verdict", "verdict"))),

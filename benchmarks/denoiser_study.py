@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 import kinetic as kn
+from kinetic.bench.report import bold_min
 from kinetic.checkpoint import load_model
 from kinetic.evaluation import draw
 from kinetic.fileio import atomic_write_text
@@ -212,11 +213,6 @@ def markdown(res: dict, nfes) -> str:
     return "\n".join(lines)
 
 
-def _bold_min(vals: list[float], fmt: str = ".2f") -> list[str]:
-    best = min(vals)
-    return [f"**{v:{fmt}}**" if v == best else f"{v:{fmt}}" for v in vals]
-
-
 def cross_sde_markdown(res: dict) -> str:
     """docs/study.md's table: the VP-trained denoiser's fd-digits under each SDE and NFE (-: not run); bold: the
     best per NFE."""
@@ -240,7 +236,7 @@ def compare_markdown(res: dict) -> str:
     lines = ["| run | fd-digits | examples/s (median of the log) | examples/s (whole run) |", "|---|---:|---:|---:|"]
     for sde in dict.fromkeys(k.split("-")[0] for k in res["compare"]):
         keys = [k for k in (f"{sde}-denoiser", f"{sde}-x0") if k in res["compare"]]
-        fds = _bold_min([res["compare"][k]["fd_digits"] for k in keys])
+        fds = bold_min([res["compare"][k]["fd_digits"] for k in keys])
         for k, fd in zip(keys, fds):
             e = res["compare"][k]
             med = e.get("median_examples_per_s")

@@ -31,6 +31,7 @@ from kinetic import grid_opt, grids
 from kinetic.bench import fewstep as fs
 from kinetic.bench import problems as pb
 from kinetic.bench.report import (
+    bold_min,
     command_line,
     int_list,
     machine_line,
@@ -165,12 +166,6 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _bold_best(vals: list[float], fmt: str) -> str:
-    """The values joined by " / ", the smallest in bold."""
-    best = min(range(len(vals)), key=vals.__getitem__)
-    return " / ".join(f"**{v:{fmt}}**" if j == best else f"{v:{fmt}}" for j, v in enumerate(vals))
-
-
 def summary_markdown(res: dict) -> str:
     """The worst draw of the ratio to the floor of each grid (and with ``n_path`` the pathwise error of draw 0),
     grids side by side in one cell, the best in bold: the tables of docs/benchmarks.md ("Grids optimised in
@@ -180,10 +175,10 @@ def summary_markdown(res: dict) -> str:
     draws = f"draws 0-{res['seeds'] - 1}"
 
     def worst(p, preset, i):
-        return _bold_best([max(res["ratios"][p][f"{preset}|{g}"][i]) for g in res["grids"]], ".2f")
+        return " / ".join(bold_min([max(res["ratios"][p][f"{preset}|{g}"][i]) for g in res["grids"]], ".2f"))
 
     def path(p, preset, i):
-        return _bold_best([res["path"][p][f"{preset}|{g}"][i] for g in res["grids"]], ".2g")
+        return " / ".join(bold_min([res["path"][p][f"{preset}|{g}"][i] for g in res["grids"]], ".2g"))
 
     if len(res["nfes"]) == 1 and not res.get("n_path"):
         t = res["nfes"][0]

@@ -32,8 +32,13 @@ def _f3(x: float) -> str:
     return f"{x:.3f}".rstrip("0").rstrip(".")
 
 
+def _exp(text: str) -> str:
+    """An exponent without its leading zeros: 1.0e-05 -> 1.0e-5."""
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", text)
+
+
 def _tol(t: float) -> str:
-    return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{t:.0e}").replace("e+", "e")
+    return _exp(f"{t:.0e}").replace("e+", "e")
 
 
 def _x(r: float) -> str:
@@ -71,7 +76,7 @@ def tolerance_markdown(res: dict, data: str = "digits64") -> str:
             t = " / ".join(f"{res['t_star'][data][s][how][tol]:.3g}" for tol in tols)
             xs = [f"×{_x(res['ratios'][data][how][s][tol]['vs_ou'])}" for tol in tols]
             cells.append(f"{t} ({' / '.join(dict.fromkeys(xs))})")
-        kl = re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{res['kl_at_T'][data][s]:.1e}")
+        kl = _exp(f"{res['kl_at_T'][data][s]:.1e}")
         name = f"**{s}**" if s == "hold" else _label(s)
         lines.append(f"| {name} | {res['sdes'][s]['order']} | {kl} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

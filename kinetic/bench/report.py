@@ -93,6 +93,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def bold_min(vals: Sequence[float], fmt: str = ".2f") -> list[str]:
+    """The values formatted with ``fmt``, every one equal to the smallest in bold (the tables' "best")."""
+    best = min(vals)
+    return [f"**{v:{fmt}}**" if v == best else f"{v:{fmt}}" for v in vals]
+
+
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """The command as the user typed it: "python benchmarks/<script> <args>" (for the reports)."""
     args = list(sys.argv[1:] if argv is None else argv)
