@@ -236,12 +236,13 @@ class KineticRun:
 
 # ---------------------------------------------------------------------- sampling
 @torch.no_grad()
-def sample_kinetic(sde, model, nfe: int, n: int, seed: int, device) -> tuple[torch.Tensor, int]:
-    """n raw samples with `kinetic.sample`'s defaults at ``nfe`` steps; (x, NFE)."""
+def sample_kinetic(sde, model, nfe: int, n: int, seed: int, device, **solver_options) -> tuple[torch.Tensor, int]:
+    """n raw samples with `kinetic.sample`'s defaults (but ``solver_options``) at ``nfe`` steps; (x, NFE)."""
     import kinetic as kn
 
     gen = torch.Generator(device=device).manual_seed(seed)
-    z, used = kn.sample(sde, model, (n, *DATA_SHAPE), steps=nfe, generator=gen, return_state=True, device=device)
+    z, used = kn.sample(sde, model, (n, *DATA_SHAPE), steps=nfe, generator=gen, return_state=True, device=device,
+                        **solver_options)
     return z[:, 0].float().cpu(), int(used)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from order_study import BY_NAME, DATA_SHAPE, ROOT, KineticRun, Protocol, machine, score  # noqa: E402
+from order_study import BY_NAME, ROOT, KineticRun, Protocol, machine, sample_kinetic, score  # noqa: E402
 from quality_vs_ddpm import _jsonable, real_split  # noqa: E402
 
 from kinetic.bench.report import int_list  # noqa: E402
@@ -47,14 +47,9 @@ def default_plan(order: int, nfe: int) -> str:
     return "gls" if nfe <= default_gls_steps(order) else "kblock"
 
 
-@torch.no_grad()
 def draw(model, nfe: int, n: int, seed: int, gls_steps: int) -> torch.Tensor:
-    import kinetic as kn
-
-    gen = torch.Generator().manual_seed(seed)
-    z = kn.sample(model.sde, model, (n, *DATA_SHAPE), steps=nfe, generator=gen, return_state=True,
-                  gls_steps=gls_steps)
-    return z[0][:, 0].float()
+    """n raw samples of the order study's sampler (`order_study.sample_kinetic`) with ``gls_steps``."""
+    return sample_kinetic(model.sde, model, nfe, n, seed, torch.device("cpu"), gls_steps=gls_steps)[0]
 
 
 def sweep_model(method: str, seed: int, steps: int, state_file: Path, nfes, sample_seeds, n: int,

@@ -38,7 +38,7 @@ def test_the_plans_drawn_are_the_gls_solver_and_the_kblock_flow(ps):
     model = Model()
     gls = ps.draw(model, 4, 8, 3, gls_steps=4)
     gen = torch.Generator().manual_seed(3)
-    ref = kn.sample(model.sde, model, (8, *ps.DATA_SHAPE), solver="gls", steps=4, generator=gen)
+    ref = kn.sample(model.sde, model, (8, *sys.modules["order_study"].DATA_SHAPE), solver="gls", steps=4, generator=gen)
     torch.testing.assert_close(gls, ref)
     kblock = ps.draw(model, 4, 8, 3, gls_steps=0)
     assert not torch.allclose(gls, kblock)
