@@ -36,15 +36,16 @@ from quality_vs_ddpm import _jsonable, real_split  # noqa: E402
 
 from kinetic.bench.report import int_list  # noqa: E402
 from kinetic.fileio import atomic_write_text  # noqa: E402
-from kinetic.solvers.ei import default_gls_steps  # noqa: E402
+from kinetic.sampling import DEFAULT_SOLVER  # noqa: E402
+from kinetic.solvers import get_solver  # noqa: E402
 
 PLANS = {"kblock": lambda nfe: 0, "gls": lambda nfe: nfe}
 """plan name -> the ``gls_steps`` option that selects it at ``nfe`` steps."""
 
 
 def default_plan(order: int, nfe: int) -> str:
-    """The plan `kinetic.sample`'s default runs at ``nfe`` steps on an SDE of ``order`` blocks."""
-    return "gls" if nfe <= default_gls_steps(order) else "kblock"
+    """The plan `kinetic.sample`'s default runs at ``nfe`` steps on an SDE of ``order`` blocks (ei's own rule)."""
+    return "gls" if get_solver(DEFAULT_SOLVER).uses_gls(nfe, order) else "kblock"
 
 
 def draw(model, nfe: int, n: int, seed: int, gls_steps: int) -> torch.Tensor:
