@@ -200,6 +200,7 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "fewstep-plan-choice", "fewstep_grids_plan_choice.json",
           _call("fewstep_grids", "plan_choice_markdown"), indent="  "),
     Table("docs/benchmarks.md", "throughput-summary", "train_throughput.json", _train_summary),
+    Table("docs/benchmarks.md", "sampling-memory", "sampling_memory.json", _call("sampling_memory", "to_markdown")),
     Table("docs/benchmarks_solvers.md", "few-step", "fewstep_kinetic.json", _few_step_full,
           note="It predates the current default (see docs/benchmarks.md, \"Few-step sampling with exact scores\")."),
     Table("docs/benchmarks_train.md", "throughput", "train_throughput.json", _train),
