@@ -315,7 +315,8 @@ def sample(
         grid: None (the solver's `default_grid`: "band" for gls and ei, "quadratic" for em, pc, sscs and
             lie_trotter, "uniform" for torchsde and ode), a name in `kinetic.grids.GRIDS` ("uniform",
             "quadratic", "logsnr", "band", "optimal"; see `time_grid`) or decreasing times from T to t_eps. The grids
-            are compared in docs/benchmarks.md, "Sampling: memory against n, and the default grid".
+            are compared in docs/benchmarks.md, "Grids optimised in closed form" (uniform, quadratic and logsnr,
+            before `band`: its History).
         generator: draws the prior and every noise increment.
         noise_sampler: ``noise_sampler(shape, dtype, device)`` replaces ``torch.randn`` for the
             noise increments of the fixed-grid solvers (e.g. zeros: the mean path of a stochastic
