@@ -450,12 +450,12 @@ def plot(res: dict, path: str) -> None:
             for label, rows in res["peers"][p].items():
                 ax.plot([r["nfe"] for r in rows], [r[key] for r in rows], ":" if label in only else "--",
                         marker="s", ms=3, lw=1.6 if label in only else 1.2, color=color[label],
-                        label=f"{label} ({SOLVER_ONLY})" if label in only else label)
+                        label=f"{label} (solver-only)" if label in only else label)
             if key == "error":
                 ax.axhline(kin["floor"][p], color="gray", lw=1, ls="-.", label="floor (exact samples)")
             fewstep.nfe_axis(ax, res["nfes"])
             ax.set_title(f"VP / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=9)
-    fewstep.save_figure(fig, axes, path, 0.72)
+    fewstep.save_figure(fig, axes, path, 0.68)
 
 
 # ------------------------------------------------------------------ entry points
