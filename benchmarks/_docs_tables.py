@@ -171,9 +171,6 @@ def _call(script: str, renderer: str):
     return lambda d: getattr(_script(script), renderer)(d)
 
 
-_PREDATES = ("It predates the current default (`ei` switches to the GLS plan at few steps, "
-             "commit da87d41); rerun the benchmark to update it.")
-
 _SUPERSEDED = ("Sampled with the sampler defaults of that commit, superseded: `ei` has since gained the "
                "corrector, the `band` grid and the GLS plan at few steps.")
 
@@ -190,7 +187,7 @@ TABLES: list[Table] = [
     Table("docs/benchmarks.md", "few-step-kinetic", "fewstep_kinetic.json", _few_step_summary,
           note="It predates the current default (the corrector and the `band` grid, commit 103e2b5, and the "
                "GLS plan at few steps, commit da87d41): the section after it measures those."),
-    Table("docs/benchmarks.md", "few-step-peers", "peer_samplers.json", _peers, note=_PREDATES),
+    Table("docs/benchmarks.md", "few-step-peers", "peer_samplers.json", _peers),
     Table("docs/benchmarks.md", "dtype-accuracy", "dtype_accuracy.json", _dtype_summary),
     Table("docs/benchmarks.md", "fewstep-draws", "fewstep_draws.json", _draws_summary, indent="  "),
     Table("docs/benchmarks.md", "fewstep-grids", "fewstep_grids.json", _call("fewstep_grids", "summary_markdown")),

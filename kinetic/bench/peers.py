@@ -19,6 +19,15 @@ Conversion: eps = -sigma_t score, with sigma_t^2 = Sigma(t) the exact marginal v
 counts the score calls. Where Karras / lambda-uniform spacings end with a zero-length step (their
 last two sigmas are both sigma_min), that step is not taken and the schedule gets one more node, so
 N score calls make N real steps.
+
+Solver-only rows (``Peer.grid == "kinetic"``): diffusers' update rules on kinetic's own time grid, the
+one `kinetic.sample`'s default solver steps through at that NFE (`kinetic_grid`: the ``band`` grid for
+VP, T = 1 down to t_eps = 1e-3). After ``set_timesteps(nfe)`` the scheduler's ``sigmas`` are replaced by
+sigma/alpha = sqrt(expm1(B(t))) at the grid's nfe + 1 times (float64: the step's coefficients are
+those of the exact times) and its ``timesteps`` by nfe integer labels, with ``set_begin_index(0)``, so
+step i runs from grid node i to node i + 1 with diffusers' own rule (its warm-up, lower-order final
+steps and, for UniPC, corrector). The score is evaluated at the grid times themselves. These rows
+compare the update rules alone, on the same times as the default sampler.
 """
 
 from __future__ import annotations
@@ -31,27 +40,35 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-
 from . import fewstep
 from . import problems as pb
 
-__all__ = ["Peer", "PEERS", "NFES", "SIZES", "exact_betas", "default_betas", "schedule_mismatch", "sample_peer", "run",
-           "to_markdown", "docs_block", "plot", "main", "cli"]
+__all__ = ["Peer", "PEERS", "NFES", "SIZES", "DEFAULT", "exact_betas", "default_betas", "schedule_mismatch",
+           "kinetic_grid", "vp_sigma", "sample_peer", "run", "to_markdown", "docs_block", "plot", "main", "cli"]
 
 F64 = torch.float64
 NFES = (3, 5, 8, 10, 20, 50)
 TRAIN_STEPS = 1000
+DEFAULT = "kn.sample default"
+"""The `fewstep.CONFIGS` label of `kinetic.sample` with its defaults (solver, grid, options): the baseline
+of the "best peer / default" rows."""
 
 
 @dataclass(frozen=True)
 class Peer:
     """A diffusers scheduler class name and its options; ``betas``: "exact" (matched to kn.vp) or
-    "default" (diffusers' linear 1e-4 .. 0.02, the score at t = (timestep + 1)/1000)."""
+    "default" (diffusers' linear 1e-4 .. 0.02, the score at t = (timestep + 1)/1000); ``grid``: "own"
+    (the scheduler's own spacing) or "kinetic" (solver-only: its update rule on `kinetic_grid`)."""
 
     label: str
     scheduler: str
     options: dict = field(default_factory=dict)
     betas: str = "exact"
+    grid: str = "own"
+
+    @property
+    def solver_only(self) -> bool:
+        return self.grid == "kinetic"
 
 
 _DPM = {"algorithm_type": "dpmsolver++"}
@@ -68,7 +85,13 @@ PEERS = [
     Peer("UniPC-3 (bh2), default betas", "UniPCMultistepScheduler", {"solver_order": 3}, betas="default"),
     Peer("DPM-Solver++ 2M, Karras, default betas", "DPMSolverMultistepScheduler",
          {**_DPM, "solver_order": 2, "use_karras_sigmas": True}, betas="default"),
+    Peer("DPM-Solver++ 2M, kinetic grid", "DPMSolverMultistepScheduler", {**_DPM, "solver_order": 2}, grid="kinetic"),
+    Peer("DPM-Solver++ 3M, kinetic grid", "DPMSolverMultistepScheduler", {**_DPM, "solver_order": 3}, grid="kinetic"),
+    Peer("UniPC-3 (bh2), kinetic grid", "UniPCMultistepScheduler", {"solver_order": 3}, grid="kinetic"),
+    Peer("DEIS-3, kinetic grid", "DEISMultistepScheduler", {"solver_order": 3}, grid="kinetic"),
 ]
+SOLVER_ONLY = "solver-only (kinetic's grid)"
+"""How the tables mark the rows of diffusers' update rules on kinetic's grid (``Peer.grid == "kinetic"``)."""
 
 
 # ------------------------------------------------------------------ the schedule
@@ -162,6 +185,48 @@ def _time_of_sigma(sde, sigma: float) -> float:
     return float(sde.schedule.integral_inverse(tau, sde.T).clamp(0.0, sde.T))
 
 
+def kinetic_grid(sde, nfe: int) -> Tensor:
+    """The nfe + 1 times (T ... t_eps = `fewstep.T_EPS`, float64) that `kinetic.sample` steps through with
+    its default solver and ``steps=nfe``: that solver's default grid (``band`` for ``ei``)."""
+    from kinetic.sampling import DEFAULT_SOLVER, default_grid, time_grid
+
+    return time_grid(sde, nfe, fewstep.T_EPS, default_grid(DEFAULT_SOLVER))
+
+
+def vp_sigma(sde, t: Tensor) -> Tensor:
+    """The schedulers' sigma = sigma_t / alpha_t = sqrt(exp(B(t)) - 1) of VP at times t (float64); the
+    inverse of `_time_of_sigma`."""
+    return torch.expm1(sde.schedule.integral(torch.as_tensor(t, dtype=F64))).sqrt()
+
+
+def _set_kinetic_grid(sch, sde, nfe: int) -> Tensor:
+    """Make ``sch`` step between the nodes of `kinetic_grid`: its sigmas (nfe + 1, float64, the last one
+    at t_eps), nfe integer timestep labels (the nearest training step; only labels: the index starts at
+    0 by ``set_begin_index`` and counts up) and the bookkeeping ``set_timesteps`` resets. Returns the times."""
+    sch.set_timesteps(nfe)
+    ts = kinetic_grid(sde, nfe)
+    sch.sigmas = vp_sigma(sde, ts)
+    sch.timesteps = (ts[:-1] * TRAIN_STEPS / sde.T - 1).round().clamp(0, TRAIN_STEPS - 1).to(torch.int64)
+    sch.num_inference_steps = nfe
+    sch.set_begin_index(0)
+    return ts
+
+
+def _sample_on_kinetic_grid(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
+    sch = _build(peer, sde)
+    ts = _set_kinetic_grid(sch, sde, nfe)
+    x = z_T[:, 0].to(F64).clone()
+    n = x.shape[0]
+    calls = 0
+    for i, step_t in enumerate(sch.timesteps):
+        t = torch.tensor(float(ts[i]), dtype=F64)
+        sigma_t = sde.coefficients(t).sigma[0, 0].sqrt()  # the marginal std of VP at the node
+        eps = -sigma_t * score_fn(x[:, None], t.expand(n))
+        calls += 1
+        x = sch.step(eps, step_t, x).prev_sample
+    return {"x": x, "nfe": calls, "t_start": float(ts[0]), "t_end": float(ts[-1])}
+
+
 def sample_peer(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
     """Run one scheduler from the prior draw z_T (n, 1, *D) with ``nfe`` score calls.
 
@@ -169,6 +234,8 @@ def sample_peer(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
     times of the first and last noise levels}.
     """
     _check_vp(sde)
+    if peer.solver_only:
+        return _sample_on_kinetic_grid(peer, sde, score_fn, z_T, nfe)
     sch = _build(peer, sde)
     _set_timesteps(sch, nfe)
     x = z_T[:, 0].to(F64).clone()
@@ -198,17 +265,20 @@ def run(problems=("mixture4", "gauss64"), nfes=NFES, n: int = 20_000, n_path: in
 
     The problems are sampled together as one `problems.Product` state, as in `fewstep.run`, from
     the same prior draw and against the same exact flow. Returns {"schedule": `schedule_mismatch`,
-    "kinetic": the `fewstep.run` result for VP, "peers": {problem: {label: [rows {target, nfe,
-    error, path_error, t_start, t_end}]}}, "nfes", "seconds"}.
+    "kinetic": the `fewstep.run` result for VP (always with `DEFAULT` among its configurations), "peers":
+    {problem: {label: [rows {target, nfe, error, path_error, t_start, t_end}]}}, "solver_only": the labels
+    of the peers run on `kinetic_grid`, "nfes", "seconds"}.
     """
     sde = fewstep.PRESETS["vp"]()
     peers = [p for p in PEERS if peers is None or p.label in peers]
+    if kinetic_configs is not None and DEFAULT not in kinetic_configs:  # the baseline of "best peer / default"
+        kinetic_configs = (DEFAULT, *kinetic_configs)
     t0 = time.perf_counter()
     refs: dict = {}
     kin = fewstep.run(problems, ["vp"], nfes, n, n_path, kinetic_configs, seed, rtol, log, references=refs)
     ref = refs["vp"]
     out = {"schedule": schedule_mismatch(sde), "kinetic": kin, "nfes": list(nfes), "peers": {p: {} for p in problems},
-           "kinetic_seconds": time.perf_counter() - t0}
+           "solver_only": [peer.label for peer in peers if peer.solver_only], "kinetic_seconds": time.perf_counter() - t0}
     laws = {p: pb.problem(p) for p in problems}
     joint = pb.Product(laws)
     errors = {p: (joint.slices[p], fewstep.distribution_error(law)) for p, law in laws.items()}
@@ -235,8 +305,38 @@ def _kinetic_best(res: dict, problem: str, target: int, key: str) -> dict | None
     return fewstep.best(res["kinetic"], problem, "vp", target, key)
 
 
+def _kinetic_default(res: dict, problem: str, target: int, key: str) -> dict | None:
+    """`kinetic.sample` with its defaults (`DEFAULT`) at NFE <= target, as `fewstep.best` gives it."""
+    return fewstep.best(res["kinetic"], problem, "vp", target, key, labels=[DEFAULT])
+
+
+def _solver_only(res: dict) -> set:
+    """The peer labels run on kinetic's grid (a JSON from before they existed: none)."""
+    return set(res.get("solver_only", ()))
+
+
+def _best_peer(res: dict, problem: str, j: int, key: str) -> tuple[str, float]:
+    """(label, value) of the smallest ``key`` at the j-th NFE over every peer, the solver-only rows on
+    kinetic's grid included, among those within the budget."""
+    t = res["nfes"][j]
+    vals = {lab: rows[j][key] for lab, rows in res["peers"][problem].items() if rows[j]["nfe"] <= t}
+    lab = min(vals, key=vals.get)
+    return lab, vals[lab]
+
+
+def _ratio_row(title: str, res: dict, p: str, key: str, base) -> str:
+    cells = []
+    for j, t in enumerate(res["nfes"]):
+        b = base(res, p, t, key)
+        lab, v = _best_peer(res, p, j, key)
+        cells.append("-" if b is None else f"{v / b['value']:.2f} ({lab})")
+    return f"| **{title}** | " + " | ".join(cells) + " |"
+
+
 def to_markdown(res: dict) -> str:
-    """The schedule check, then per problem: peer errors, kinetic's best, and the ratios."""
+    """The schedule check, then per problem and error: the peers on their own schedules, the
+    solver-only rows (diffusers' rules on kinetic's grid), the `kn.sample` default, kinetic's best,
+    the ratios of the best peer to each, and the sentences of `_wins`."""
     m = res["schedule"]
     lines = [
         "Schedule check: diffusers' default betas (linear 1e-4 .. 0.02, 1000 steps) against `kn.vp()` at "
@@ -249,55 +349,77 @@ def to_markdown(res: dict) -> str:
         "The comparison below therefore builds every scheduler with `trained_betas` that reproduce kinetic's "
         "alpha_bar(t_i) exactly and evaluates the score at the scheduler's own noise level; the two "
         "'default betas' rows keep diffusers' schedule and feed the score at t = (timestep + 1)/1000.", ""]
+    only = _solver_only(res)
+    if only:
+        lines += [f"Rows marked *{SOLVER_ONLY}* run diffusers' update rules on the times `kn.sample`'s default "
+                  "steps through at that NFE (the `band` grid for VP) and evaluate the score there: they compare "
+                  "the update rules alone. \"best peer\" is the best of every peer row, those included; "
+                  "\"kinetic, `kn.sample` default\" is `kn.sample(sde, score, shape, steps=NFE, t_eps=1e-3)` with "
+                  "nothing else set.", ""]
+    nfe_head = "| method | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |"
+    rule = "|---|" + "---:|" * len(res["nfes"])
     for p, per_peer in res["peers"].items():
         kin = res["kinetic"]
         fl = kin["floor"][p]
-        lines += [f"#### {p} (n = {kin['n'][p]}; floor {fl:.4g}): distribution error (ratio to the floor)", "",
-                  "| method | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |", "|---|" + "---:|" * len(res["nfes"])]
-        for key, title in (("error", None), ("path_error", "pathwise error")):
-            if title:
-                lines += ["", f"#### {p}: {title}", "", "| method | " + " | ".join(f"NFE {t}" for t in res["nfes"]) + " |",
-                          "|---|" + "---:|" * len(res["nfes"])]
+        for key, title in (("error", f"{p} (n = {kin['n'][p]}; floor {fl:.4g}): distribution error (ratio to the floor)"),
+                           ("path_error", f"{p}: pathwise error")):
+            if key == "path_error":
+                lines.append("")
+            lines += [f"#### {title}", "", nfe_head, rule]
+            f = fl if key == "error" else None
+
+            def cells(rows):
+                return " | ".join(fewstep.cell(r[key], f) + ("" if r["nfe"] == r["target"] else f" @{r['nfe']}")
+                                  for r in rows)
+
             for label, rows in per_peer.items():
-                lines.append(f"| {label} | " + " | ".join(fewstep.cell(r[key], fl if key == "error" else None)
-                                                          + ("" if r["nfe"] == r["target"] else f" @{r['nfe']}")
-                                                          for r in rows) + " |")
+                if label not in only:
+                    lines.append(f"| {label} | {cells(rows)} |")
+            for label, rows in per_peer.items():
+                if label in only:
+                    lines.append(f"| {label} *({SOLVER_ONLY})* | {cells(rows)} |")
+            kd = [_kinetic_default(res, p, t, key) for t in res["nfes"]]
+            lines.append("| **kinetic, `kn.sample` default** | " + " | ".join(
+                "-" if b is None else fewstep.cell(b["value"], f) for b in kd) + " |")
             kb = [_kinetic_best(res, p, t, key) for t in res["nfes"]]
             lines.append("| **kinetic, best** | " + " | ".join(
-                "-" if b is None else f"{fewstep.cell(b['value'], fl if key == 'error' else None)}: {fewstep.config_name(b)}"
-                for b in kb) + " |")
-            best_peer = []
-            for j, t in enumerate(res["nfes"]):
-                vals = {lab: rows[j][key] for lab, rows in per_peer.items() if rows[j]["nfe"] <= t}
-                lab = min(vals, key=vals.get)
-                best_peer.append((lab, vals[lab]))
-            lines.append("| **best peer / best kinetic** | " + " | ".join(
-                "-" if b is None else f"{v / b['value']:.2f} ({lab})" for (lab, v), b in zip(best_peer, kb)) + " |")
+                "-" if b is None else f"{fewstep.cell(b['value'], f)}: {fewstep.config_name(b)}" for b in kb) + " |")
+            lines.append(_ratio_row("best peer / default", res, p, key, _kinetic_default))
+            lines.append(_ratio_row("best peer / best kinetic", res, p, key, _kinetic_best))
         lines += ["", _wins(res, p), ""]
     return "\n".join(lines)
 
 
+def _beats(res: dict, p: str, key: str, base) -> list[str]:
+    """"NFE t: label (r x smaller)" wherever the best peer is below ``base`` (ratio < 1); on the
+    distribution error with ``base`` below 1.2x the floor, also "both at the Monte Carlo floor"."""
+    wins = []
+    for j, t in enumerate(res["nfes"]):
+        b = base(res, p, t, key)
+        lab, v = _best_peer(res, p, j, key)
+        if b is not None and v < b["value"]:
+            at_floor = key == "error" and b["value"] < 1.2 * res["kinetic"]["floor"][p]
+            wins.append(f"NFE {t}: {lab} ({b['value'] / v:.2f}x smaller"
+                        + ("; both at the Monte Carlo floor, so within noise)" if at_floor else ")"))
+    return wins
+
+
 def _wins(res: dict, p: str) -> str:
-    """A sentence per error: where the best peer beats kinetic's best (ratio < 1) and by how much."""
+    """Per baseline (the `kn.sample` default, kinetic's best) and error: where the best peer, the
+    solver-only rows included, beats it and by how much."""
     out = []
-    for key, what in (("error", "distribution error"), ("path_error", "pathwise error")):
-        wins = []
-        for j, t in enumerate(res["nfes"]):
-            kb = _kinetic_best(res, p, t, key)
-            vals = {lab: rows[j][key] for lab, rows in res["peers"][p].items() if rows[j]["nfe"] <= t}
-            lab = min(vals, key=vals.get)
-            if kb is not None and vals[lab] < kb["value"]:
-                at_floor = key == "error" and kb["value"] < 1.2 * res["kinetic"]["floor"][p]
-                wins.append(f"NFE {t}: {lab} ({kb['value'] / vals[lab]:.2f}x smaller"
-                            + ("; both at the Monte Carlo floor, so within noise)" if at_floor else ")"))
-        out.append(f"Peers win on the {what} at " + "; ".join(wins) + "." if wins
-                   else f"No peer beats kinetic's best on the {what} at any NFE.")
+    for base, name in ((_kinetic_default, "the `kn.sample` default"), (_kinetic_best, "kinetic's best")):
+        for key, what in (("error", "distribution error"), ("path_error", "pathwise error")):
+            wins = _beats(res, p, key, base)
+            out.append(f"Peers beat {name} on the {what} at " + "; ".join(wins) + "." if wins
+                       else f"No peer beats {name} on the {what} at any NFE.")
     return f"{p}: " + " ".join(out)
 
 
 def plot(res: dict, path: str) -> None:
-    """Error against NFE, one line per method: kinetic's best of all its samplers and grids (black),
-    its deterministic samplers at their best grid (solid), each peer (dashed); per problem, the
+    """Error against NFE, one line per method: kinetic's best of all its samplers and grids (black), the
+    `kn.sample` default (red), kinetic's other deterministic samplers at their best grid (solid), each peer
+    on its own schedule (dashed) and on kinetic's grid (solver-only, dotted); per problem, the
     distribution and the pathwise error."""
     import matplotlib
 
@@ -307,7 +429,8 @@ def plot(res: dict, path: str) -> None:
     probs = list(res["peers"])
     fig, axes = plt.subplots(len(probs), 2, figsize=(11, 3.8 * len(probs)), squeeze=False)
     kin = res["kinetic"]
-    kin_labels = [lab for lab, det in kin["deterministic"].items() if det]
+    kin_labels = [lab for lab, det in kin["deterministic"].items() if det and lab != DEFAULT]
+    only = _solver_only(res)
     peer_labels = list(next(iter(res["peers"].values())))
     cmap = plt.get_cmap("tab20")
     color = {lab: cmap(i % 20) for i, lab in enumerate(kin_labels + peer_labels)}
@@ -317,18 +440,22 @@ def plot(res: dict, path: str) -> None:
             b = [(t, fewstep.best(kin, p, "vp", t, key)) for t in res["nfes"]]
             ax.plot([t for t, v in b if v], [v["value"] for t, v in b if v], "-", color="k", lw=2.5, marker="o",
                     ms=4, label="kinetic, best of all samplers and grids")
+            d = [(t, _kinetic_default(res, p, t, key)) for t in res["nfes"]]
+            ax.plot([t for t, v in d if v], [v["value"] for t, v in d if v], "-", color="tab:red", lw=2.2,
+                    marker="D", ms=4, label="kinetic, kn.sample default")
             for label in kin_labels:
                 pts = [(t, fewstep.best(kin, p, "vp", t, key, labels=[label])) for t in res["nfes"]]
                 pts = [(t, v["value"]) for t, v in pts if v is not None]
                 ax.plot(*zip(*pts), "-", marker="o", ms=3, lw=1.2, color=color[label], label=f"kinetic {label}")
             for label, rows in res["peers"][p].items():
-                ax.plot([r["nfe"] for r in rows], [r[key] for r in rows], "--", marker="s", ms=3, lw=1.2,
-                        color=color[label], label=label)
+                ax.plot([r["nfe"] for r in rows], [r[key] for r in rows], ":" if label in only else "--",
+                        marker="s", ms=3, lw=1.6 if label in only else 1.2, color=color[label],
+                        label=f"{label} (solver-only)" if label in only else label)
             if key == "error":
                 ax.axhline(kin["floor"][p], color="gray", lw=1, ls="-.", label="floor (exact samples)")
             fewstep.nfe_axis(ax, res["nfes"])
             ax.set_title(f"VP / {p}: {'distribution' if key == 'error' else 'pathwise'} error", fontsize=9)
-    fewstep.save_figure(fig, axes, path, 0.72)
+    fewstep.save_figure(fig, axes, path, 0.68)
 
 
 # ------------------------------------------------------------------ entry points
@@ -339,9 +466,11 @@ def docs_block(res: dict) -> str:
     v = res.get("diffusers", "?")
     return (f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min). Machine: {machine_line(res['machine'])}, "
             f"float64 state; diffusers {v}. VP only; the same problems, prior draws (seed 0), exact score and error "
-            "measures as the kinetic tables above; kinetic's side is the best of all its samplers and grids at each "
-            "NFE (pathwise: the deterministic ones). The peers' pathwise errors are limited by diffusers' float32 "
-            "schedule (1 - alpha_bar near t = 0 has about 4 digits), far below the errors at these NFE.\n\n"
+            "measures as the kinetic tables above; kinetic's side is `kn.sample` with its defaults and the best of all "
+            "its samplers and grids at each NFE (pathwise: the deterministic ones). The peers' pathwise errors on "
+            "their own schedules are limited by diffusers' float32 "
+            "schedule (1 - alpha_bar near t = 0 has about 4 digits), far below the errors at these NFE; the "
+            "solver-only rows use float64 sigmas (DPM-Solver++'s step still computes its state in float32).\n\n"
             "![peers against kinetic on VP](figures/peer_samplers.png)\n\n" + to_markdown(res))
 
 
