@@ -212,19 +212,16 @@ def _set_kinetic_grid(sch, sde, nfe: int) -> Tensor:
     return ts
 
 
-def _sample_on_kinetic_grid(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
-    sch = _build(peer, sde)
-    ts = _set_kinetic_grid(sch, sde, nfe)
+def _run_steps(sch, sde, score_fn, z_T: Tensor, times: list[float]) -> Tensor:
+    """Take ``sch``'s first len(times) steps from z_T (n, 1, *D), step i with the score at VP time
+    times[i] as epsilon (eps = -sigma_t score, sigma_t the marginal std); returns the output (n, *D)."""
     x = z_T[:, 0].to(F64).clone()
     n = x.shape[0]
-    calls = 0
-    for i, step_t in enumerate(sch.timesteps):
-        t = torch.tensor(float(ts[i]), dtype=F64)
-        sigma_t = sde.coefficients(t).sigma[0, 0].sqrt()  # the marginal std of VP at the node
-        eps = -sigma_t * score_fn(x[:, None], t.expand(n))
-        calls += 1
+    for t, step_t in zip(times, sch.timesteps):
+        tt = torch.tensor(t, dtype=F64)
+        eps = -sde.coefficients(tt).sigma[0, 0].sqrt() * score_fn(x[:, None], tt.expand(n))
         x = sch.step(eps, step_t, x).prev_sample
-    return {"x": x, "nfe": calls, "t_start": float(ts[0]), "t_end": float(ts[-1])}
+    return x
 
 
 def sample_peer(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
@@ -234,28 +231,23 @@ def sample_peer(peer: Peer, sde, score_fn, z_T: Tensor, nfe: int) -> dict:
     times of the first and last noise levels}.
     """
     _check_vp(sde)
-    if peer.solver_only:
-        return _sample_on_kinetic_grid(peer, sde, score_fn, z_T, nfe)
     sch = _build(peer, sde)
-    _set_timesteps(sch, nfe)
-    x = z_T[:, 0].to(F64).clone()
-    n = x.shape[0]
-    calls = 0
-    sig = [float(v) for v in sch.sigmas]
-    for i, step_t in enumerate(sch.timesteps):
-        if _zero_length(sig[i], sig[i + 1]):
-            break  # the void last step of Karras / lambda-uniform spacings
+    if peer.solver_only:
+        ts = _set_kinetic_grid(sch, sde, nfe)
+        times = [float(t) for t in ts[:-1]]
+        t_start, t_end = float(ts[0]), float(ts[-1])
+    else:
+        _set_timesteps(sch, nfe)
+        sig = [float(v) for v in sch.sigmas]
+        # stop before the void last step of Karras / lambda-uniform spacings
+        steps = next((i for i in range(len(sch.timesteps)) if _zero_length(sig[i], sig[i + 1])), len(sch.timesteps))
         if peer.betas == "exact":
-            t = _time_of_sigma(sde, sig[i])
+            times = [_time_of_sigma(sde, sig[i]) for i in range(steps)]
         else:  # a kinetic-trained model called with diffusers' integer timestep
-            t = (int(step_t) + 1) * sde.T / TRAIN_STEPS
-        tt = torch.full((n,), t, dtype=F64)
-        sigma_t = sde.coefficients(torch.tensor(t, dtype=F64)).sigma[0, 0].sqrt()
-        eps = -sigma_t * score_fn(x[:, None], tt)
-        calls += 1
-        x = sch.step(eps, step_t, x).prev_sample
-    t_end = _time_of_sigma(sde, sig[i] if _zero_length(sig[i], sig[i + 1]) else sig[-1])
-    return {"x": x, "nfe": calls, "t_start": _time_of_sigma(sde, sig[0]), "t_end": t_end}
+            times = [(int(sch.timesteps[i]) + 1) * sde.T / TRAIN_STEPS for i in range(steps)]
+        t_start, t_end = _time_of_sigma(sde, sig[0]), _time_of_sigma(sde, sig[steps])
+    x = _run_steps(sch, sde, score_fn, z_T, times)
+    return {"x": x, "nfe": len(times), "t_start": t_start, "t_end": t_end}
 
 
 # ------------------------------------------------------------------ the benchmark
