@@ -124,14 +124,10 @@ def grids(n: int = 4000, nfes=(5, 10, 20, 50)) -> dict:
 
 def _memory_gib() -> float | None:
     """Total RAM in GiB (/proc/meminfo; None elsewhere)."""
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    from kinetic.checks import meminfo
+
+    total = meminfo("MemTotal")
+    return None if total is None else round(total / 2**30, 1)
 
 
 def _load() -> float | None:

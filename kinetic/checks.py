@@ -105,15 +105,23 @@ def check_threads(threads: Any, option: str = "--threads") -> int:
     return check_count(threads, option, 1, max_threads())
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (MemAvailable), None where unknown."""
+def meminfo(field: str) -> int | None:
+    """Bytes of one /proc/meminfo field ("MemAvailable", "MemTotal"), None where unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable), None where unknown."""
+    avail = meminfo("MemAvailable")
+    if avail is not None:
+        return avail
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
